@@ -1,0 +1,1 @@
+"""The ``es-run`` command line (installed as ``parsl_es.cli``)."""

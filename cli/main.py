@@ -1,0 +1,232 @@
+"""``es-run``: submit and follow event-service campaigns.
+
+Thin by design: it parses options, calls ``parsl_es`` and prints. Exit codes:
+0 complete, 1 failed (fatal ranges or failed validation), 2 bad input,
+3 stopped or incomplete (resumable with ``es-run resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from parsl_es import UserError
+from parsl_es.dispatcher import RunResult
+
+from .progress import ProgressDisplay
+from .tables import status_tables, summary_lines
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+app = typer.Typer(
+    name="es-run",
+    help="Run event-service simulation campaigns on Parsl.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: UserError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except UserError as exc:
+        _fail(exc)
+
+
+class _StopOnSignal:
+    """First SIGINT/SIGTERM: stop gracefully (no new ranges). Second SIGINT: abort."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.event.set()
+        err.print(
+            f"\n{signal.Signals(signum).name}: finishing what is in flight, starting nothing new "
+            "(Ctrl-C again to abort at once)"
+        )
+
+    def __enter__(self) -> threading.Event:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self.event
+
+    def __exit__(self, *_: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _finish(result: RunResult, output: Path) -> None:
+    out.print(
+        f"{result.message}\n"
+        f"this run: {result.events_this_run} events in {result.ranges_this_run} ranges, "
+        f"{result.merges_this_run} merges, {result.wall_seconds:.1f} s wall, "
+        f"{result.events_per_second:.1f} events/s, {result.failures} failed attempts, "
+        f"{result.workers} workers (payload initialised {result.payload_inits} times)",
+        highlight=False,
+    )
+    if result.status == "complete":
+        out.print(f"outputs: {output}/merged   validation: {output}/validation", highlight=False)
+        raise typer.Exit(EXIT_OK)
+    if result.status == "stopped":
+        err.print(f"campaign incomplete; continue it with: es-run resume {output}")
+        raise typer.Exit(EXIT_INCOMPLETE)
+    err.print(f"see {output}/logs/driver.log; 'es-run resume {output}' retries what failed")
+    raise typer.Exit(EXIT_FAILED)
+
+
+SiteOpt = Annotated[str, typer.Option("--site", "-s", help="site name or site YAML file")]
+
+
+@app.command()
+def submit(
+    campaign: Annotated[str, typer.Argument(help="campaign YAML file, or a shipped campaign name")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="output directory (new or empty)")
+    ] = None,
+    site: SiteOpt = "local",
+) -> None:
+    """Start a campaign and follow it until it is complete."""
+    from parsl_es import run
+    from parsl_es.campaign import load_campaign
+    from parsl_es.sites import load_site
+
+    spec = _guarded(lambda: load_campaign(campaign))
+    site_spec = _guarded(lambda: load_site(site))
+    out_dir = _guarded(lambda: run.output_for(spec, output))
+    _guarded(lambda: run.resolve_steps(spec, site_spec))
+    _guarded(lambda: run.check_new_output(out_dir))
+    out.print(
+        f"campaign [bold]{spec.name}[/]: {spec.events} events in {spec.plan.n_ranges} ranges, "
+        f"{spec.plan.n_merges} merge groups, payload {spec.payload.name}, site {site_spec.name} "
+        f"-> {out_dir}",
+        highlight=False,
+    )
+    with _StopOnSignal() as stop, ProgressDisplay(err, spec.name) as progress:
+        result = _guarded(
+            lambda: run.submit(spec, out_dir, site=site_spec, on_progress=progress, stop=stop)
+        )
+    _finish(result, out_dir)
+
+
+@app.command()
+def resume(
+    output: Annotated[Path, typer.Argument(help="the campaign's output directory")],
+    site: Annotated[
+        str | None, typer.Option("--site", "-s", help="site (default: the one it ran on)")
+    ] = None,
+) -> None:
+    """Continue an interrupted campaign, re-running only what is not done."""
+    from parsl_es import run
+
+    ledger = _guarded(lambda: run.open_campaign(output))
+    name = ledger.plan.campaign
+    ledger.close()
+    with _StopOnSignal() as stop, ProgressDisplay(err, name) as progress:
+        result = _guarded(lambda: run.resume(output, site=site, on_progress=progress, stop=stop))
+    _finish(result, output)
+
+
+@app.command()
+def status(
+    output: Annotated[Path, typer.Argument(help="the campaign's output directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Ranges and merges by state, from the ledger (also while the campaign runs)."""
+    from dataclasses import asdict
+
+    from parsl_es import run
+
+    ledger = _guarded(lambda: run.open_campaign(output, readonly=True))
+    try:
+        summary = ledger.summary()
+        name = ledger.plan.campaign
+    finally:
+        ledger.close()
+    if as_json:
+        print(json.dumps(asdict(summary) | {"campaign": name, "complete": summary.complete}))
+        return
+    out.print(f"[bold]campaign {name}[/] ({output})", highlight=False)
+    for table in status_tables(summary):
+        out.print(table)
+    for line in summary_lines(summary):
+        out.print(line, highlight=False)
+
+
+@app.command()
+def validate(
+    output: Annotated[Path, typer.Argument(help="the campaign's output directory")],
+) -> None:
+    """Re-read every merged file: every event exactly once, checksums as recorded."""
+    from parsl_es.validate_local import validate_output
+
+    report = _guarded(lambda: validate_output(output))
+    out.print(
+        f"{report['events_found']}/{report['events_expected']} events found in "
+        f"{report['merged_files']} merged files; missing {report['events_missing']}, "
+        f"duplicated {report['events_duplicated']}",
+        highlight=False,
+    )
+    if report["passed"]:
+        out.print("validation passed", highlight=False)
+        raise typer.Exit(EXIT_OK)
+    for problem in report["problems"]:
+        err.print(f"problem: {problem}", highlight=False)
+    raise typer.Exit(EXIT_FAILED)
+
+
+sites_app = typer.Typer(help="Site configurations.", invoke_without_command=True)
+app.add_typer(sites_app, name="sites")
+
+
+@sites_app.callback()
+def sites(ctx: typer.Context) -> None:
+    """List the shipped site configurations."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from parsl_es.sites import load_site, shipped_sites
+
+    for name, path in sorted(shipped_sites().items()):
+        spec = _guarded(lambda p=path: load_site(p))
+        kinds = ", ".join(spec.node_types)
+        out.print(f"[bold]{name:12}[/] node types: {kinds:20} {spec.description}", highlight=False)
+
+
+@sites_app.command("show")
+def sites_show(name: Annotated[str, typer.Argument(help="site name or file")]) -> None:
+    """Print a site's resolved configuration."""
+    from parsl_es.sites import load_site
+
+    spec = _guarded(lambda: load_site(name))
+    print(json.dumps(spec.model_dump(mode="json", by_alias=True), indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("aborted; the ledger is consistent: continue with 'es-run resume DIR'")
+        sys.exit(EXIT_INCOMPLETE)
+
+
+if __name__ == "__main__":
+    main()

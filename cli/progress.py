@@ -1,0 +1,72 @@
+"""Live progress for a running campaign: a rich bar on a terminal, lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from parsl_es.dispatcher import Progress as Snapshot
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def describe(s: Snapshot) -> str:
+    return (
+        f"{s.events_done}/{s.events_total} events  {s.events_per_second:6.1f} ev/s  "
+        f"ETA {_eta(s.eta_seconds)}  in flight {s.ranges_in_flight}  "
+        f"merges {s.merges_done}/{s.merges_total} (validated {s.merges_validated})  "
+        f"failures {s.failures}" + (f"  fatal {s.fatal}" if s.fatal else "")
+        + ("  [stopping]" if s.stopping else "")
+    )
+
+
+class ProgressDisplay:
+    """Callable passed to the dispatcher as ``on_progress``."""
+
+    def __init__(self, console: Console, title: str, interval: float = 10.0) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self.interval = interval
+        self._last = 0.0
+        self._task: Any = None
+        self._bar: Progress | None = None
+        if self.live:
+            self._bar = Progress(
+                TextColumn(f"[bold]{title}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[line]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            )
+
+    def __enter__(self) -> ProgressDisplay:
+        if self._bar is not None:
+            self._bar.start()
+            self._task = self._bar.add_task("events", total=None, line="starting workers...")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, s: Snapshot) -> None:
+        if self._bar is not None:
+            self._bar.update(
+                self._task, total=s.events_total, completed=s.events_done, line=describe(s)
+            )
+            return
+        now = time.time()
+        if now - self._last >= self.interval or s.events_done == s.events_total:
+            self._last = now
+            print(f"[{s.elapsed:7.1f}s] {describe(s)}", file=sys.stderr, flush=True)

@@ -1,0 +1,218 @@
+"""The work that runs on Parsl workers: simulate ranges, merge a group, validate.
+
+These are plain functions; the dispatcher wraps them as Parsl python apps bound
+to the executor of the node type a step runs on. They import nothing of a
+particular payload: the payload is built on the worker from its registered name
+and kept for the life of the worker process, so expensive initialisation
+happens once per worker, not once per range.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from parsl_es import fileio
+from parsl_es.payloads import Payload, PayloadError, make_payload
+from parsl_es.ranges import EventRange, MergeGroup, RangePlan
+
+# Payloads built in this worker process, by (name, params), and whether set up.
+_PAYLOADS: dict[str, tuple[Payload, bool]] = {}
+
+
+def payload_key(name: str, params: dict[str, Any]) -> str:
+    return json.dumps([name, params], sort_keys=True)
+
+
+def worker_payload(name: str, params: dict[str, Any], setup: bool = True) -> tuple[Payload, float]:
+    """This worker's payload instance and the setup time spent on it now.
+
+    ``setup=False`` is for merge and validation, which only read files and need
+    no generator initialised.
+    """
+    key = payload_key(name, params)
+    payload, ready = _PAYLOADS.get(key, (None, False))
+    if payload is None:
+        payload = make_payload(name, params)
+    spent = 0.0
+    if setup and not ready:
+        t0 = time.time()
+        payload.setup()
+        spent = time.time() - t0
+        ready = True
+    _PAYLOADS[key] = (payload, ready)
+    return payload, spent
+
+
+def range_output_path(output_dir: Path, r: EventRange, attempt: int, suffix: str) -> Path:
+    """One file per range attempt, in one directory per merge group.
+
+    The attempt number in the name means a late result of an abandoned attempt
+    can never overwrite the file the ledger recorded for a newer one.
+    """
+    name = f"{r.id}.attempt-{attempt}{suffix}"
+    return output_dir / "ranges" / f"group-{r.merge_group:06d}" / name
+
+
+def merged_output_path(output_dir: Path, group: MergeGroup, suffix: str) -> Path:
+    return output_dir / "merged" / f"{group.campaign}.merge-{group.index:06d}{suffix}"
+
+
+def _where() -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+    }
+
+
+def simulate_ranges(
+    payload_name: str,
+    params: dict[str, Any],
+    ranges: list[tuple[EventRange, int]],
+    output_dir: str,
+) -> list[dict[str, Any]]:
+    """Simulate a bundle of ranges, each to its own file; one result per range.
+
+    A failing range does not fail the bundle: its result says what went wrong
+    and whether a retry can help. Only losing the worker loses the whole task.
+    """
+    where = _where()
+    try:
+        payload, setup_time = worker_payload(payload_name, params)
+    except PayloadError as exc:
+        return [_failure(r, a, exc, time.time(), where) for r, a in ranges]
+    results = []
+    for r, attempt in ranges:
+        started = time.time()
+        final = range_output_path(Path(output_dir), r, attempt, payload.suffix)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with fileio.atomic_path(final) as tmp:
+                n_events = payload.simulate(r, tmp)
+                if n_events != r.n_events:
+                    raise PayloadError(f"payload wrote {n_events} events, expected {r.n_events}")
+            results.append(
+                {
+                    "index": r.index,
+                    "attempt": attempt,
+                    "ok": True,
+                    "output": str(final.relative_to(output_dir)),
+                    "size": final.stat().st_size,
+                    "checksum": fileio.adler32(final),
+                    "n_events": n_events,
+                    "started": started,
+                    "finished": time.time(),
+                    "setup_time": setup_time,
+                    **where,
+                }
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a per-range result
+            results.append(_failure(r, attempt, exc, started, where))
+        setup_time = 0.0
+    return results
+
+
+def _failure(
+    r: EventRange, attempt: int, exc: BaseException, started: float, where: dict
+) -> dict[str, Any]:
+    transient = exc.transient if isinstance(exc, PayloadError) else True
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return {
+        "index": r.index,
+        "attempt": attempt,
+        "ok": False,
+        "transient": transient,
+        "error": detail[:2000],
+        "started": started,
+        "finished": time.time(),
+        **where,
+    }
+
+
+def merge_group(
+    payload_name: str,
+    params: dict[str, Any],
+    group: MergeGroup,
+    output_dir: str,
+    known: list[dict[str, Any]],
+    inputs: list[Any] = (),  # noqa: B006 - Parsl passes the resolved simulate results here
+) -> dict[str, Any]:
+    """Merge a complete group's range files into one file, in event order.
+
+    Range records come from the ledger (``known``) and from the simulate tasks
+    this merge is chained to (``inputs``, resolved by Parsl). Each input's
+    checksum is verified before merging, so a damaged range file cannot slip
+    into a merged output.
+    """
+    started = time.time()
+    records: dict[int, dict[str, Any]] = {r["idx"]: r for r in known}
+    for bundle in inputs:
+        for res in bundle:
+            if res["ok"] and group.first_range <= res["index"] <= group.last_range:
+                records[res["index"]] = {"idx": res["index"], **res}
+    missing = [i for i in group.range_indices if i not in records]
+    if missing:
+        raise RuntimeError(f"merge group {group.index}: ranges {missing} have no output")
+    out_dir = Path(output_dir)
+    paths = []
+    for i in group.range_indices:
+        rec = records[i]
+        path = out_dir / rec["output"]
+        actual = fileio.adler32(path)
+        if actual != rec["checksum"]:
+            raise RuntimeError(
+                f"range file {rec['output']} checksum {actual} != recorded {rec['checksum']}"
+            )
+        paths.append(path)
+    payload, _ = worker_payload(payload_name, params, setup=False)
+    final = merged_output_path(out_dir, group, payload.suffix)
+    n_events = fileio.write_with(final, lambda tmp: payload.merge(paths, tmp))
+    if n_events != group.n_events:
+        final.unlink()
+        raise RuntimeError(f"merge wrote {n_events} events, group has {group.n_events}")
+    return {
+        "group": group.index,
+        "output": str(final.relative_to(out_dir)),
+        "size": final.stat().st_size,
+        "checksum": fileio.adler32(final),
+        "n_events": n_events,
+        "ranges": [records[i]["idx"] for i in group.range_indices],
+        "started": started,
+        "finished": time.time(),
+        **_where(),
+    }
+
+
+def validate_merge(
+    payload_name: str, params: dict[str, Any], group: MergeGroup, output_dir: str, merged: dict
+) -> dict[str, Any]:
+    """Check one merged file and fill its physics histograms (chained to its merge)."""
+    from parsl_es import validation
+
+    payload, _ = worker_payload(payload_name, params, setup=False)
+    return validation.validate_merged_file(payload, group, Path(output_dir), merged)
+
+
+def validate_campaign(
+    payload_name: str,
+    params: dict[str, Any],
+    plan: RangePlan,
+    output_dir: str,
+    merges: list[dict[str, Any]],
+    inputs: list[Any] = (),  # noqa: B006 - the per-merge validations this waits for
+) -> dict[str, Any]:
+    """The campaign-wide check: every event exactly once across merged files.
+
+    The merge records come from the driver's ledger as an argument: workers on
+    other nodes cannot safely open an SQLite file that the driver writes.
+    """
+    from parsl_es import validation
+
+    payload, _ = worker_payload(payload_name, params, setup=False)
+    return validation.validate_campaign_outputs(payload, plan, Path(output_dir), merges)

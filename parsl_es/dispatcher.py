@@ -1,0 +1,510 @@
+"""The event-service loop: pull ranges into a bounded window, merge on the fly.
+
+One thread owns the ledger. Parsl completion callbacks only put the finished
+future on a queue; the loop drains the queue in batches, records every outcome
+of a batch in one ledger transaction, tops the in-flight window of each node
+type back up, submits a merge the moment a group's last range is done (chained
+to its simulate futures, with per-merge validation chained to the merge) and
+finally submits the campaign validation chained to the per-merge ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parsl_es import fileio
+from parsl_es.ledger import Ledger, RangeOutcome
+from parsl_es.ranges import EventRange, RangePlan
+from parsl_es.session import SiteSession
+
+log = logging.getLogger(__name__)
+
+#: How often the connected-worker count of each executor is asked for.
+WORKER_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The node types that run each step, resolved against the site."""
+
+    simulate: list[str]
+    merge: str
+    validate: str
+
+
+@dataclass
+class Progress:
+    """A snapshot for progress displays (CLI bar, notebook widget, logs)."""
+
+    events_total: int
+    events_done: int
+    ranges_total: int
+    ranges_done: int
+    ranges_in_flight: int
+    failures: int
+    fatal: int
+    merges_total: int
+    merges_done: int
+    merges_validated: int
+    elapsed: float
+    events_per_second: float
+    stopping: bool = False
+
+    @property
+    def eta_seconds(self) -> float | None:
+        left = self.events_total - self.events_done
+        return left / self.events_per_second if self.events_per_second > 0 else None
+
+
+@dataclass
+class RunResult:
+    """What one run of the driver achieved (a campaign may need several runs)."""
+
+    status: str  # complete | incomplete | stopped | failed
+    wall_seconds: float
+    events_this_run: int
+    ranges_this_run: int
+    merges_this_run: int
+    failures: int
+    fatal_ranges: list[str]
+    failed_merges: list[int]
+    payload_inits: int
+    workers: int
+    validation: dict[str, Any] | None
+    message: str
+    per_node_type: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events_this_run / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+class Dispatcher:
+    """Runs one campaign on a loaded site until it is complete, stuck or stopped."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        session: SiteSession,
+        output_dir: Path,
+        payload_name: str,
+        payload_params: dict[str, Any],
+        steps: Steps,
+        attempts: int,
+        bundle_size: int = 1,
+        on_progress: Callable[[Progress], None] | None = None,
+        stop: threading.Event | None = None,
+        stop_grace_seconds: float = 30.0,
+    ) -> None:
+        self.ledger = ledger
+        self.session = session
+        self.output_dir = output_dir
+        self.plan: RangePlan = ledger.plan
+        self.payload = (payload_name, payload_params)
+        self.steps = steps
+        self.attempts = attempts
+        self.bundle_size = max(1, bundle_size)
+        self.on_progress = on_progress
+        self.stop = stop or threading.Event()
+        self.stop_grace_seconds = stop_grace_seconds
+
+        self._done_q: queue.SimpleQueue[tuple[str, Any, Future]] = queue.SimpleQueue()
+        self._retry: deque[int] = deque()
+        self._cursor = 0
+        self._in_flight: dict[str, int] = dict.fromkeys(steps.simulate, 0)
+        self._window: dict[str, int] = {}
+        self._worker_poll = 0.0
+        self._group_left: dict[int, int] = {}
+        self._group_futures: dict[int, list[Future]] = {}
+        self._merges_in_flight: set[int] = set()
+        self._validations_in_flight: set[int] = set()
+        self._validation_futures: list[Future] = []
+        self._merge_attempts: dict[int, int] = {}
+        self._campaign_validation: Future | None = None
+        self._validation_result: dict[str, Any] | None = None
+        self._fatal: set[int] = set()
+        self._failed_merges: set[int] = set()
+        self._stats = {"events": 0, "ranges": 0, "merges": 0, "failures": 0, "inits": 0}
+        self._workers: set[str] = set()
+        self._per_node_type: dict[str, int] = dict.fromkeys(steps.simulate, 0)
+        self._events_done = 0
+        self._ranges_done = 0
+        self._merges_done = 0
+        self._validated = 0
+        self._t0 = time.time()
+        self._last_progress = 0.0
+
+    # --- setup ---------------------------------------------------------------
+    def _load_state(self) -> None:
+        """Rebuild the in-memory view from the ledger (fresh start or resume)."""
+        reset = self.ledger.reset_for_resume(self.output_dir)
+        if any(reset.values()):
+            log.info("resume: %s", reset)
+        for sub in ("ranges", "merged", "validation"):
+            removed = fileio.remove_temp_files(self.output_dir / sub)
+            if removed:
+                log.info("removed %d partial files in %s/", removed, sub)
+        self._cursor = self.ledger.next_untouched()
+        self._retry.extend(r["idx"] for r in self.ledger.range_rows(("ready", "failed")))
+        done_per_group: dict[int, int] = {}
+        for r in self.ledger.range_rows(("done", "merged")):
+            done_per_group[r["merge_group"]] = done_per_group.get(r["merge_group"], 0) + 1
+            self._events_done += r["n_events"]
+            self._ranges_done += 1
+        for m in self.ledger.merge_rows():
+            g = m["group_idx"]
+            if m["state"] == "done":
+                self._merges_done += 1
+                if m["validation"] == "passed":
+                    self._validated += 1
+                continue
+            self._group_left[g] = (m["last_range"] - m["first_range"] + 1) - done_per_group.get(
+                g, 0
+            )
+
+    # --- the loop --------------------------------------------------------------
+    def run(self) -> RunResult:
+        self._t0 = time.time()
+        self._load_state()
+        for g, left in sorted(self._group_left.items()):
+            if left == 0:
+                self._submit_merge(g)
+        for m in self.ledger.merge_rows():
+            if m["state"] == "done" and m["validation"] is None:
+                self._submit_validation(m["group_idx"], dict(m))
+        stop_deadline: float | None = None
+        while True:
+            if self.stop.is_set() and stop_deadline is None:
+                stop_deadline = time.time() + self.stop_grace_seconds
+                log.warning("stop requested: no new ranges; waiting for those in flight")
+            if stop_deadline is None:
+                self._top_up()
+                self._maybe_validate_campaign()
+            if self._finished(stopping=stop_deadline is not None):
+                break
+            if stop_deadline is not None and time.time() > stop_deadline:
+                log.warning("stop grace period over: leaving in-flight ranges for resume")
+                break
+            self._drain(timeout=0.2)
+            self._report_progress()
+        self._report_progress(force=True)
+        return self._result(stopped=stop_deadline is not None)
+
+    def _finished(self, stopping: bool) -> bool:
+        sims = sum(self._in_flight.values())
+        busy = sims or self._merges_in_flight or self._validations_in_flight
+        if stopping:
+            return not busy and self._campaign_validation is None
+        if busy or self._campaign_validation is not None:
+            return False
+        if self._has_ranges_to_start():
+            return False
+        if self._validation_result is not None:
+            return True
+        # Nothing runs and nothing can start: complete, or stuck on fatal work.
+        return bool(self._fatal or self._failed_merges) or not self._needs_validation()
+
+    def _needs_validation(self) -> bool:
+        return self.ledger.meta("campaign_validation") != "passed"
+
+    def _has_ranges_to_start(self) -> bool:
+        return bool(self._retry) or self._cursor < self.plan.n_ranges
+
+    def _drain(self, timeout: float) -> None:
+        """Handle every completion available now, recording ranges in one transaction."""
+        try:
+            items = [self._done_q.get(timeout=timeout)]
+        except queue.Empty:
+            return
+        while True:
+            try:
+                items.append(self._done_q.get_nowait())
+            except queue.Empty:
+                break
+        sims = [it for it in items if it[0] == "simulate"]
+        if sims:
+            self._handle_simulations(sims)
+        for kind, info, fut in items:
+            if kind == "merge":
+                self._handle_merge(info, fut)
+            elif kind == "validate":
+                self._handle_validation(info, fut)
+            elif kind == "campaign":
+                self._handle_campaign_validation(fut)
+
+    # --- simulation --------------------------------------------------------------
+    def _window_for(self, node_type: str) -> int:
+        now = time.time()
+        if now - self._worker_poll > WORKER_POLL_SECONDS or node_type not in self._window:
+            self._worker_poll = now
+            for nt in self.steps.simulate:
+                workers = self.session.connected_workers(nt)
+                if not workers:
+                    spec = self.session.site.node_types[nt]
+                    workers = spec.workers() * max(1, spec.provider.init_blocks)
+                factor = self.session.site.in_flight_per_worker
+                self._window[nt] = max(1, math.ceil(workers * factor))
+        return self._window[node_type]
+
+    def _next_ranges(self, n: int) -> list[EventRange]:
+        out = []
+        while len(out) < n and self._retry:
+            out.append(self.plan.range(self._retry.popleft()))
+        while len(out) < n and self._cursor < self.plan.n_ranges:
+            out.append(self.plan.range(self._cursor))
+            self._cursor += 1
+        return out
+
+    def _top_up(self) -> None:
+        for nt in self.steps.simulate:
+            window = self._window_for(nt)
+            while self._in_flight[nt] < window and self._has_ranges_to_start():
+                want = min(self.bundle_size, window - self._in_flight[nt])
+                bundle = self._next_ranges(want)
+                attempts = self.ledger.start_ranges(bundle, nt, time.time())
+                work = list(zip(bundle, attempts, strict=True))
+                app = self.session.app("simulate_ranges", nt)
+                fut = app(*self.payload, work, str(self.output_dir))
+                self._in_flight[nt] += len(work)
+                info = (nt, work)
+                fut.add_done_callback(lambda f, i=info: self._done_q.put(("simulate", i, f)))
+
+    def _handle_simulations(self, items: list[tuple[str, Any, Future]]) -> None:
+        outcomes: list[RangeOutcome] = []
+        for _, (nt, work), fut in items:
+            self._in_flight[nt] -= len(work)
+            exc = fut.exception()
+            if exc is not None:
+                outcome = "lost" if _is_lost_worker(exc) else "failed"
+                err = f"{type(exc).__name__}: {exc}"[:2000]
+                now = time.time()
+                outcomes.extend(
+                    RangeOutcome(index=r.index, attempt=a, outcome=outcome, node_type=nt,
+                                 finished=now, error=err)
+                    for r, a in work
+                )
+                continue
+            for res in fut.result():
+                outcomes.append(_outcome_from_result(res, nt))
+                if res.get("setup_time"):
+                    self._stats["inits"] += 1
+                self._workers.add(res.get("worker", "?"))
+        states = self.ledger.record_outcomes(outcomes, max_failures=self.attempts)
+        futures_by_index = {
+            r.index: fut for _, (_, work), fut in items for r, _ in work
+        }
+        for o, state in zip(outcomes, states, strict=True):
+            if state == "done":
+                self._range_done(o, futures_by_index[o.index])
+            elif state == "failed":
+                self._stats["failures"] += 1
+                log.info("range %d attempt %d %s: %s", o.index, o.attempt, o.outcome, o.error)
+                self._retry.appendleft(o.index)  # first, so its merge group completes soon
+            elif state == "fatal":
+                self._stats["failures"] += 1
+                self._fatal.add(o.index)
+                log.error("range %d is fatal after attempt %d: %s", o.index, o.attempt, o.error)
+
+    def _range_done(self, o: RangeOutcome, fut: Future) -> None:
+        self._events_done += o.n_events or 0
+        self._ranges_done += 1
+        self._stats["events"] += o.n_events or 0
+        self._stats["ranges"] += 1
+        if o.node_type:
+            self._per_node_type[o.node_type] = self._per_node_type.get(o.node_type, 0) + 1
+        g = self.plan.group_of_range(o.index)
+        futs = self._group_futures.setdefault(g, [])
+        if not futs or futs[-1] is not fut:
+            futs.append(fut)
+        self._group_left[g] -= 1
+        if self._group_left[g] == 0:
+            self._submit_merge(g)
+
+    # --- merges and validation ---------------------------------------------------
+    def _submit_merge(self, g: int) -> None:
+        group = self.plan.group(g)
+        nt = self.steps.merge
+        self._merge_attempts[g] = self.ledger.start_merge(g, nt, time.time())
+        known = self.ledger.group_range_outputs(group)
+        chained = self._group_futures.pop(g, [])
+        app = self.session.app("merge_group", nt)
+        fut = app(*self.payload, group, str(self.output_dir), known, inputs=chained)
+        self._merges_in_flight.add(g)
+        fut.add_done_callback(lambda f: self._done_q.put(("merge", g, f)))
+        self._submit_validation(g, fut)
+
+    def _submit_validation(self, g: int, merged: Future | dict[str, Any]) -> None:
+        """Validate a merged file; chained to its merge future when there is one."""
+        group = self.plan.group(g)
+        app = self.session.app("validate_merge", self.steps.validate)
+        fut = app(*self.payload, group, str(self.output_dir), merged)
+        self._validations_in_flight.add(g)
+        fut.add_done_callback(lambda f: self._done_q.put(("validate", g, f)))
+
+    def _handle_merge(self, g: int, fut: Future) -> None:
+        self._merges_in_flight.discard(g)
+        exc = fut.exception()
+        if exc is None:
+            self.ledger.finish_merge(g, fut.result())
+            self._merges_done += 1
+            self._stats["merges"] += 1
+            return
+        err = f"{type(exc).__name__}: {exc}"[:2000]
+        self.ledger.fail_merge(g, err)
+        if self._merge_attempts.get(g, 0) < self.attempts and not self.stop.is_set():
+            log.warning("merge %d failed (%s); retrying", g, err)
+            self._submit_merge(g)
+        else:
+            log.error("merge %d failed for good: %s", g, err)
+            self._failed_merges.add(g)
+
+    def _handle_validation(self, g: int, fut: Future) -> None:
+        self._validations_in_flight.discard(g)
+        exc = fut.exception()
+        if exc is not None:
+            if _is_dependency_failure(exc):
+                return  # its merge failed; the merge's own handling retries it
+            self.ledger.record_validation(g, False, f"{type(exc).__name__}: {exc}"[:2000])
+            log.error("validation of merge %d raised: %s", g, exc)
+            self._failed_merges.add(g)
+            return
+        res = fut.result()
+        self.ledger.record_validation(g, res["passed"], "; ".join(res["problems"]) or None)
+        if res["passed"]:
+            self._validated += 1
+            self._validation_futures.append(fut)
+        else:
+            log.error("merge %d failed validation: %s", g, res["problems"])
+            self._failed_merges.add(g)
+
+    def _maybe_validate_campaign(self) -> None:
+        if self._campaign_validation is not None or self._validation_result is not None:
+            return
+        if self._merges_in_flight or self._validations_in_flight:
+            return
+        if self._validated < self.plan.n_merges or not self._needs_validation():
+            return
+        merges = [dict(m) for m in self.ledger.merge_rows()]
+        app = self.session.app("validate_campaign", self.steps.validate)
+        fut = app(
+            *self.payload, self.plan, str(self.output_dir), merges, inputs=self._validation_futures
+        )
+        self._campaign_validation = fut
+        fut.add_done_callback(lambda f: self._done_q.put(("campaign", None, f)))
+
+    def _handle_campaign_validation(self, fut: Future) -> None:
+        self._campaign_validation = None
+        self._validation_futures = []
+        exc = fut.exception()
+        if exc is not None:
+            res = {"passed": False, "problems": [f"{type(exc).__name__}: {exc}"]}
+        else:
+            res = fut.result()
+        self._validation_result = res
+        self.ledger.set_meta("campaign_validation", "passed" if res["passed"] else "failed")
+
+    # --- reporting ---------------------------------------------------------------
+    def progress(self) -> Progress:
+        elapsed = time.time() - self._t0
+        return Progress(
+            events_total=self.plan.events,
+            events_done=self._events_done,
+            ranges_total=self.plan.n_ranges,
+            ranges_done=self._ranges_done,
+            ranges_in_flight=sum(self._in_flight.values()),
+            failures=self._stats["failures"],
+            fatal=len(self._fatal),
+            merges_total=self.plan.n_merges,
+            merges_done=self._merges_done,
+            merges_validated=self._validated,
+            elapsed=elapsed,
+            events_per_second=self._stats["events"] / elapsed if elapsed > 0 else 0.0,
+            stopping=self.stop.is_set(),
+        )
+
+    def _report_progress(self, force: bool = False) -> None:
+        now = time.time()
+        if self.on_progress and (force or now - self._last_progress > 0.25):
+            self._last_progress = now
+            self.on_progress(self.progress())
+
+    def _result(self, stopped: bool) -> RunResult:
+        wall = time.time() - self._t0
+        complete = self.ledger.meta("campaign_validation") == "passed"
+        fatal_ids = [self.plan.range(i).id for i in sorted(self._fatal)]
+        if complete:
+            status, message = "complete", "campaign complete: every event merged and validated"
+        elif stopped:
+            status = "stopped"
+            message = "stopped before the campaign was complete"
+        elif self._fatal or self._failed_merges:
+            status = "failed"
+            parts = []
+            if fatal_ids:
+                parts.append(f"{len(fatal_ids)} ranges fatal (e.g. {fatal_ids[0]})")
+            if self._failed_merges:
+                parts.append(f"{len(self._failed_merges)} merge groups failed")
+            message = "campaign incomplete: " + ", ".join(parts)
+        else:
+            status = "failed"
+            problems = (self._validation_result or {}).get("problems", [])
+            message = "campaign validation failed: " + "; ".join(problems[:3])
+        return RunResult(
+            status=status,
+            wall_seconds=wall,
+            events_this_run=self._stats["events"],
+            ranges_this_run=self._stats["ranges"],
+            merges_this_run=self._stats["merges"],
+            failures=self._stats["failures"],
+            fatal_ranges=fatal_ids,
+            failed_merges=sorted(self._failed_merges),
+            payload_inits=self._stats["inits"],
+            workers=len(self._workers),
+            validation=self._validation_result,
+            message=message,
+            per_node_type=dict(self._per_node_type),
+        )
+
+
+def _outcome_from_result(res: dict[str, Any], node_type: str) -> RangeOutcome:
+    common = {
+        "index": res["index"],
+        "attempt": res["attempt"],
+        "node_type": node_type,
+        "host": res.get("host"),
+        "worker": res.get("worker"),
+        "slurm_job": res.get("slurm_job"),
+        "started": res.get("started"),
+        "finished": res.get("finished"),
+    }
+    if res["ok"]:
+        return RangeOutcome(
+            outcome="done",
+            output=res["output"],
+            size=res["size"],
+            checksum=res["checksum"],
+            n_events=res["n_events"],
+            **common,
+        )
+    outcome = "failed" if res.get("transient", True) else "fatal"
+    return RangeOutcome(outcome=outcome, error=res.get("error"), **common)
+
+
+def _is_lost_worker(exc: BaseException) -> bool:
+    """A task lost with its worker or node: not the payload's fault."""
+    return type(exc).__name__ in {"WorkerLost", "ManagerLost", "BadStateException"}
+
+
+def _is_dependency_failure(exc: BaseException) -> bool:
+    return type(exc).__name__ == "DependencyError"

@@ -1,0 +1,78 @@
+"""The payload interface: what the engine asks of anything that processes events.
+
+The engine (ranges, ledger, dispatcher) never imports a particular payload; it
+asks the registry for one by the name in the campaign file. A payload writes the
+events of one range to a path the engine gives it, merges range files into one
+file, and reads event numbers and physics histograms back for validation. The
+engine does the rest: temporary names, fsync, rename, checksums, the ledger.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from parsl_es.ranges import EventRange
+
+
+class PayloadParams(BaseModel):
+    """Base of every payload's parameter model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PayloadError(Exception):
+    """A payload failed on a range. Transient by default: the range is retried."""
+
+    transient: bool = True
+
+
+class FatalPayloadError(PayloadError):
+    """A failure that will never succeed on retry (bad parameters, bad input)."""
+
+    transient = False
+
+
+class Payload(ABC):
+    """Processes event ranges. One instance lives per worker process and is reused.
+
+    Subclasses set ``name`` and ``Params``; ``setup`` holds expensive
+    initialisation (a generator's ``init``, a geometry) and is called once per
+    worker process before the first range.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[PayloadParams]] = PayloadParams
+    #: File suffix of range and merged outputs.
+    suffix: ClassVar[str] = ".root"
+
+    def __init__(self, params: PayloadParams) -> None:
+        self.params = params
+
+    def setup(self) -> None:  # noqa: B027 - optional hook, most payloads need none
+        """Expensive once-per-worker initialisation."""
+
+    @abstractmethod
+    def simulate(self, event_range: EventRange, output: Path) -> int:
+        """Write the events of ``event_range`` to ``output``; return how many."""
+
+    @abstractmethod
+    def merge(self, inputs: Sequence[Path], output: Path) -> int:
+        """Concatenate range outputs (given in event order) into ``output``."""
+
+    @abstractmethod
+    def event_numbers(self, path: Path) -> np.ndarray:
+        """The event numbers stored in an output file, in file order."""
+
+    def content_hash(self, path: Path) -> str:
+        """A hash of the events' content, independent of file layout and compression."""
+        raise NotImplementedError
+
+    def histograms(self, path: Path) -> dict[str, Any]:
+        """Physics histograms (``hist.Hist`` objects) filled from an output file."""
+        return {}

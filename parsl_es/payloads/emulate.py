@@ -1,0 +1,105 @@
+"""The ``emulate`` payload: no physics, the same files and the same engine path.
+
+Per event it sleeps and/or burns CPU for a configurable time and writes the event
+numbers and a value drawn from the event's own seed, so tests, fault injection
+and benchmarks run thousands of ranges through exactly the code physics uses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hist
+import numpy as np
+from pydantic import Field
+
+from parsl_es import rootio
+from parsl_es.payloads.base import Payload, PayloadError, PayloadParams
+from parsl_es.ranges import EventRange, event_seed
+
+
+class EmulateParams(PayloadParams):
+    seconds_per_event: float = Field(0.0, ge=0, description="wall time slept per event")
+    cpu_seconds_per_event: float = Field(0.0, ge=0, description="CPU time burnt per event")
+    run_number: int = Field(1, ge=0)
+    fail_events: list[int] = Field(
+        default_factory=list,
+        description="event numbers whose range raises a (transient) error: fault injection",
+    )
+    fail_times: int = Field(
+        1, ge=0, description="how many attempts of a range holding a fail_event fail"
+    )
+
+
+class EmulatePayload(Payload):
+    name = "emulate"
+    Params = EmulateParams
+
+    def __init__(self, params: EmulateParams) -> None:
+        super().__init__(params)
+        self.params: EmulateParams = params
+        self._failures: dict[int, int] = {}
+
+    def simulate(self, event_range: EventRange, output: Path) -> int:
+        p = self.params
+        self._inject_failure(event_range, output)
+        numbers = np.arange(event_range.first_event, event_range.last_event + 1, dtype=np.int64)
+        values = np.empty(len(numbers), dtype=np.float64)
+        for i, number in enumerate(numbers):
+            rng = np.random.default_rng(event_seed(event_range.campaign_seed, int(number)))
+            values[i] = rng.exponential(10.0)
+            if p.cpu_seconds_per_event:
+                _burn(p.cpu_seconds_per_event)
+            if p.seconds_per_event:
+                time.sleep(p.seconds_per_event)
+        rootio.write_events(
+            output,
+            {
+                "event_number": numbers,
+                "run_number": np.full(len(numbers), p.run_number, dtype=np.int32),
+                "value": values,
+            },
+        )
+        return len(numbers)
+
+    def _inject_failure(self, event_range: EventRange, output: Path) -> None:
+        """Fail ``fail_times`` attempts of ranges holding a ``fail_events`` number.
+
+        Counted through marker files beside the output, so the count survives
+        the worker process that raised it.
+        """
+        hits = [e for e in self.params.fail_events if e in event_range.event_numbers]
+        if not hits:
+            return
+        marker_dir = output.parent / ".emulate-failures"
+        marker_dir.mkdir(exist_ok=True)
+        n = len(list(marker_dir.glob(f"{event_range.id}.*")))
+        if n < self.params.fail_times:
+            (marker_dir / f"{event_range.id}.{n}").touch()
+            raise PayloadError(f"injected failure at event {hits[0]} (attempt {n + 1})")
+
+    def merge(self, inputs: Sequence[Path], output: Path) -> int:
+        return rootio.merge_files(inputs, output)
+
+    def event_numbers(self, path: Path) -> np.ndarray:
+        return rootio.event_numbers(path)
+
+    def content_hash(self, path: Path) -> str:
+        return rootio.content_hash(path)
+
+    def histograms(self, path: Path) -> dict[str, Any]:
+        cols = rootio.read_events(path, filter_name=["value"])
+        h = hist.Hist(hist.axis.Regular(50, 0, 50, name="value", label="emulated value"))
+        h.fill(value=cols["value"])
+        return {"value": h}
+
+
+def _burn(seconds: float) -> None:
+    end = time.process_time() + seconds
+    x = 0.0
+    while time.process_time() < end:
+        for _ in range(1000):
+            x = x * 1.0000001 + 1.0

@@ -1,0 +1,151 @@
+"""Cutting a campaign into event ranges and merge groups, and deriving seeds.
+
+Ranges are a pure function of the campaign's numbers: range ``i`` always covers
+the same events and carries the same seed, so the ledger only has to store the
+ranges that have been touched, and a range gives identical events whichever
+worker or attempt runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+#: Seeds are kept in Pythia's accepted interval 1..900,000,000.
+MAX_SEED = 900_000_000
+
+
+def derive_seed(campaign_seed: int, *parts: int | str) -> int:
+    """A seed in 1..MAX_SEED from the campaign seed and any labels.
+
+    A cryptographic hash, so that neighbouring events or ranges get unrelated
+    random streams (an additive seed would correlate them).
+    """
+    text = ":".join(str(p) for p in (campaign_seed, *parts)).encode()
+    digest = hashlib.blake2b(text, digest_size=8).digest()
+    return int.from_bytes(digest, "little") % MAX_SEED + 1
+
+
+def event_seed(campaign_seed: int, event_number: int) -> int:
+    """The seed of one event: independent of how events are cut into ranges."""
+    return derive_seed(campaign_seed, "event", event_number)
+
+
+def range_seed(campaign_seed: int, first_event: int) -> int:
+    """The seed of a range, from the campaign seed and the range's first event."""
+    return derive_seed(campaign_seed, "range", first_event)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRange:
+    """A contiguous block of events ``[first_event, last_event]`` (inclusive)."""
+
+    campaign: str
+    index: int
+    first_event: int
+    last_event: int
+    merge_group: int
+    seed: int
+    campaign_seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.campaign}-{self.first_event}-{self.last_event}"
+
+    @property
+    def n_events(self) -> int:
+        return self.last_event - self.first_event + 1
+
+    @property
+    def event_numbers(self) -> range:
+        return range(self.first_event, self.last_event + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class MergeGroup:
+    """The ranges whose outputs are merged into one file."""
+
+    campaign: str
+    index: int
+    first_range: int
+    last_range: int  # inclusive
+    first_event: int
+    last_event: int  # inclusive
+
+    @property
+    def n_ranges(self) -> int:
+        return self.last_range - self.first_range + 1
+
+    @property
+    def n_events(self) -> int:
+        return self.last_event - self.first_event + 1
+
+    @property
+    def range_indices(self) -> range:
+        return range(self.first_range, self.last_range + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RangePlan:
+    """How a campaign's events are cut: the arithmetic behind ranges and groups."""
+
+    campaign: str
+    events: int
+    first_event: int
+    events_per_range: int
+    events_per_merge: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.events <= 0 or self.events_per_range <= 0 or self.events_per_merge <= 0:
+            raise ValueError("events, events_per_range and events_per_merge must be > 0")
+        if self.events_per_merge % self.events_per_range:
+            raise ValueError("events_per_merge must be a multiple of events_per_range")
+
+    @property
+    def ranges_per_merge(self) -> int:
+        return self.events_per_merge // self.events_per_range
+
+    @property
+    def n_ranges(self) -> int:
+        return -(-self.events // self.events_per_range)
+
+    @property
+    def n_merges(self) -> int:
+        return -(-self.events // self.events_per_merge)
+
+    @property
+    def last_event(self) -> int:
+        return self.first_event + self.events - 1
+
+    def range(self, index: int) -> EventRange:
+        if not 0 <= index < self.n_ranges:
+            raise IndexError(f"range index {index} outside 0..{self.n_ranges - 1}")
+        first = self.first_event + index * self.events_per_range
+        last = min(first + self.events_per_range - 1, self.last_event)
+        return EventRange(
+            campaign=self.campaign,
+            index=index,
+            first_event=first,
+            last_event=last,
+            merge_group=index // self.ranges_per_merge,
+            seed=range_seed(self.seed, first),
+            campaign_seed=self.seed,
+        )
+
+    def group(self, index: int) -> MergeGroup:
+        if not 0 <= index < self.n_merges:
+            raise IndexError(f"merge group {index} outside 0..{self.n_merges - 1}")
+        first_range = index * self.ranges_per_merge
+        last_range = min(first_range + self.ranges_per_merge - 1, self.n_ranges - 1)
+        return MergeGroup(
+            campaign=self.campaign,
+            index=index,
+            first_range=first_range,
+            last_range=last_range,
+            first_event=self.range(first_range).first_event,
+            last_event=self.range(last_range).last_event,
+        )
+
+    def group_of_range(self, range_index: int) -> int:
+        return range_index // self.ranges_per_merge

@@ -1,0 +1,215 @@
+"""Running a campaign: check every input first, then create the output, then drive.
+
+Everything a user can get wrong (campaign, site, steps, output directory) is
+checked before anything is written, so bad input leaves no half-made output
+directory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from parsl_es import __version__
+from parsl_es.campaign import CampaignSpec, campaign_from_dict
+from parsl_es.dispatcher import Dispatcher, Progress, RunResult, Steps
+from parsl_es.errors import UserError, allowed
+from parsl_es.fileio import write_text_atomic
+from parsl_es.ledger import LEDGER_NAME, Ledger
+from parsl_es.session import SiteSession
+from parsl_es.sites import SiteSpec, load_site
+
+log = logging.getLogger("parsl_es")
+
+OUTPUT_DIRS = ("ranges", "merged", "validation", "logs")
+
+
+def resolve_steps(spec: CampaignSpec, site: SiteSpec, source: str = "campaign") -> Steps:
+    """The node types for each step: the campaign's choice, else the site's default."""
+    known = site.node_types
+    simulate = spec.steps.simulate or site.steps.simulate
+    merge = spec.steps.merge or site.steps.merge
+    validate = spec.steps.validate_ or site.steps.validate_
+    for step, names in (("simulate", simulate), ("merge", [merge]), ("validate", [validate])):
+        for name in names:
+            if name not in known:
+                raise UserError(
+                    f"node type '{name}' is not in site '{site.name}'; allowed: {allowed(known)}",
+                    file=source,
+                    field=f"steps.{step}",
+                )
+    return Steps(simulate=list(dict.fromkeys(simulate)), merge=merge, validate=validate)
+
+
+def check_new_output(output: Path) -> None:
+    """Refuse an output directory that cannot be written or holds other work."""
+    if (output / LEDGER_NAME).exists():
+        raise UserError(
+            f"already holds a campaign; continue it with 'es-run resume {output}' "
+            "or choose another --output",
+            file=output,
+        )
+    if output.exists():
+        if not output.is_dir():
+            raise UserError("output exists and is not a directory", file=output)
+        if any(output.iterdir()):
+            raise UserError("output directory is not empty; choose a new one", file=output)
+        target = output
+    else:
+        target = next(p for p in [output, *output.parents] if p.exists())
+        if not target.is_dir():
+            raise UserError(f"cannot create output directory: {target} is not a directory",
+                            file=output)
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise UserError(f"output directory is not writable ({target})", file=output)
+
+
+def create_output(spec: CampaignSpec, output: Path, site: SiteSpec) -> Ledger:
+    check_new_output(output)
+    output.mkdir(parents=True, exist_ok=True)
+    for sub in OUTPUT_DIRS:
+        (output / sub).mkdir(exist_ok=True)
+    meta = {"campaign": spec.to_json(), "site": site.name, "parsl_es_version": __version__}
+    return Ledger.create(output / LEDGER_NAME, meta, spec.plan)
+
+
+def output_for(spec: CampaignSpec, output: str | Path | None) -> Path:
+    if output is not None:
+        return Path(output)
+    if spec.output:
+        return Path(spec.output)
+    raise UserError("no output directory: give --output DIR or an 'output' key", field="output")
+
+
+class DriverLog:
+    """The driver's own log, ``logs/driver.log``, for the duration of a run."""
+
+    def __init__(self, output: Path) -> None:
+        self.handler = logging.FileHandler(output / "logs" / "driver.log")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def __enter__(self) -> DriverLog:
+        log.addHandler(self.handler)
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        log.removeHandler(self.handler)
+        self.handler.close()
+
+
+def drive(
+    ledger: Ledger,
+    output: Path,
+    *,
+    site: SiteSpec,
+    session: SiteSession | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: threading.Event | None = None,
+    bundle_size: int = 1,
+) -> RunResult:
+    """Run the dispatcher on a (new or resumed) campaign output directory."""
+    spec = CampaignSpec.model_validate(ledger.campaign_json())
+    steps = resolve_steps(spec, site)
+    own_session = session is None
+    with DriverLog(output):
+        log.info("campaign %s on site %s: %s", spec.name, site.name, steps)
+        if session is None:
+            session = SiteSession(site, output / "logs" / "parsl")
+        try:
+            dispatcher = Dispatcher(
+                ledger=ledger,
+                session=session,
+                output_dir=output,
+                payload_name=spec.payload.name,
+                payload_params=spec.payload.params,
+                steps=steps,
+                attempts=spec.attempts,
+                bundle_size=bundle_size,
+                on_progress=on_progress,
+                stop=stop,
+            )
+            result = dispatcher.run()
+        finally:
+            if own_session:
+                session.close()
+        log.info("run finished: %s", result.message)
+    _write_run_record(output, result)
+    return result
+
+
+def _write_run_record(output: Path, result: RunResult) -> None:
+    record = asdict(result) | {"events_per_second": result.events_per_second, "at": time.time()}
+    n = len(list((output / "logs").glob("run-*.json"))) + 1
+    write_text_atomic(output / "logs" / f"run-{n:03d}.json", json.dumps(record, indent=1))
+
+
+def submit(
+    campaign: str | Path | dict | CampaignSpec,
+    output: str | Path | None = None,
+    *,
+    site: str | Path | SiteSpec = "local",
+    session: SiteSession | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: threading.Event | None = None,
+    bundle_size: int = 1,
+) -> RunResult:
+    """Start a new campaign and run it to completion (or until stopped)."""
+    from parsl_es.campaign import load_campaign
+
+    if isinstance(campaign, CampaignSpec):
+        spec = campaign
+    elif isinstance(campaign, dict):
+        spec = campaign_from_dict(campaign)
+    else:
+        spec = load_campaign(campaign)
+    site_spec = session.site if session else site if isinstance(site, SiteSpec) else load_site(site)
+    resolve_steps(spec, site_spec)
+    out = output_for(spec, output)
+    ledger = create_output(spec, out, site_spec)
+    try:
+        return drive(ledger, out, site=site_spec, session=session, on_progress=on_progress,
+                     stop=stop, bundle_size=bundle_size)
+    finally:
+        ledger.close()
+
+
+def open_campaign(output: str | Path, readonly: bool = False) -> Ledger:
+    out = Path(output)
+    if not out.is_dir():
+        raise UserError("no such campaign output directory", file=out)
+    return Ledger.open(out / LEDGER_NAME, readonly=readonly)
+
+
+def resume(
+    output: str | Path,
+    *,
+    site: str | Path | SiteSpec | None = None,
+    session: SiteSession | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: threading.Event | None = None,
+    bundle_size: int = 1,
+) -> RunResult:
+    """Continue a campaign from its ledger, re-running only what is not done."""
+    out = Path(output)
+    ledger = open_campaign(out)
+    try:
+        if session is not None:
+            site_spec = session.site
+        elif isinstance(site, SiteSpec):
+            site_spec = site
+        else:
+            site_spec = load_site(site or ledger.meta("site") or "local")
+        for sub in OUTPUT_DIRS:
+            (out / sub).mkdir(exist_ok=True)
+        return drive(ledger, out, site=site_spec, session=session, on_progress=on_progress,
+                     stop=stop, bundle_size=bundle_size)
+    finally:
+        ledger.close()

@@ -1,0 +1,26 @@
+"""``es-run validate``: the campaign validation, run here rather than on a worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from parsl_es.apps import worker_payload
+from parsl_es.campaign import CampaignSpec
+from parsl_es.validation import validate_campaign_outputs
+
+
+def validate_output(output: str | Path) -> dict[str, Any]:
+    from parsl_es.run import open_campaign
+
+    out = Path(output)
+    ledger = open_campaign(out)
+    try:
+        spec = CampaignSpec.model_validate(ledger.campaign_json())
+        payload, _ = worker_payload(spec.payload.name, spec.payload.params, setup=False)
+        merges = [dict(m) for m in ledger.merge_rows()]
+        report = validate_campaign_outputs(payload, ledger.plan, out, merges)
+        ledger.set_meta("campaign_validation", "passed" if report["passed"] else "failed")
+        return report
+    finally:
+        ledger.close()

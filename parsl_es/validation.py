@@ -1,0 +1,201 @@
+"""Validation: prove that every event of the campaign is present exactly once.
+
+Per merged file (as soon as it exists): its event numbers are exactly its
+group's, in order; its checksum matches the ledger; its physics histograms are
+filled and kept. For the campaign: every merged file is re-read and
+re-checksummed, the union of their event numbers is exactly the campaign's
+events with no duplicates, no stray files lie in ``merged/``, and the summed
+histograms are plotted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parsl_es import fileio
+from parsl_es.payloads import Payload
+from parsl_es.ranges import MergeGroup, RangePlan
+
+VALIDATION_DIR = "validation"
+
+
+def merge_report_path(output_dir: Path, group: int) -> Path:
+    return output_dir / VALIDATION_DIR / f"merge-{group:06d}.json"
+
+
+def _check_file(
+    payload: Payload, path: Path, first: int, last: int, checksum: str | None
+) -> tuple[list[str], np.ndarray | None]:
+    """Problems found in one merged file, and its event numbers if readable."""
+    if not path.is_file():
+        return [f"{path.name}: missing"], None
+    problems = []
+    actual = fileio.adler32(path)
+    if checksum is not None and actual != checksum:
+        problems.append(f"{path.name}: checksum {actual} != ledger {checksum}")
+    try:
+        numbers = np.asarray(payload.event_numbers(path), dtype=np.int64)
+    except Exception as exc:  # noqa: BLE001 - an unreadable file is a finding, not a crash
+        return [*problems, f"{path.name}: unreadable ({exc})"], None
+    expected = np.arange(first, last + 1, dtype=np.int64)
+    if len(numbers) != len(expected) or not np.array_equal(numbers, expected):
+        problems.append(
+            f"{path.name}: holds {len(numbers)} events, expected events {first}..{last} in order"
+        )
+    return problems, numbers
+
+
+def histograms_to_json(hists: dict[str, Any]) -> dict[str, Any]:
+    """1-D ``hist.Hist`` objects as plain bin edges and counts (summable, readable)."""
+    out = {}
+    for name, h in hists.items():
+        axis = h.axes[0]
+        out[name] = {
+            "label": axis.label or name,
+            "edges": [float(x) for x in axis.edges],
+            "counts": [float(x) for x in h.values()],
+            "entries": float(h.sum(flow=True)),
+        }
+    return out
+
+
+def validate_merged_file(
+    payload: Payload, group: MergeGroup, output_dir: Path, merged: dict[str, Any]
+) -> dict[str, Any]:
+    """Validate one merged file and write its report (with histograms)."""
+    path = output_dir / merged["output"]
+    problems, numbers = _check_file(
+        payload, path, group.first_event, group.last_event, merged.get("checksum")
+    )
+    hists: dict[str, Any] = {}
+    content = None
+    if numbers is not None and not problems:
+        hists = histograms_to_json(payload.histograms(path))
+        try:
+            content = payload.content_hash(path)
+        except NotImplementedError:
+            content = None
+    report = {
+        "group": group.index,
+        "file": merged["output"],
+        "passed": not problems,
+        "problems": problems,
+        "n_events": 0 if numbers is None else len(numbers),
+        "checksum": merged.get("checksum"),
+        "content_hash": content,
+        "histograms": hists,
+        "validated_at": time.time(),
+    }
+    fileio.write_text_atomic(merge_report_path(output_dir, group.index), json.dumps(report))
+    return {k: report[k] for k in ("group", "passed", "problems", "n_events", "content_hash")}
+
+
+def validate_campaign_outputs(
+    payload: Payload, plan: RangePlan, output_dir: Path, merges: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Re-read every merged file and prove the campaign's events are there exactly once."""
+    problems: list[str] = []
+    counts = np.zeros(plan.events, dtype=np.uint16)
+    outside = 0
+    by_group = {m["group_idx"]: m for m in merges}
+    for g in range(plan.n_merges):
+        group = plan.group(g)
+        m = by_group.get(g)
+        if m is None or m.get("output") is None or m.get("state") != "done":
+            problems.append(f"merge group {g}: no merged file recorded")
+            continue
+        file_problems, numbers = _check_file(
+            payload, output_dir / m["output"], group.first_event, group.last_event, m["checksum"]
+        )
+        problems.extend(file_problems)
+        if numbers is not None:
+            offsets = numbers - plan.first_event
+            inside = (offsets >= 0) & (offsets < plan.events)
+            outside += int((~inside).sum())
+            np.add.at(counts, offsets[inside], 1)
+    recorded = {m["output"] for m in merges if m.get("output")}
+    merged_dir = output_dir / "merged"
+    stray = sorted(
+        str(p.relative_to(output_dir))
+        for p in (merged_dir.iterdir() if merged_dir.is_dir() else [])
+        if str(p.relative_to(output_dir)) not in recorded
+    )
+    if stray:
+        problems.append(f"files in merged/ not in the ledger: {', '.join(stray[:5])}")
+    missing = int((counts == 0).sum())
+    duplicated = int((counts > 1).sum())
+    if missing:
+        problems.append(f"{missing} events missing")
+    if duplicated:
+        problems.append(f"{duplicated} events present more than once")
+    if outside:
+        problems.append(f"{outside} events outside the campaign's range")
+    hists = _sum_histograms(payload, plan, output_dir, by_group)
+    plots = _plot(hists, output_dir / VALIDATION_DIR)
+    report = {
+        "campaign": plan.campaign,
+        "passed": not problems,
+        "problems": problems,
+        "events_expected": plan.events,
+        "events_found": int(counts.sum()) + outside,
+        "events_missing": missing,
+        "events_duplicated": duplicated,
+        "merged_files": len(recorded),
+        "plots": plots,
+        "histograms": hists,
+        "validated_at": time.time(),
+    }
+    fileio.write_text_atomic(output_dir / VALIDATION_DIR / "campaign.json", json.dumps(report))
+    return {k: v for k, v in report.items() if k != "histograms"}
+
+
+def _sum_histograms(
+    payload: Payload, plan: RangePlan, output_dir: Path, merges: dict[int, dict[str, Any]]
+) -> dict[str, Any]:
+    total: dict[str, Any] = {}
+    for g in range(plan.n_merges):
+        report_path = merge_report_path(output_dir, g)
+        hists: dict[str, Any] = {}
+        if report_path.is_file():
+            hists = json.loads(report_path.read_text()).get("histograms", {})
+        elif g in merges and merges[g].get("output"):
+            path = output_dir / merges[g]["output"]
+            if path.is_file():
+                hists = histograms_to_json(payload.histograms(path))
+        for name, h in hists.items():
+            if name not in total:
+                total[name] = {**h, "counts": list(h["counts"])}
+            elif total[name]["edges"] == h["edges"]:
+                total[name]["counts"] = [a + b for a, b in zip(total[name]["counts"], h["counts"])]
+                total[name]["entries"] += h["entries"]
+    return total
+
+
+def _plot(hists: dict[str, Any], directory: Path) -> list[str]:
+    """One PNG per histogram, written atomically."""
+    if not hists:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for name, h in hists.items():
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        ax.stairs(h["counts"], h["edges"], fill=True, alpha=0.6)
+        ax.set_xlabel(h["label"])
+        ax.set_ylabel("entries")
+        ax.set_title(f"{name} ({int(h['entries'])} entries)")
+        fig.tight_layout()
+        final = directory / f"{name}.png"
+        with fileio.atomic_path(final) as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
+        plt.close(fig)
+        written.append(final.name)
+    return written

@@ -1,0 +1,150 @@
+"""Reading YAML files for users: clear errors, and the line of every field.
+
+Campaign and site files are validated with pydantic; pydantic reports a field
+path, and this module turns that path back into a line of the file so the
+message points where the user has to look.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from parsl_es.errors import UserError, allowed, did_you_mean
+
+MAX_BYTES = 1_000_000
+
+
+def read_text(path: Path, what: str) -> str:
+    """The file's text, or a UserError saying why it cannot be used."""
+    if not path.exists():
+        raise UserError(f"{what} not found", file=path)
+    if path.is_dir():
+        raise UserError(f"{what} is a directory, expected a YAML file", file=path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {what}: {exc.strerror}", file=path) from None
+    if len(data) > MAX_BYTES:
+        raise UserError(f"{what} is {len(data)} bytes; a YAML file this large is not one", file=path)
+    if b"\x00" in data:
+        raise UserError(f"{what} is a binary file, expected YAML text", file=path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} is not UTF-8 text", file=path) from None
+
+
+def parse_mapping(text: str, path: Path | str, what: str) -> tuple[dict[str, Any], dict]:
+    """Parse YAML text into a mapping and a map from field paths to lines."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or str(exc)
+        raise UserError(f"malformed YAML: {problem}", file=path, line=line) from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"malformed YAML: {exc}", file=path) from None
+    if data is None:
+        raise UserError(f"{what} is empty", file=path)
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{what} must be a mapping of keys to values, got {type(data).__name__}", file=path
+        )
+    lines: dict[tuple, int] = {}
+    _collect_lines(node, (), lines)
+    return data, lines
+
+
+def _collect_lines(node: yaml.Node, prefix: tuple, lines: dict[tuple, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, key.value)
+            lines[path] = key.start_mark.line + 1
+            _collect_lines(value, path, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            path = (*prefix, i)
+            lines[path] = value.start_mark.line + 1
+            _collect_lines(value, path, lines)
+
+
+def line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
+    """The line of the deepest known prefix of ``loc``."""
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def validation_error(
+    exc: ValidationError,
+    model: type[BaseModel],
+    path: Path | str,
+    lines: dict[tuple, int],
+    prefix: tuple = (),
+) -> UserError:
+    """One UserError for every problem pydantic found, naming field and line."""
+    problems = []
+    first_line = None
+    for err in exc.errors():
+        loc = tuple(x for x in (*prefix, *err["loc"]) if not _is_union_tag(x))
+        field = ".".join(str(x) for x in loc)
+        line = line_of(lines, loc)
+        first_line = first_line or line
+        if err["type"] == "extra_forbidden":
+            fields = _fields_at(model, loc[len(prefix) : -1])
+            hint = did_you_mean(str(loc[-1]), fields)
+            msg = f"unknown key '{loc[-1]}'{hint}; allowed: {allowed(fields)}"
+            field = ".".join(str(x) for x in loc[:-1])
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = _message(err)
+        where = f"line {line}: " if line and len(exc.errors()) > 1 else ""
+        problems.append(f"{where}{field + ': ' if field else ''}{msg}")
+    text = "; ".join(problems)
+    return UserError(text, file=path, line=first_line if len(problems) == 1 else None)
+
+
+def _message(err: dict) -> str:
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
+        value = repr(err["input"])
+        if len(value) <= 40:
+            msg = f"{msg} (got {value})"
+    return msg
+
+
+def _is_union_tag(x: Any) -> bool:
+    return isinstance(x, str) and ("[" in x or x.startswith("function-"))
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (nested) model at ``loc``, for typo suggestions."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        current = _model_of(fields[part].annotation)
+    return list(getattr(current, "model_fields", {}).keys())
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,1 @@
+"""Site configurations shipped with parsl-es (``es-run sites``)."""

@@ -1,0 +1,1 @@
+"""Example campaigns shipped with parsl-es (``es-run submit demo``)."""
