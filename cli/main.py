@@ -107,13 +107,14 @@ def submit(
 ) -> None:
     """Start a campaign and follow it until it is complete."""
     from parsl_es import run
-    from parsl_es.campaign import load_campaign
+    from parsl_es.campaign import load_campaign, resolve_campaign_path
     from parsl_es.sites import load_site
 
     spec = _guarded(lambda: load_campaign(campaign))
+    source = str(resolve_campaign_path(campaign))
     site_spec = _guarded(lambda: load_site(site))
     out_dir = _guarded(lambda: run.output_for(spec, output))
-    _guarded(lambda: run.resolve_steps(spec, site_spec))
+    _guarded(lambda: run.resolve_steps(spec, site_spec, source))
     _guarded(lambda: run.check_new_output(out_dir))
     out.print(
         f"campaign [bold]{spec.name}[/]: {spec.events} events in {spec.plan.n_ranges} ranges, "

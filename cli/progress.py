@@ -24,7 +24,8 @@ def describe(s: Snapshot) -> str:
         f"{s.events_done}/{s.events_total} events  {s.events_per_second:6.1f} ev/s  "
         f"ETA {_eta(s.eta_seconds)}  in flight {s.ranges_in_flight}  "
         f"merges {s.merges_done}/{s.merges_total} (validated {s.merges_validated})  "
-        f"failures {s.failures}" + (f"  fatal {s.fatal}" if s.fatal else "")
+        f"failures {s.failures}"
+        + (f"  fatal {s.fatal}" if s.fatal else "")
         + ("  [stopping]" if s.stopping else "")
     )
 
@@ -37,6 +38,7 @@ class ProgressDisplay:
         self.live = console.is_terminal
         self.interval = interval
         self._last = 0.0
+        self._state: tuple = ()
         self._task: Any = None
         self._bar: Progress | None = None
         if self.live:
@@ -67,6 +69,10 @@ class ProgressDisplay:
             )
             return
         now = time.time()
-        if now - self._last >= self.interval or s.events_done == s.events_total:
+        # After the last event, print once per change of merge/validation state.
+        state = (s.events_done, s.merges_done, s.merges_validated, s.failures, s.stopping)
+        tail = s.events_done == s.events_total and state != self._state
+        if now - self._last >= self.interval or tail:
             self._last = now
+            self._state = state
             print(f"[{s.elapsed:7.1f}s] {describe(s)}", file=sys.stderr, flush=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from parsl_es.campaign import CampaignSpec, campaign_from_dict, load_campaign  # noqa: E402
-from parsl_es.errors import UserError  # noqa: E402
+from parsl_es.campaign import CampaignSpec, campaign_from_dict, load_campaign
+from parsl_es.errors import UserError
 
 __all__ = [
     "CampaignSpec",

@@ -112,7 +112,7 @@ def simulate_ranges(
                     **where,
                 }
             )
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a per-range result
+        except Exception as exc:
             results.append(_failure(r, attempt, exc, started, where))
         setup_time = 0.0
     return results
@@ -141,7 +141,7 @@ def merge_group(
     group: MergeGroup,
     output_dir: str,
     known: list[dict[str, Any]],
-    inputs: list[Any] = (),  # noqa: B006 - Parsl passes the resolved simulate results here
+    inputs: list[Any] = (),
 ) -> dict[str, Any]:
     """Merge a complete group's range files into one file, in event order.
 
@@ -205,7 +205,7 @@ def validate_campaign(
     plan: RangePlan,
     output_dir: str,
     merges: list[dict[str, Any]],
-    inputs: list[Any] = (),  # noqa: B006 - the per-merge validations this waits for
+    inputs: list[Any] = (),
 ) -> dict[str, Any]:
     """The campaign-wide check: every event exactly once across merged files.
 

@@ -290,8 +290,14 @@ class Dispatcher:
                 err = f"{type(exc).__name__}: {exc}"[:2000]
                 now = time.time()
                 outcomes.extend(
-                    RangeOutcome(index=r.index, attempt=a, outcome=outcome, node_type=nt,
-                                 finished=now, error=err)
+                    RangeOutcome(
+                        index=r.index,
+                        attempt=a,
+                        outcome=outcome,
+                        node_type=nt,
+                        finished=now,
+                        error=err,
+                    )
                     for r, a in work
                 )
                 continue
@@ -301,9 +307,7 @@ class Dispatcher:
                     self._stats["inits"] += 1
                 self._workers.add(res.get("worker", "?"))
         states = self.ledger.record_outcomes(outcomes, max_failures=self.attempts)
-        futures_by_index = {
-            r.index: fut for _, (_, work), fut in items for r, _ in work
-        }
+        futures_by_index = {r.index: fut for _, (_, work), fut in items for r, _ in work}
         for o, state in zip(outcomes, states, strict=True):
             if state == "done":
                 self._range_done(o, futures_by_index[o.index])

@@ -144,8 +144,11 @@ class Ledger:
             with conn:
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [("schema_version", str(SCHEMA_VERSION)), ("created", str(time.time()))]
-                    + list(meta.items()),
+                    [
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("created", str(time.time())),
+                        *meta.items(),
+                    ],
                 )
                 conn.executemany(
                     "INSERT INTO merges (group_idx, first_range, last_range, first_event, "
@@ -226,13 +229,22 @@ class Ledger:
             for r in ranges:
                 row = self.conn.execute(
                     "INSERT INTO ranges (idx, id, first_event, last_event, merge_group, seed, "
-                    "state, attempts, node_type, started) VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?) "
+                    "state, attempts, node_type, started) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?) "
                     "ON CONFLICT(idx) DO UPDATE SET state='running', attempts=attempts+1, "
                     "node_type=excluded.node_type, started=excluded.started, finished=NULL, "
                     "host=NULL, worker=NULL, slurm_job=NULL "
                     "WHERE state IN ('ready', 'failed') RETURNING attempts",
-                    (r.index, r.id, r.first_event, r.last_event, r.merge_group, r.seed,
-                     node_type, now),
+                    (
+                        r.index,
+                        r.id,
+                        r.first_event,
+                        r.last_event,
+                        r.merge_group,
+                        r.seed,
+                        node_type,
+                        now,
+                    ),
                 ).fetchone()
                 if row is None:
                     raise RuntimeError(f"range {r.id} is not ready; cannot start it")
@@ -251,8 +263,18 @@ class Ledger:
                 self.conn.execute(
                     "INSERT INTO attempts (range_idx, attempt, outcome, node_type, host, worker, "
                     "slurm_job, started, finished, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (o.index, o.attempt, o.outcome, o.node_type, o.host, o.worker, o.slurm_job,
-                     o.started, o.finished, o.error),
+                    (
+                        o.index,
+                        o.attempt,
+                        o.outcome,
+                        o.node_type,
+                        o.host,
+                        o.worker,
+                        o.slurm_job,
+                        o.started,
+                        o.finished,
+                        o.error,
+                    ),
                 )
                 states.append(self._apply_outcome(o, max_failures))
         return states
@@ -265,8 +287,20 @@ class Ledger:
                 "finished=?, duration=?, output=?, size=?, checksum=?, n_events=?, error=NULL "
                 "WHERE idx=? AND attempts=? AND state='running' RETURNING state"
             )
-            args: tuple = (o.host, o.worker, o.slurm_job, o.started, o.finished, duration,
-                           o.output, o.size, o.checksum, o.n_events, o.index, o.attempt)
+            args: tuple = (
+                o.host,
+                o.worker,
+                o.slurm_job,
+                o.started,
+                o.finished,
+                duration,
+                o.output,
+                o.size,
+                o.checksum,
+                o.n_events,
+                o.index,
+                o.attempt,
+            )
         else:
             counts = "lost=lost+1" if o.outcome == "lost" else "failures=failures+1"
             sql = (
@@ -278,9 +312,16 @@ class Ledger:
                 "WHERE idx=:i AND attempts=:a AND state='running' RETURNING state"
             )
             named = {
-                "host": o.host, "worker": o.worker, "job": o.slurm_job, "finished": o.finished,
-                "error": o.error, "o": o.outcome, "mf": max_failures,
-                "ml": max_failures * LOST_FACTOR, "i": o.index, "a": o.attempt,
+                "host": o.host,
+                "worker": o.worker,
+                "job": o.slurm_job,
+                "finished": o.finished,
+                "error": o.error,
+                "o": o.outcome,
+                "mf": max_failures,
+                "ml": max_failures * LOST_FACTOR,
+                "i": o.index,
+                "a": o.attempt,
             }
             row = self.conn.execute(sql, named).fetchone()
             return row[0] if row else "stale"
@@ -305,9 +346,17 @@ class Ledger:
             self.conn.execute(
                 "UPDATE merges SET state='done', host=?, started=?, finished=?, duration=?, "
                 "output=?, size=?, checksum=?, n_events=?, error=NULL WHERE group_idx=?",
-                (result["host"], result["started"], result["finished"],
-                 result["finished"] - result["started"], result["output"], result["size"],
-                 result["checksum"], result["n_events"], group),
+                (
+                    result["host"],
+                    result["started"],
+                    result["finished"],
+                    result["finished"] - result["started"],
+                    result["output"],
+                    result["size"],
+                    result["checksum"],
+                    result["n_events"],
+                    group,
+                ),
             )
             self.conn.execute(
                 "UPDATE ranges SET state='merged' WHERE merge_group=? AND state='done'", (group,)
@@ -400,8 +449,13 @@ class Ledger:
         a done range or merge whose file is missing or has the wrong size is
         redone too. Returns counts of what was reset.
         """
-        counts = {"ranges_running": 0, "ranges_missing": 0, "merges_running": 0,
-                  "merges_missing": 0, "fatal_retried": 0}
+        counts = {
+            "ranges_running": 0,
+            "ranges_missing": 0,
+            "merges_running": 0,
+            "merges_missing": 0,
+            "fatal_retried": 0,
+        }
         with self.transaction():
             counts["ranges_running"] = self.conn.execute(
                 "UPDATE ranges SET state='ready' WHERE state='running'"

@@ -30,7 +30,9 @@ def write_events(path: Path, columns: Mapping[str, Any], title: str = "parsl-es 
     data = {}
     for name, values in columns.items():
         if isinstance(values, ak.Array):
-            types[name] = values.type.content if isinstance(values.type, ak.types.ArrayType) else values.type
+            types[name] = (
+                values.type.content if isinstance(values.type, ak.types.ArrayType) else values.type
+            )
             data[name] = values
         else:
             arr = np.asarray(values)

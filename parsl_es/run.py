@@ -64,8 +64,9 @@ def check_new_output(output: Path) -> None:
     else:
         target = next(p for p in [output, *output.parents] if p.exists())
         if not target.is_dir():
-            raise UserError(f"cannot create output directory: {target} is not a directory",
-                            file=output)
+            raise UserError(
+                f"cannot create output directory: {target} is not a directory", file=output
+            )
     if not os.access(target, os.W_OK | os.X_OK):
         raise UserError(f"output directory is not writable ({target})", file=output)
 
@@ -92,7 +93,9 @@ class DriverLog:
 
     def __init__(self, output: Path) -> None:
         self.handler = logging.FileHandler(output / "logs" / "driver.log")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
 
     def __enter__(self) -> DriverLog:
         log.addHandler(self.handler)
@@ -175,8 +178,15 @@ def submit(
     out = output_for(spec, output)
     ledger = create_output(spec, out, site_spec)
     try:
-        return drive(ledger, out, site=site_spec, session=session, on_progress=on_progress,
-                     stop=stop, bundle_size=bundle_size)
+        return drive(
+            ledger,
+            out,
+            site=site_spec,
+            session=session,
+            on_progress=on_progress,
+            stop=stop,
+            bundle_size=bundle_size,
+        )
     finally:
         ledger.close()
 
@@ -209,7 +219,14 @@ def resume(
             site_spec = load_site(site or ledger.meta("site") or "local")
         for sub in OUTPUT_DIRS:
             (out / sub).mkdir(exist_ok=True)
-        return drive(ledger, out, site=site_spec, session=session, on_progress=on_progress,
-                     stop=stop, bundle_size=bundle_size)
+        return drive(
+            ledger,
+            out,
+            site=site_spec,
+            session=session,
+            on_progress=on_progress,
+            stop=stop,
+            bundle_size=bundle_size,
+        )
     finally:
         ledger.close()

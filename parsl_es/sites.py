@@ -102,7 +102,9 @@ class SiteSpec(_Strict):
 def shipped_sites() -> dict[str, Path]:
     root = resources.files("parsl_es.site_configs")
     return {
-        Path(e.name).stem: Path(str(e)) for e in root.iterdir() if e.name.endswith((".yaml", ".yml"))
+        Path(e.name).stem: Path(str(e))
+        for e in root.iterdir()
+        if e.name.endswith((".yaml", ".yml"))
     }
 
 

@@ -40,7 +40,7 @@ def _check_file(
         problems.append(f"{path.name}: checksum {actual} != ledger {checksum}")
     try:
         numbers = np.asarray(payload.event_numbers(path), dtype=np.int64)
-    except Exception as exc:  # noqa: BLE001 - an unreadable file is a finding, not a crash
+    except Exception as exc:
         return [*problems, f"{path.name}: unreadable ({exc})"], None
     expected = np.arange(first, last + 1, dtype=np.int64)
     if len(numbers) != len(expected) or not np.array_equal(numbers, expected):
@@ -171,7 +171,8 @@ def _sum_histograms(
             if name not in total:
                 total[name] = {**h, "counts": list(h["counts"])}
             elif total[name]["edges"] == h["edges"]:
-                total[name]["counts"] = [a + b for a, b in zip(total[name]["counts"], h["counts"])]
+                summed = np.add(total[name]["counts"], h["counts"])
+                total[name]["counts"] = summed.tolist()
                 total[name]["entries"] += h["entries"]
     return total
 
@@ -188,7 +189,14 @@ def _plot(hists: dict[str, Any], directory: Path) -> list[str]:
     written = []
     for name, h in hists.items():
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        ax.stairs(h["counts"], h["edges"], fill=True, alpha=0.6)
+        edges = np.asarray(h["edges"])
+        counts = np.asarray(h["counts"])
+        ax.stairs(counts, edges, fill=True, alpha=0.6)
+        if _log_spaced(edges):
+            ax.set_xscale("log")
+        nonzero = counts[counts > 0]
+        if len(nonzero) and nonzero.max() / nonzero.min() > 1e3:
+            ax.set_yscale("log")
         ax.set_xlabel(h["label"])
         ax.set_ylabel("entries")
         ax.set_title(f"{name} ({int(h['entries'])} entries)")
@@ -199,3 +207,11 @@ def _plot(hists: dict[str, Any], directory: Path) -> list[str]:
         plt.close(fig)
         written.append(final.name)
     return written
+
+
+def _log_spaced(edges: np.ndarray) -> bool:
+    """Edges of a log-transformed axis: positive with a constant ratio."""
+    if len(edges) < 3 or edges[0] <= 0:
+        return False
+    ratios = edges[1:] / edges[:-1]
+    return bool(np.allclose(ratios, ratios[0], rtol=1e-6)) and ratios[0] > 1.0 + 1e-9

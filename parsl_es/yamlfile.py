@@ -7,6 +7,7 @@ message points where the user has to look.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ def read_text(path: Path, what: str) -> str:
     except OSError as exc:
         raise UserError(f"cannot read {what}: {exc.strerror}", file=path) from None
     if len(data) > MAX_BYTES:
-        raise UserError(f"{what} is {len(data)} bytes; a YAML file this large is not one", file=path)
+        raise UserError(
+            f"{what} is {len(data)} bytes; a YAML file this large is not one", file=path
+        )
     if b"\x00" in data:
         raise UserError(f"{what} is a binary file, expected YAML text", file=path)
     try:
@@ -92,7 +95,8 @@ def validation_error(
     """One UserError for every problem pydantic found, naming field and line."""
     problems = []
     first_line = None
-    for err in exc.errors():
+    errors = _typos_first(exc.errors())
+    for err in errors:
         loc = tuple(x for x in (*prefix, *err["loc"]) if not _is_union_tag(x))
         field = ".".join(str(x) for x in loc)
         line = line_of(lines, loc)
@@ -106,10 +110,24 @@ def validation_error(
             msg = "required key is missing"
         else:
             msg = _message(err)
-        where = f"line {line}: " if line and len(exc.errors()) > 1 else ""
+        where = f"line {line}: " if line and len(errors) > 1 else ""
         problems.append(f"{where}{field + ': ' if field else ''}{msg}")
     text = "; ".join(problems)
     return UserError(text, file=path, line=first_line if len(problems) == 1 else None)
+
+
+def _typos_first(errors: list[dict]) -> list[dict]:
+    """Unknown keys first; a missing key explained by a typo is not reported twice."""
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    missing = {e["loc"]: e for e in errors if e["type"] == "missing"}
+    explained = set()
+    for e in extra:
+        parent, word = e["loc"][:-1], str(e["loc"][-1])
+        siblings = [str(loc[-1]) for loc in missing if loc[:-1] == parent]
+        for near in difflib.get_close_matches(word, siblings, n=1, cutoff=0.6):
+            explained.add((*parent, near))
+    rest = [e for e in errors if e["type"] != "extra_forbidden" and e["loc"] not in explained]
+    return extra + rest
 
 
 def _message(err: dict) -> str:

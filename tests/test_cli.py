@@ -1,0 +1,130 @@
+"""``es-run``: bad input gets one line and exit 2; real campaigns through the console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from parsl_es.cli.main import app
+from tests.helpers import assert_every_event_once, write_campaign
+
+runner = CliRunner()
+ES_RUN = str(Path(sys.executable).parent / "es-run")
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_usage_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text
+    assert len(text.splitlines()) == 1, text
+    for needle in needles:
+        assert needle in text, text
+
+
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        ({"evnets": 5}, ["unknown key 'evnets'", "did you mean 'events'"]),
+        ({"events": -3}, ["events:", "greater than 0"]),
+        ({"events_per_merge": 7}, ["multiple of events_per_range"]),
+        ({"payload": {"name": "nope"}}, ["unknown payload 'nope'", "emulate"]),
+        ({"steps": {"simulate": "gpu"}}, ["steps.simulate", "node type 'gpu'", "allowed: local"]),
+    ],
+)
+def test_bad_campaign_is_one_line_exit_2_and_writes_nothing(tmp_path, change, needles):
+    path = write_campaign(tmp_path, "bad", **change)
+    out = tmp_path / "out"
+    result = invoke("submit", str(path), "--output", str(out))
+    assert_usage_error(result, str(path.name), *needles)
+    assert not out.exists()
+
+
+def test_malformed_yaml(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nevents: [1, 2\n")
+    result = invoke("submit", str(path), "--output", str(tmp_path / "o"))
+    assert_usage_error(result, "broken.yaml", "malformed YAML")
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_campaign_file_and_unknown_site(tmp_path):
+    assert_usage_error(
+        invoke("submit", str(tmp_path / "x.yaml"), "-o", str(tmp_path / "o")), "not found"
+    )
+    path = write_campaign(tmp_path)
+    assert_usage_error(
+        invoke("submit", str(path), "-o", str(tmp_path / "o"), "--site", "locl"),
+        "unknown site 'locl'",
+        "did you mean 'local'",
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_directory_problems(tmp_path):
+    path = write_campaign(tmp_path)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "something").write_text("x")
+    assert_usage_error(invoke("submit", str(path), "-o", str(busy)), "not empty")
+    assert sorted(p.name for p in busy.iterdir()) == ["something"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert_usage_error(invoke("submit", str(path), "-o", str(afile / "sub")), "not a directory")
+    assert_usage_error(invoke("submit", str(path)), "no output directory")
+
+
+def test_status_resume_validate_of_something_that_is_not_a_campaign(tmp_path):
+    for cmd in ("status", "resume", "validate"):
+        assert_usage_error(invoke(cmd, str(tmp_path / "nothing")), "no such campaign")
+        assert_usage_error(invoke(cmd, str(tmp_path)), "no campaign ledger")
+
+
+def test_sites_lists_local():
+    result = invoke("sites")
+    assert result.exit_code == 0 and "local" in result.output
+    shown = invoke("sites", "show", "local")
+    assert json.loads(shown.output)["steps"]["simulate"] == ["local"]
+
+
+def test_submit_status_validate_through_the_console_script(tmp_path):
+    """The installed ``es-run`` runs a real campaign; status and validate read it."""
+    path = write_campaign(tmp_path, "cli", events=30, events_per_range=3, events_per_merge=15)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [ES_RUN, "submit", str(path), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "campaign complete" in done.stdout
+    assert "30/30 events" in done.stderr  # progress lines
+    assert_every_event_once(out, 0, 30)
+
+    status = invoke("status", str(out))
+    assert status.exit_code == 0
+    assert "COMPLETE" in status.output and "merges validated: 2/2" in status.output
+    summary = json.loads(invoke("status", str(out), "--json").output)
+    assert summary["ranges"]["merged"] == 10 and summary["complete"]
+
+    assert invoke("validate", str(out)).exit_code == 0
+    again = invoke("submit", str(path), "--output", str(out))
+    assert_usage_error(again, "already holds a campaign", "es-run resume")
+
+    # damage a merged file: validate finds it and says so (exit 1)
+    merged = sorted((out / "merged").glob("*.root"))[0]
+    data = bytearray(merged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    merged.write_bytes(bytes(data))
+    damaged = invoke("validate", str(out))
+    assert damaged.exit_code == 1
+    assert "checksum" in damaged.output
