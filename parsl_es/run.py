@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from parsl_es import __version__
 from parsl_es.campaign import CampaignSpec, campaign_from_dict
@@ -108,19 +109,22 @@ class DriverLog:
         self.handler.close()
 
 
+class DriverOptions(TypedDict, total=False):
+    """How a run is driven; the same for a new campaign and a resumed one."""
+
+    session: SiteSession | None
+    on_progress: Callable[[Progress], None] | None
+    stop: threading.Event | None
+    bundle_size: int
+
+
 def drive(
-    ledger: Ledger,
-    output: Path,
-    *,
-    site: SiteSpec,
-    session: SiteSession | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    stop: threading.Event | None = None,
-    bundle_size: int = 1,
+    ledger: Ledger, output: Path, site: SiteSpec, **options: Unpack[DriverOptions]
 ) -> RunResult:
     """Run the dispatcher on a (new or resumed) campaign output directory."""
     spec = CampaignSpec.model_validate(ledger.campaign_json())
     steps = resolve_steps(spec, site)
+    session = options.get("session")
     own_session = session is None
     with DriverLog(output):
         log.info("campaign %s on site %s: %s", spec.name, site.name, steps)
@@ -135,9 +139,9 @@ def drive(
                 payload_params=spec.payload.params,
                 steps=steps,
                 attempts=spec.attempts,
-                bundle_size=bundle_size,
-                on_progress=on_progress,
-                stop=stop,
+                bundle_size=options.get("bundle_size", 1),
+                on_progress=options.get("on_progress"),
+                stop=options.get("stop"),
             )
             result = dispatcher.run()
         finally:
@@ -159,10 +163,7 @@ def submit(
     output: str | Path | None = None,
     *,
     site: str | Path | SiteSpec = "local",
-    session: SiteSession | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    stop: threading.Event | None = None,
-    bundle_size: int = 1,
+    **options: Unpack[DriverOptions],
 ) -> RunResult:
     """Start a new campaign and run it to completion (or until stopped)."""
     from parsl_es.campaign import load_campaign
@@ -173,20 +174,16 @@ def submit(
         spec = campaign_from_dict(campaign)
     else:
         spec = load_campaign(campaign)
-    site_spec = session.site if session else site if isinstance(site, SiteSpec) else load_site(site)
+    session = options.get("session")
+    if session is not None:
+        site_spec = session.site
+    else:
+        site_spec = site if isinstance(site, SiteSpec) else load_site(site)
     resolve_steps(spec, site_spec)
     out = output_for(spec, output)
     ledger = create_output(spec, out, site_spec)
     try:
-        return drive(
-            ledger,
-            out,
-            site=site_spec,
-            session=session,
-            on_progress=on_progress,
-            stop=stop,
-            bundle_size=bundle_size,
-        )
+        return drive(ledger, out, site_spec, **options)
     finally:
         ledger.close()
 
@@ -202,15 +199,13 @@ def resume(
     output: str | Path,
     *,
     site: str | Path | SiteSpec | None = None,
-    session: SiteSession | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    stop: threading.Event | None = None,
-    bundle_size: int = 1,
+    **options: Unpack[DriverOptions],
 ) -> RunResult:
     """Continue a campaign from its ledger, re-running only what is not done."""
     out = Path(output)
     ledger = open_campaign(out)
     try:
+        session = options.get("session")
         if session is not None:
             site_spec = session.site
         elif isinstance(site, SiteSpec):
@@ -219,14 +214,6 @@ def resume(
             site_spec = load_site(site or ledger.meta("site") or "local")
         for sub in OUTPUT_DIRS:
             (out / sub).mkdir(exist_ok=True)
-        return drive(
-            ledger,
-            out,
-            site=site_spec,
-            session=session,
-            on_progress=on_progress,
-            stop=stop,
-            bundle_size=bundle_size,
-        )
+        return drive(ledger, out, site_spec, **options)
     finally:
         ledger.close()

@@ -7,7 +7,7 @@ notebook kernel shares one for all its campaigns.
 
 from __future__ import annotations
 
-import os
+import time
 
 import psutil
 import pytest
@@ -25,17 +25,32 @@ def local_session(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_orphans():
-    """After the suite, nothing Parsl started may be left running."""
+def no_orphans(tmp_path_factory: pytest.TempPathFactory):
+    """After the suite, no interchange or worker pool of any test may be left running.
+
+    Every Parsl run directory of the tests lies under pytest's base temp
+    directory, which appears in the command line of the processes Parsl starts;
+    orphans re-parented to init are found that way too.
+    """
     yield
-    me = psutil.Process(os.getpid())
-    left = [p for p in me.children(recursive=True) if _is_parsl(p)]
-    assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
+    base = str(tmp_path_factory.getbasetemp())
+    deadline = time.time() + 15
+    while True:
+        left = _left_behind(base)
+        if not left or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert not left, f"processes left behind: {left}"
 
 
-def _is_parsl(p: psutil.Process) -> bool:
-    try:
-        cmd = " ".join(p.cmdline())
-    except psutil.Error:
-        return False
-    return "process_worker_pool" in cmd or "interchange" in cmd
+def _left_behind(base: str) -> list[str]:
+    """Worker pools of our run directories, and interchanges we (or init) parent."""
+    mine = {p.pid for p in psutil.Process().children(recursive=True)}
+    found = []
+    for p in psutil.process_iter(["pid", "ppid", "cmdline"]):
+        cmd = " ".join(p.info.get("cmdline") or [])
+        worker_pool = "process_worker_pool" in cmd and base in cmd
+        interchange = "HTEX interchange" in cmd and (p.pid in mine or p.info.get("ppid") == 1)
+        if worker_pool or interchange:
+            found.append(cmd)
+    return found

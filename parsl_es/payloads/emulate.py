@@ -8,7 +8,6 @@ and benchmarks run thousands of ranges through exactly the code physics uses.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ import numpy as np
 from pydantic import Field
 
 from parsl_es import rootio
-from parsl_es.payloads.base import Payload, PayloadError, PayloadParams
+from parsl_es.payloads.base import PayloadError, PayloadParams
+from parsl_es.payloads.rootfiles import RootTreePayload
 from parsl_es.ranges import EventRange, event_seed
 
 
@@ -34,7 +34,7 @@ class EmulateParams(PayloadParams):
     )
 
 
-class EmulatePayload(Payload):
+class EmulatePayload(RootTreePayload):
     name = "emulate"
     Params = EmulateParams
 
@@ -80,15 +80,6 @@ class EmulatePayload(Payload):
         if n < self.params.fail_times:
             (marker_dir / f"{event_range.id}.{n}").touch()
             raise PayloadError(f"injected failure at event {hits[0]} (attempt {n + 1})")
-
-    def merge(self, inputs: Sequence[Path], output: Path) -> int:
-        return rootio.merge_files(inputs, output)
-
-    def event_numbers(self, path: Path) -> np.ndarray:
-        return rootio.event_numbers(path)
-
-    def content_hash(self, path: Path) -> str:
-        return rootio.content_hash(path)
 
     def histograms(self, path: Path) -> dict[str, Any]:
         cols = rootio.read_events(path, filter_name=["value"])

@@ -13,9 +13,10 @@ import uproot
 from pydantic import Field
 
 from parsl_es import rootio
-from parsl_es.payloads.base import Payload, PayloadParams
+from parsl_es.payloads.base import PayloadParams
 from parsl_es.payloads.physics.detector import Cells, Detector, DetectorConfig, Hits
 from parsl_es.payloads.physics.generator import GenParticles, PythiaGenerator, pythia_settings
+from parsl_es.payloads.rootfiles import RootTreePayload
 from parsl_es.ranges import EventRange, derive_seed
 
 
@@ -44,7 +45,7 @@ class PhysicsParams(PayloadParams):
     device: Literal["cpu"] = Field("cpu", description="Where the detector simulation runs.")
 
 
-class PhysicsPayload(Payload):
+class PhysicsPayload(RootTreePayload):
     """Generates events with Pythia 8 and simulates a tracker and a calorimeter.
 
     Every event is seeded from the campaign seed and its event number alone, so
@@ -101,15 +102,6 @@ class PhysicsPayload(Payload):
             "hit": _jagged(hits, ("x", "y", "z", "layer", "particle")),
             "cell": _jagged(cells, ("eta", "phi", "e", "layer")),
         }
-
-    def merge(self, inputs: Sequence[Path], output: Path) -> int:
-        return rootio.merge_files(inputs, output)
-
-    def event_numbers(self, path: Path) -> np.ndarray:
-        return rootio.event_numbers(path)
-
-    def content_hash(self, path: Path) -> str:
-        return rootio.content_hash(path)
 
     def histograms(self, path: Path) -> dict[str, Any]:
         """Fixed-binning histograms, so those of different files can be summed."""
