@@ -49,19 +49,22 @@ def read_events(path: Path, filter_name: Sequence[str] | None = None) -> dict[st
     with uproot.open(path) as f:
         tree = f[TREE]
         counters = {b.count_branch.name for b in tree.branches if b.count_branch is not None}
+        wanted = [
+            b
+            for b in tree.branches
+            if b.name not in counters and (filter_name is None or b.name in filter_name)
+        ]
+        # One batched read: several times faster than branch by branch.
+        arrays = tree.arrays([b.name for b in wanted], library="ak")
         groups: dict[str, dict[str, ak.Array]] = {}
         columns: dict[str, Any] = {}
-        for branch in tree.branches:
-            if branch.name in counters:
-                continue
-            if filter_name is not None and branch.name not in filter_name:
-                continue
+        for branch in wanted:
             if branch.count_branch is not None:
                 group = branch.count_branch.name[1:]
                 field = branch.name[len(group) + 1 :]
-                groups.setdefault(group, {})[field] = branch.array(library="ak")
+                groups.setdefault(group, {})[field] = arrays[branch.name]
             else:
-                columns[branch.name] = branch.array(library="np")
+                columns[branch.name] = ak.to_numpy(arrays[branch.name])
         for group, fields in groups.items():
             columns[group] = ak.zip(fields)
         return columns
