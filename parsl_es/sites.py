@@ -9,6 +9,7 @@ as there are cores, nothing to install.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from importlib import resources
 from pathlib import Path
@@ -169,6 +170,7 @@ def build_config(site: SiteSpec, run_dir: Path, node_types: list[str] | None = N
                 worker_logdir_root=str(run_dir / "workers"),
                 block_error_handler=False,
                 encrypted=False,
+                interchange_launch_cmd=_interchange_cmd(),
             )
         )
     return Config(
@@ -179,6 +181,19 @@ def build_config(site: SiteSpec, run_dir: Path, node_types: list[str] | None = N
         retries=0,
         initialize_logging=FileLogging(level=logging.INFO),
     )
+
+
+def _interchange_cmd() -> list[str]:
+    """Start the interchange in its own session, out of the terminal's process group.
+
+    Ctrl-C in a terminal signals the whole foreground process group: the
+    interchange would die with the driver's SIGINT, losing the results of the
+    ranges in flight that a graceful stop wants to keep. (Worker pools are
+    already started in their own process group by Parsl's providers.) ``setsid``
+    execs in place, so Parsl still holds the interchange's PID.
+    """
+    setsid = shutil.which("setsid")
+    return [setsid, "interchange.py"] if setsid else ["interchange.py"]
 
 
 def _put_environment_on_path() -> None:

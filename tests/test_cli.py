@@ -128,3 +128,49 @@ def test_submit_status_validate_through_the_console_script(tmp_path):
     damaged = invoke("validate", str(out))
     assert damaged.exit_code == 1
     assert "checksum" in damaged.output
+
+
+def test_ctrl_c_in_a_terminal_stops_gracefully_and_resume_finishes(tmp_path, local_session):
+    """SIGINT to the whole foreground process group, as a terminal's Ctrl-C sends it."""
+    import os
+    import signal
+    import time
+
+    from parsl_es import run
+    from tests.helpers import done_ranges
+
+    path = write_campaign(
+        tmp_path,
+        "ctrlc",
+        events=400,
+        events_per_range=1,
+        events_per_merge=50,
+        payload={"name": "emulate", "seconds_per_event": 0.05},
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [ES_RUN, "submit", str(path), "--output", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "ledger.sqlite").exists() and len(done_ranges(out)) >= 20:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr
+    assert "Traceback" not in stderr
+    assert f"es-run resume {out}" in stderr
+    before = done_ranges(out)
+    assert 20 <= len(before) < 200
+    status = json.loads(invoke("status", str(out), "--json").output)
+    assert status["ranges"]["running"] == 0, "in-flight ranges were left running"
+
+    result = run.resume(out, session=local_session)
+    assert result.status == "complete", result.message
+    assert all(done_ranges(out)[i] == n for i, n in before.items())
+    assert_every_event_once(out, 0, 200)
