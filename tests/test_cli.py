@@ -142,7 +142,7 @@ def test_ctrl_c_in_a_terminal_stops_gracefully_and_resume_finishes(tmp_path, loc
     path = write_campaign(
         tmp_path,
         "ctrlc",
-        events=400,
+        events=200,
         events_per_range=1,
         events_per_merge=50,
         payload={"name": "emulate", "seconds_per_event": 0.05},
