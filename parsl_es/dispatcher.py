@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: How often the connected-worker count of each executor is asked for.
 WORKER_POLL_SECONDS = 1.0
+#: Progress rates (and so the ETA) are measured over this recent stretch.
+RATE_WINDOW_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ class Dispatcher:
         self._validated = 0
         self._t0 = time.time()
         self._last_progress = 0.0
+        self._rate_samples: deque[tuple[float, int]] = deque()
 
     # --- setup ---------------------------------------------------------------
     def _load_state(self) -> None:
@@ -267,18 +270,26 @@ class Dispatcher:
         return out
 
     def _top_up(self) -> None:
+        """Fill every node type's window; all new starts go to the ledger in one transaction."""
+        bundles: list[tuple[str, list[EventRange]]] = []
         for nt in self.steps.simulate:
-            window = self._window_for(nt)
-            while self._in_flight[nt] < window and self._has_ranges_to_start():
-                want = min(self.bundle_size, window - self._in_flight[nt])
-                bundle = self._next_ranges(want)
-                attempts = self.ledger.start_ranges(bundle, nt, time.time())
-                work = list(zip(bundle, attempts, strict=True))
-                app = self.session.app("simulate_ranges", nt)
-                fut = app(*self.payload, work, str(self.output_dir))
-                self._in_flight[nt] += len(work)
-                info = (nt, work)
-                fut.add_done_callback(lambda f, i=info: self._done_q.put(("simulate", i, f)))
+            free = self._window_for(nt) - self._in_flight[nt]
+            while free > 0 and self._has_ranges_to_start():
+                bundle = self._next_ranges(min(self.bundle_size, free))
+                bundles.append((nt, bundle))
+                free -= len(bundle)
+        if not bundles:
+            return
+        attempts = iter(
+            self.ledger.start_many([(r, nt) for nt, rs in bundles for r in rs], time.time())
+        )
+        for nt, bundle in bundles:
+            work = [(r, next(attempts)) for r in bundle]
+            app = self.session.app("simulate_ranges", nt)
+            fut = app(*self.payload, work, str(self.output_dir))
+            self._in_flight[nt] += len(work)
+            info = (nt, work)
+            fut.add_done_callback(lambda f, i=info: self._done_q.put(("simulate", i, f)))
 
     def _handle_simulations(self, items: list[tuple[str, Any, Future]]) -> None:
         outcomes: list[RangeOutcome] = []
@@ -420,7 +431,8 @@ class Dispatcher:
 
     # --- reporting ---------------------------------------------------------------
     def progress(self) -> Progress:
-        elapsed = time.time() - self._t0
+        now = time.time()
+        elapsed = now - self._t0
         return Progress(
             events_total=self.plan.events,
             events_done=self._events_done,
@@ -433,9 +445,20 @@ class Dispatcher:
             merges_done=self._merges_done,
             merges_validated=self._validated,
             elapsed=elapsed,
-            events_per_second=self._stats["events"] / elapsed if elapsed > 0 else 0.0,
+            events_per_second=self._recent_rate(now),
             stopping=self.stop.is_set(),
         )
+
+    def _recent_rate(self, now: float) -> float:
+        """Events/s over the last RATE_WINDOW seconds: what the ETA should extrapolate."""
+        samples = self._rate_samples
+        samples.append((now, self._stats["events"]))
+        while len(samples) > 2 and now - samples[1][0] > RATE_WINDOW_SECONDS:
+            samples.popleft()
+        t_then, ev_then = samples[0]
+        if now - t_then <= 0:
+            return 0.0
+        return (self._stats["events"] - ev_then) / (now - t_then)
 
     def _report_progress(self, force: bool = False) -> None:
         now = time.time()

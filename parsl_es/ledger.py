@@ -223,10 +223,18 @@ class Ledger:
 
     # --- range transitions ---------------------------------------------------
     def start_ranges(self, ranges: Iterable[EventRange], node_type: str, now: float) -> list[int]:
-        """Mark ranges running (one transaction); return each one's attempt number."""
+        """Mark ranges running on one node type; return each one's attempt number."""
+        return self.start_many([(r, node_type) for r in ranges], now)
+
+    def start_many(self, work: Iterable[tuple[EventRange, str]], now: float) -> list[int]:
+        """Mark ranges running (one transaction for all); return their attempt numbers.
+
+        Only a ready or failed range can start: anything else means the caller
+        lost track, and the whole batch is refused.
+        """
         attempts = []
         with self.transaction():
-            for r in ranges:
+            for r, node_type in work:
                 row = self.conn.execute(
                     "INSERT INTO ranges (idx, id, first_event, last_event, merge_group, seed, "
                     "state, attempts, node_type, started) "

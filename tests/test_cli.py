@@ -160,6 +160,9 @@ def test_ctrl_c_in_a_terminal_stops_gracefully_and_resume_finishes(tmp_path, loc
         if (out / "ledger.sqlite").exists() and len(done_ranges(out)) >= 20:
             break
         time.sleep(0.2)
+    live = json.loads(invoke("status", str(out), "--json").output)  # while the driver runs
+    assert live["ranges"]["done"] + live["ranges"]["merged"] >= 20 and not live["complete"]
+    assert proc.poll() is None
     os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 3, stderr
