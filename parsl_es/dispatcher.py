@@ -135,6 +135,7 @@ class Dispatcher:
         self._merge_attempts: dict[int, int] = {}
         self._campaign_validation: Future | None = None
         self._validation_result: dict[str, Any] | None = None
+        self._already_validated = False
         self._fatal: set[int] = set()
         self._failed_merges: set[int] = set()
         self._stats = {"events": 0, "ranges": 0, "merges": 0, "failures": 0, "inits": 0}
@@ -159,6 +160,7 @@ class Dispatcher:
             if removed:
                 log.info("removed %d partial files in %s/", removed, sub)
         self._cursor = self.ledger.next_untouched()
+        self._already_validated = self.ledger.meta("campaign_validation") == "passed"
         self._retry.extend(r["idx"] for r in self.ledger.range_rows(("ready", "failed")))
         done_per_group: dict[int, int] = {}
         for r in self.ledger.range_rows(("done", "merged")):
@@ -219,7 +221,7 @@ class Dispatcher:
         return bool(self._fatal or self._failed_merges) or not self._needs_validation()
 
     def _needs_validation(self) -> bool:
-        return self.ledger.meta("campaign_validation") != "passed"
+        return not self._already_validated
 
     def _has_ranges_to_start(self) -> bool:
         return bool(self._retry) or self._cursor < self.plan.n_ranges

@@ -494,6 +494,11 @@ class Ledger:
                 if not _file_ok(output_dir, r["output"], r["size"]):
                     counts["ranges_missing"] += 1
                     self.conn.execute("UPDATE ranges SET state='ready' WHERE idx=?", (r["idx"],))
+            unproven = self.conn.execute(
+                "SELECT COUNT(*) FROM merges WHERE state != 'done' OR validation IS NOT 'passed'"
+            ).fetchone()[0]
+            if unproven:  # an earlier campaign validation no longer speaks for the outputs
+                self.conn.execute("DELETE FROM meta WHERE key='campaign_validation'")
         return counts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -114,3 +115,27 @@ def test_driver_killed_with_sigkill_then_resumed(local_session, tmp_path):
     assert len(after) == 300
     assert_every_event_once(out, 0, 300)
     assert not list(out.rglob(".tmp-*"))
+
+
+def test_a_deleted_merged_file_is_remade_on_resume(local_session, tmp_path):
+    spec = {
+        "name": "lost",
+        "events": 20,
+        "events_per_range": 2,
+        "events_per_merge": 10,
+        "seed": 4,
+        "payload": {"name": "emulate"},
+    }
+    out = tmp_path / "o"
+    assert run.submit(spec, out, session=local_session).status == "complete"
+    victim = sorted((out / "merged").glob("*.root"))[1]
+    victim.unlink()
+    before = done_ranges(out)
+    first_report = json.loads((out / "validation" / "campaign.json").read_text())
+    result = run.resume(out, session=local_session)
+    assert result.status == "complete", result.message
+    assert result.merges_this_run == 1 and result.ranges_this_run == 0
+    assert done_ranges(out) == before  # the range files were still good: nothing re-simulated
+    assert_every_event_once(out, 0, 20)
+    report = json.loads((out / "validation" / "campaign.json").read_text())
+    assert report["passed"] and report["validated_at"] > first_report["validated_at"]
