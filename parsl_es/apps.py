@@ -64,10 +64,13 @@ def merged_output_path(output_dir: Path, group: MergeGroup, suffix: str) -> Path
 
 
 def _where() -> dict[str, Any]:
+    """Where this task runs: node, worker process, batch job, accelerator."""
+    host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     return {
-        "host": socket.gethostname(),
-        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "host": host,
+        "worker": f"{host}:{os.getpid()}",
         "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "accelerator": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
 
 

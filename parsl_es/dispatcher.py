@@ -255,11 +255,14 @@ class Dispatcher:
             self._worker_poll = now
             for nt in self.steps.simulate:
                 workers = self.session.connected_workers(nt)
-                if not workers:
-                    spec = self.session.site.node_types[nt]
-                    workers = spec.workers() * max(1, spec.provider.init_blocks)
-                factor = self.session.site.in_flight_per_worker
-                self._window[nt] = max(1, math.ceil(workers * factor))
+                if workers:
+                    factor = self.session.site.in_flight_per_worker
+                    self._window[nt] = max(1, math.ceil(workers * factor))
+                else:
+                    # Nobody connected yet (a block still queued): queue only what the
+                    # expected workers will take first, so other node types are not
+                    # starved of ranges held here.
+                    self._window[nt] = self.session.site.node_types[nt].expected_workers()
         return self._window[node_type]
 
     def _next_ranges(self, n: int) -> list[EventRange]:
@@ -514,6 +517,7 @@ def _outcome_from_result(res: dict[str, Any], node_type: str) -> RangeOutcome:
         "host": res.get("host"),
         "worker": res.get("worker"),
         "slurm_job": res.get("slurm_job"),
+        "accelerator": res.get("accelerator"),
         "started": res.get("started"),
         "finished": res.get("finished"),
     }

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ CREATE TABLE ranges (
     attempts INTEGER NOT NULL DEFAULT 0,
     failures INTEGER NOT NULL DEFAULT 0,
     lost INTEGER NOT NULL DEFAULT 0,
-    node_type TEXT, host TEXT, worker TEXT, slurm_job TEXT,
+    node_type TEXT, host TEXT, worker TEXT, slurm_job TEXT, accelerator TEXT,
     started REAL, finished REAL, duration REAL,
     output TEXT, size INTEGER, checksum TEXT, n_events INTEGER,
     error TEXT
@@ -60,7 +60,7 @@ CREATE TABLE attempts (
     range_idx INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
     outcome TEXT NOT NULL,
-    node_type TEXT, host TEXT, worker TEXT, slurm_job TEXT,
+    node_type TEXT, host TEXT, worker TEXT, slurm_job TEXT, accelerator TEXT,
     started REAL, finished REAL, error TEXT
 );
 CREATE INDEX attempts_range ON attempts (range_idx);
@@ -91,6 +91,7 @@ class RangeOutcome:
     host: str | None = None
     worker: str | None = None
     slurm_job: str | None = None
+    accelerator: str | None = None
     started: float | None = None
     finished: float | None = None
     output: str | None = None
@@ -268,72 +269,40 @@ class Ledger:
         states = []
         with self.transaction():
             for o in outcomes:
+                values = asdict(o)
                 self.conn.execute(
                     "INSERT INTO attempts (range_idx, attempt, outcome, node_type, host, worker, "
-                    "slurm_job, started, finished, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        o.index,
-                        o.attempt,
-                        o.outcome,
-                        o.node_type,
-                        o.host,
-                        o.worker,
-                        o.slurm_job,
-                        o.started,
-                        o.finished,
-                        o.error,
-                    ),
+                    "slurm_job, accelerator, started, finished, error) VALUES (:index, :attempt, "
+                    ":outcome, :node_type, :host, :worker, :slurm_job, :accelerator, :started, "
+                    ":finished, :error)",
+                    values,
                 )
-                states.append(self._apply_outcome(o, max_failures))
+                states.append(self._apply_outcome(values, max_failures))
         return states
 
-    def _apply_outcome(self, o: RangeOutcome, max_failures: int) -> str:
-        duration = (o.finished - o.started) if o.finished and o.started else None
-        if o.outcome == "done":
+    def _apply_outcome(self, o: dict[str, Any], max_failures: int) -> str:
+        """Move a running range to done, failed or fatal; 'stale' if the attempt is old."""
+        where = "WHERE idx=:index AND attempts=:attempt AND state='running' RETURNING state"
+        common = "host=:host, worker=:worker, slurm_job=:slurm_job, accelerator=:accelerator"
+        if o["outcome"] == "done":
+            o["duration"] = o["finished"] - o["started"]
             sql = (
-                "UPDATE ranges SET state='done', host=?, worker=?, slurm_job=?, started=?, "
-                "finished=?, duration=?, output=?, size=?, checksum=?, n_events=?, error=NULL "
-                "WHERE idx=? AND attempts=? AND state='running' RETURNING state"
-            )
-            args: tuple = (
-                o.host,
-                o.worker,
-                o.slurm_job,
-                o.started,
-                o.finished,
-                duration,
-                o.output,
-                o.size,
-                o.checksum,
-                o.n_events,
-                o.index,
-                o.attempt,
+                f"UPDATE ranges SET state='done', {common}, started=:started, finished=:finished, "
+                "duration=:duration, output=:output, size=:size, checksum=:checksum, "
+                f"n_events=:n_events, error=NULL {where}"
             )
         else:
-            counts = "lost=lost+1" if o.outcome == "lost" else "failures=failures+1"
+            counts = "lost=lost+1" if o["outcome"] == "lost" else "failures=failures+1"
+            o["max_failures"] = max_failures
+            o["max_lost"] = max_failures * LOST_FACTOR
             sql = (
-                f"UPDATE ranges SET {counts}, host=:host, worker=:worker, slurm_job=:job, "
-                "finished=:finished, error=:error, "
-                "state=CASE WHEN :o='fatal' THEN 'fatal' "
-                "WHEN :o='failed' AND failures+1 >= :mf THEN 'fatal' "
-                "WHEN :o='lost' AND lost+1 >= :ml THEN 'fatal' ELSE 'failed' END "
-                "WHERE idx=:i AND attempts=:a AND state='running' RETURNING state"
+                f"UPDATE ranges SET {counts}, {common}, finished=:finished, error=:error, "
+                "state=CASE WHEN :outcome='fatal' THEN 'fatal' "
+                "WHEN :outcome='failed' AND failures+1 >= :max_failures THEN 'fatal' "
+                "WHEN :outcome='lost' AND lost+1 >= :max_lost THEN 'fatal' ELSE 'failed' END "
+                f"{where}"
             )
-            named = {
-                "host": o.host,
-                "worker": o.worker,
-                "job": o.slurm_job,
-                "finished": o.finished,
-                "error": o.error,
-                "o": o.outcome,
-                "mf": max_failures,
-                "ml": max_failures * LOST_FACTOR,
-                "i": o.index,
-                "a": o.attempt,
-            }
-            row = self.conn.execute(sql, named).fetchone()
-            return row[0] if row else "stale"
-        row = self.conn.execute(sql, args).fetchone()
+        row = self.conn.execute(sql, o).fetchone()
         return row[0] if row else "stale"
 
     # --- merges --------------------------------------------------------------
