@@ -11,11 +11,13 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 
 from parsl_es import UserError
@@ -24,7 +26,7 @@ from parsl_es.dispatcher import RunResult
 from .progress import ProgressDisplay
 from .tables import status_tables, summary_lines
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_WALLTIME = 0, 1, 2, 3, 4
 
 app = typer.Typer(
     name="es-run",
@@ -90,11 +92,53 @@ def _finish(result: RunResult, output: Path) -> None:
     if result.status == "stopped":
         err.print(f"campaign incomplete; continue it with: es-run resume {output}")
         raise typer.Exit(EXIT_INCOMPLETE)
+    if result.status == "walltime":
+        if result.last_range_started and result.ended:
+            tail = result.ended - result.last_range_started
+            out.print(
+                f"the last range started {tail:.0f} s before the driver left", highlight=False
+            )
+        err.print(
+            f"campaign incomplete (allocation ending); in the next allocation run: "
+            f"es-run resume {output}"
+        )
+        raise typer.Exit(EXIT_WALLTIME)
     err.print(f"see {output}/logs/driver.log; 'es-run resume {output}' retries what failed")
     raise typer.Exit(EXIT_FAILED)
 
 
 SiteOpt = Annotated[str, typer.Option("--site", "-s", help="site name or site YAML file")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a site field: account=m1234, gpu.qos=debug, ..."),
+]
+WalltimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--walltime",
+        help="the allocation ends this long from now ([D-]HH:MM:SS); "
+        "default: SLURM_JOB_END_TIME inside a Slurm job",
+    ),
+]
+EndOpt = Annotated[
+    str | None, typer.Option("--end", help="the allocation ends at this time (ISO or epoch)")
+]
+MarginOpt = Annotated[
+    float,
+    typer.Option("--margin", help="seconds before the end by which started work must be done"),
+]
+
+
+def _allocation(walltime: str | None, end: str | None) -> float | None:
+    from parsl_es.walltime import allocation_end
+
+    when, source = _guarded(lambda: allocation_end(walltime, end))
+    if when is not None:
+        left = when - time.time()
+        if left <= 0:
+            _fail(UserError(f"the allocation end ({source}) is already past"))
+        out.print(f"allocation ends in {left:.0f} s ({source})", highlight=False)
+    return when
 
 
 @app.command()
@@ -104,6 +148,10 @@ def submit(
         Path | None, typer.Option("--output", "-o", help="output directory (new or empty)")
     ] = None,
     site: SiteOpt = "local",
+    overrides: SetOpt = None,
+    walltime: WalltimeOpt = None,
+    end: EndOpt = None,
+    margin: MarginOpt = 300.0,
 ) -> None:
     """Start a campaign and follow it until it is complete."""
     from parsl_es import run
@@ -112,10 +160,12 @@ def submit(
 
     spec = _guarded(lambda: load_campaign(campaign))
     source = str(resolve_campaign_path(campaign))
-    site_spec = _guarded(lambda: load_site(site))
+    site_spec = _guarded(lambda: load_site(site, overrides))
     out_dir = _guarded(lambda: run.output_for(spec, output))
     _guarded(lambda: run.resolve_steps(spec, site_spec, source))
+    _guarded(lambda: run.require_usable(site_spec))
     _guarded(lambda: run.check_new_output(out_dir))
+    ends = _allocation(walltime, end)
     out.print(
         f"campaign [bold]{spec.name}[/]: {spec.events} events in {spec.plan.n_ranges} ranges, "
         f"{spec.plan.n_merges} merge groups, payload {spec.payload.name}, site {site_spec.name} "
@@ -124,7 +174,15 @@ def submit(
     )
     with _StopOnSignal() as stop, ProgressDisplay(err, spec.name) as progress:
         result = _guarded(
-            lambda: run.submit(spec, out_dir, site=site_spec, on_progress=progress, stop=stop)
+            lambda: run.submit(
+                spec,
+                out_dir,
+                site=site_spec,
+                on_progress=progress,
+                stop=stop,
+                allocation_end=ends,
+                margin_seconds=margin,
+            )
         )
     _finish(result, out_dir)
 
@@ -135,15 +193,34 @@ def resume(
     site: Annotated[
         str | None, typer.Option("--site", "-s", help="site (default: the one it ran on)")
     ] = None,
+    overrides: SetOpt = None,
+    walltime: WalltimeOpt = None,
+    end: EndOpt = None,
+    margin: MarginOpt = 300.0,
 ) -> None:
     """Continue an interrupted campaign, re-running only what is not done."""
     from parsl_es import run
+    from parsl_es.sites import load_site
 
     ledger = _guarded(lambda: run.open_campaign(output))
     name = ledger.plan.campaign
+    if site is None and overrides:
+        _fail(UserError("--set needs --site (the recorded site is used as it was)"))
+    site_spec = _guarded(lambda: load_site(site, overrides) if site else run.recorded_site(ledger))
     ledger.close()
+    _guarded(lambda: run.require_usable(site_spec))
+    ends = _allocation(walltime, end)
     with _StopOnSignal() as stop, ProgressDisplay(err, name) as progress:
-        result = _guarded(lambda: run.resume(output, site=site, on_progress=progress, stop=stop))
+        result = _guarded(
+            lambda: run.resume(
+                output,
+                site=site_spec,
+                on_progress=progress,
+                stop=stop,
+                allocation_end=ends,
+                margin_seconds=margin,
+            )
+        )
     _finish(result, output)
 
 
@@ -213,12 +290,32 @@ def sites(ctx: typer.Context) -> None:
 
 
 @sites_app.command("show")
-def sites_show(name: Annotated[str, typer.Argument(help="site name or file")]) -> None:
-    """Print a site's resolved configuration."""
+def sites_show(
+    name: Annotated[str, typer.Argument(help="site name or file")], overrides: SetOpt = None
+) -> None:
+    """Print a site's resolved configuration (defaults filled in, overrides applied)."""
     from parsl_es.sites import load_site
 
-    spec = _guarded(lambda: load_site(name))
-    print(json.dumps(spec.model_dump(mode="json", by_alias=True), indent=2))
+    spec = _guarded(lambda: load_site(name, overrides))
+    print(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False), end="")
+
+
+@sites_app.command("check")
+def sites_check(
+    name: Annotated[str, typer.Argument(help="site name or file")], overrides: SetOpt = None
+) -> None:
+    """Say what a site still needs before it can run campaigns from here (exit 1 if anything)."""
+    from parsl_es.sites import check_site, load_site
+
+    spec = _guarded(lambda: load_site(name, overrides))
+    problems, warnings = check_site(spec)
+    for problem in problems:
+        out.print(f"[red]missing:[/] {problem}", highlight=False)
+    for warning in warnings:
+        out.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if problems:
+        raise typer.Exit(EXIT_FAILED)
+    out.print(f"site {spec.name}: ready ({', '.join(spec.node_types)})", highlight=False)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from parsl_es import fileio
 from parsl_es.ledger import Ledger, RangeOutcome
 from parsl_es.ranges import EventRange, RangePlan
 from parsl_es.session import SiteSession
+from parsl_es.walltime import Cutoff
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Progress:
 class RunResult:
     """What one run of the driver achieved (a campaign may need several runs)."""
 
-    status: str  # complete | incomplete | stopped | failed
+    status: str  # complete | stopped | walltime | failed
     wall_seconds: float
     events_this_run: int
     ranges_this_run: int
@@ -85,6 +86,9 @@ class RunResult:
     validation: dict[str, Any] | None
     message: str
     per_node_type: dict[str, int] = field(default_factory=dict)
+    last_range_started: float | None = None
+    ended: float | None = None
+    allocation_end: float | None = None
 
     @property
     def events_per_second(self) -> float:
@@ -108,6 +112,7 @@ class Dispatcher:
         on_progress: Callable[[Progress], None] | None = None,
         stop: threading.Event | None = None,
         stop_grace_seconds: float = 30.0,
+        cutoff: Cutoff | None = None,
     ) -> None:
         self.ledger = ledger
         self.session = session
@@ -120,6 +125,10 @@ class Dispatcher:
         self.on_progress = on_progress
         self.stop = stop or threading.Event()
         self.stop_grace_seconds = stop_grace_seconds
+        self.cutoff = cutoff or Cutoff(end=None, margin=0.0)
+        self._cut = False  # no range may start any more before the allocation ends
+        self._deferred_merges: set[int] = set()
+        self._last_range_start: float | None = None
 
         self._done_q: queue.SimpleQueue[tuple[str, Any, Future]] = queue.SimpleQueue()
         self._retry: deque[int] = deque()
@@ -201,6 +210,9 @@ class Dispatcher:
             if stop_deadline is not None and time.time() > stop_deadline:
                 log.warning("stop grace period over: leaving in-flight ranges for resume")
                 break
+            if self.cutoff.must_leave():
+                log.warning("allocation about to end: leaving in-flight work for resume")
+                break
             self._drain(timeout=0.2)
             self._report_progress()
         self._report_progress(force=True)
@@ -213,6 +225,8 @@ class Dispatcher:
             return not busy and self._campaign_validation is None
         if busy or self._campaign_validation is not None:
             return False
+        if self._cut or self._deferred_merges:
+            return True
         if self._has_ranges_to_start():
             return False
         if self._validation_result is not None:
@@ -277,7 +291,14 @@ class Dispatcher:
     def _top_up(self) -> None:
         """Fill every node type's window; all new starts go to the ledger in one transaction."""
         bundles: list[tuple[str, list[EventRange]]] = []
-        for nt in self.steps.simulate:
+        if self._has_ranges_to_start():
+            allowed_now = [nt for nt in self.steps.simulate if self.cutoff.may_start_range(nt)]
+            if not allowed_now and not self._cut:
+                self._cut = True
+                log.warning("no range can finish before the allocation ends: starting no more")
+        else:
+            allowed_now = []
+        for nt in allowed_now:
             free = self._window_for(nt) - self._in_flight[nt]
             while free > 0 and self._has_ranges_to_start():
                 bundle = self._next_ranges(min(self.bundle_size, free))
@@ -288,6 +309,7 @@ class Dispatcher:
         attempts = iter(
             self.ledger.start_many([(r, nt) for nt, rs in bundles for r in rs], time.time())
         )
+        self._last_range_start = time.time()
         for nt, bundle in bundles:
             work = [(r, next(attempts)) for r in bundle]
             app = self.session.app("simulate_ranges", nt)
@@ -343,6 +365,8 @@ class Dispatcher:
         self._stats["ranges"] += 1
         if o.node_type:
             self._per_node_type[o.node_type] = self._per_node_type.get(o.node_type, 0) + 1
+            if o.started and o.finished:
+                self.cutoff.range_estimate(o.node_type).add(o.finished - o.started)
         g = self.plan.group_of_range(o.index)
         futs = self._group_futures.setdefault(g, [])
         if not futs or futs[-1] is not fut:
@@ -353,6 +377,10 @@ class Dispatcher:
 
     # --- merges and validation ---------------------------------------------------
     def _submit_merge(self, g: int) -> None:
+        if not self.cutoff.may_start_merge():
+            self._deferred_merges.add(g)
+            log.info("merge %d left for the next allocation: it would not finish in time", g)
+            return
         group = self.plan.group(g)
         nt = self.steps.merge
         self._merge_attempts[g] = self.ledger.start_merge(g, nt, time.time())
@@ -376,7 +404,9 @@ class Dispatcher:
         self._merges_in_flight.discard(g)
         exc = fut.exception()
         if exc is None:
-            self.ledger.finish_merge(g, fut.result())
+            merged = fut.result()
+            self.cutoff.merges.add(merged["finished"] - merged["started"])
+            self.ledger.finish_merge(g, merged)
             self._merges_done += 1
             self._stats["merges"] += 1
             return
@@ -480,6 +510,14 @@ class Dispatcher:
         elif stopped:
             status = "stopped"
             message = "stopped before the campaign was complete"
+        elif self._cut or self._deferred_merges or self.cutoff.must_leave():
+            status = "walltime"
+            left = self.plan.events - self._events_done
+            end = time.strftime("%H:%M:%S", time.localtime(self.cutoff.end or 0))
+            message = (
+                f"allocation ends at {end}: stopped starting ranges that could not finish in "
+                f"time; {left} events left for the next allocation"
+            )
         elif self._fatal or self._failed_merges:
             status = "failed"
             parts = []
@@ -506,6 +544,9 @@ class Dispatcher:
             validation=self._validation_result,
             message=message,
             per_node_type=dict(self._per_node_type),
+            last_range_started=self._last_range_start,
+            ended=time.time(),
+            allocation_end=self.cutoff.end,
         )
 
 

@@ -24,11 +24,14 @@ from parsl_es.errors import UserError, allowed
 from parsl_es.fileio import write_text_atomic
 from parsl_es.ledger import LEDGER_NAME, Ledger
 from parsl_es.session import SiteSession
-from parsl_es.sites import SiteSpec, load_site
+from parsl_es.sites import SiteSpec, check_site, load_site
+from parsl_es.walltime import Cutoff
 
 log = logging.getLogger("parsl_es")
 
 OUTPUT_DIRS = ("ranges", "merged", "validation", "logs")
+#: Ranges that would end closer than this to the allocation's end are not started.
+DEFAULT_MARGIN_SECONDS = 300.0
 
 
 def resolve_steps(spec: CampaignSpec, site: SiteSpec, source: str = "campaign") -> Steps:
@@ -46,6 +49,14 @@ def resolve_steps(spec: CampaignSpec, site: SiteSpec, source: str = "campaign") 
                     field=f"steps.{step}",
                 )
     return Steps(simulate=list(dict.fromkeys(simulate)), merge=merge, validate=validate)
+
+
+def require_usable(site: SiteSpec) -> None:
+    """Refuse a site that cannot start here (no account, no sbatch, ...), before writing."""
+    problems, _ = check_site(site)
+    if problems:
+        more = f" (and {len(problems) - 1} more: es-run sites check)" if len(problems) > 1 else ""
+        raise UserError(f"site '{site.name}' is not ready: {problems[0]}{more}")
 
 
 def check_new_output(output: Path) -> None:
@@ -77,7 +88,12 @@ def create_output(spec: CampaignSpec, output: Path, site: SiteSpec) -> Ledger:
     output.mkdir(parents=True, exist_ok=True)
     for sub in OUTPUT_DIRS:
         (output / sub).mkdir(exist_ok=True)
-    meta = {"campaign": spec.to_json(), "site": site.name, "parsl_es_version": __version__}
+    meta = {
+        "campaign": spec.to_json(),
+        "site": site.name,
+        "site_spec": site.model_dump_json(by_alias=True),
+        "parsl_es_version": __version__,
+    }
     return Ledger.create(output / LEDGER_NAME, meta, spec.plan)
 
 
@@ -116,6 +132,8 @@ class DriverOptions(TypedDict, total=False):
     on_progress: Callable[[Progress], None] | None
     stop: threading.Event | None
     bundle_size: int
+    allocation_end: float | None
+    margin_seconds: float
 
 
 def drive(
@@ -128,6 +146,8 @@ def drive(
     own_session = session is None
     with DriverLog(output):
         log.info("campaign %s on site %s: %s", spec.name, site.name, steps)
+        if options.get("allocation_end"):
+            log.info("allocation ends at %s", time.ctime(options["allocation_end"]))
         if session is None:
             session = SiteSession(site, output / "logs" / "parsl")
         try:
@@ -142,6 +162,10 @@ def drive(
                 bundle_size=options.get("bundle_size", 1),
                 on_progress=options.get("on_progress"),
                 stop=options.get("stop"),
+                cutoff=Cutoff(
+                    end=options.get("allocation_end"),
+                    margin=options.get("margin_seconds", DEFAULT_MARGIN_SECONDS),
+                ),
             )
             result = dispatcher.run()
         finally:
@@ -180,12 +204,22 @@ def submit(
     else:
         site_spec = site if isinstance(site, SiteSpec) else load_site(site)
     resolve_steps(spec, site_spec)
+    if session is None:
+        require_usable(site_spec)
     out = output_for(spec, output)
     ledger = create_output(spec, out, site_spec)
     try:
         return drive(ledger, out, site_spec, **options)
     finally:
         ledger.close()
+
+
+def recorded_site(ledger: Ledger) -> SiteSpec:
+    """The site (with its overrides) that the campaign was submitted with."""
+    raw = ledger.meta("site_spec")
+    if raw is None:
+        return load_site(ledger.meta("site") or "local")
+    return SiteSpec.model_validate_json(raw)
 
 
 def open_campaign(output: str | Path, readonly: bool = False) -> Ledger:
@@ -210,8 +244,12 @@ def resume(
             site_spec = session.site
         elif isinstance(site, SiteSpec):
             site_spec = site
+        elif site is not None:
+            site_spec = load_site(site)
         else:
-            site_spec = load_site(site or ledger.meta("site") or "local")
+            site_spec = recorded_site(ledger)
+        if session is None:
+            require_usable(site_spec)
         for sub in OUTPUT_DIRS:
             (out / sub).mkdir(exist_ok=True)
         return drive(ledger, out, site_spec, **options)

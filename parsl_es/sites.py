@@ -519,6 +519,7 @@ def _put_environment_on_path() -> None:
     (batch jobs inherit the driver's environment unless ``worker_init`` says otherwise).
     """
     bindir = str(Path(sys.executable).parent)
+    os.environ["PARSL_ES_BIN"] = bindir  # for worker_init lines of batch jobs
     parts = os.environ.get("PATH", "").split(os.pathsep)
     if parts[:1] != [bindir]:
         os.environ["PATH"] = os.pathsep.join([bindir, *[p for p in parts if p != bindir]])

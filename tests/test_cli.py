@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from parsl_es.cli.main import app
@@ -92,7 +93,7 @@ def test_sites_lists_local():
     result = invoke("sites")
     assert result.exit_code == 0 and "local" in result.output
     shown = invoke("sites", "show", "local")
-    assert json.loads(shown.output)["steps"]["simulate"] == ["local"]
+    assert yaml.safe_load(shown.output)["steps"]["simulate"] == ["local"]
 
 
 def test_submit_status_validate_through_the_console_script(tmp_path):

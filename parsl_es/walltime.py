@@ -1,0 +1,137 @@
+"""When the allocation ends, and whether work still fits before it does.
+
+A batch allocation ends at a fixed time. The driver learns it (``--end``,
+``--walltime``, or Slurm's ``SLURM_JOB_END_TIME`` when it runs inside a job),
+keeps running estimates of how long ranges and merges take, and stops starting
+work that cannot finish in time, so that the allocation ends with nothing
+half-done and the next one resumes cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections import deque
+from datetime import datetime
+
+from parsl_es.errors import UserError
+from parsl_es.sites import walltime_seconds
+
+#: Observed durations kept for the estimate.
+HISTORY = 200
+
+
+def parse_end(text: str) -> float:
+    """An end time given as epoch seconds or an ISO date-time (local time if no zone)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"--end {text!r}: expected epoch seconds or an ISO time like 2026-11-22T18:30"
+        ) from None
+    return moment.timestamp()
+
+
+def allocation_end(
+    walltime: str | None = None, end: str | None = None, now: float | None = None
+) -> tuple[float | None, str]:
+    """The allocation's end (epoch seconds) and where that came from; (None, ...) if unbounded."""
+    now = time.time() if now is None else now
+    if end is not None:
+        return parse_end(end), "--end"
+    if walltime is not None:
+        try:
+            return now + walltime_seconds(walltime), "--walltime"
+        except ValueError as exc:
+            raise UserError(f"--walltime: {exc}") from None
+    env_end = os.environ.get("SLURM_JOB_END_TIME")
+    if env_end:
+        try:
+            return float(env_end), "SLURM_JOB_END_TIME"
+        except ValueError:
+            pass
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and shutil.which("squeue"):
+        found = _squeue_end(job)
+        if found is not None:
+            return found, f"squeue (job {job})"
+    return None, "no allocation end known"
+
+
+def _squeue_end(job: str) -> float | None:
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%e"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+        return datetime.fromisoformat(out).timestamp() if out else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+class DurationEstimate:
+    """A running, pessimistic estimate of how long a kind of work takes."""
+
+    def __init__(self) -> None:
+        self._seen: deque[float] = deque(maxlen=HISTORY)
+
+    def add(self, seconds: float) -> None:
+        if seconds >= 0:
+            self._seen.append(seconds)
+
+    @property
+    def count(self) -> int:
+        return len(self._seen)
+
+    def p90(self) -> float | None:
+        """The 90th percentile of recent durations (None before the first)."""
+        if not self._seen:
+            return None
+        ordered = sorted(self._seen)
+        return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+
+class Cutoff:
+    """Decides, against the allocation's end, whether new work may start."""
+
+    def __init__(self, end: float | None, margin: float) -> None:
+        self.end = end
+        self.margin = margin
+        self.ranges: dict[str, DurationEstimate] = {}
+        self.merges = DurationEstimate()
+        self.reached_at: float | None = None
+
+    def range_estimate(self, node_type: str) -> DurationEstimate:
+        return self.ranges.setdefault(node_type, DurationEstimate())
+
+    def _fits(self, seconds: float | None, now: float) -> bool:
+        if self.end is None:
+            return True
+        return now + (seconds or 0.0) <= self.end - self.margin
+
+    def may_start_range(self, node_type: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        ok = self._fits(self.range_estimate(node_type).p90(), now)
+        if not ok and self.reached_at is None:
+            self.reached_at = now
+        return ok
+
+    def may_start_merge(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return self._fits(self.merges.p90(), now)
+
+    def must_leave(self, now: float | None = None) -> bool:
+        """Past this point the driver exits whatever is in flight (redone on resume)."""
+        if self.end is None:
+            return False
+        now = time.time() if now is None else now
+        return now >= self.end - self.margin / 2
