@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from parsl_es.containers import ContainerSpec, container_argv
 from parsl_es.errors import UserError, allowed, did_you_mean
 from parsl_es.yamlfile import parse_mapping, read_text, validation_error
 
@@ -97,15 +98,6 @@ class SlurmProviderSpec(_Strict):
 
 
 ProviderSpec = Annotated[LocalProviderSpec | SlurmProviderSpec, Field(discriminator="kind")]
-
-
-class ContainerSpec(_Strict):
-    """Run the worker pool itself inside a container image (shifter, podman-hpc, apptainer)."""
-
-    runtime: Literal["shifter", "podman-hpc", "apptainer"]
-    image: str
-    mounts: list[str] = Field(default_factory=list)
-    args: list[str] = Field(default_factory=list)
 
 
 class NodeTypeSpec(_Strict):
@@ -419,17 +411,6 @@ def _provider(nt: NodeTypeSpec) -> Any:
     )
 
 
-def container_prefix(c: ContainerSpec) -> list[str]:
-    """argv that runs a command inside the container image."""
-    if c.runtime == "shifter":
-        return ["shifter", f"--image={c.image}", *(f"--volume={m}" for m in c.mounts), *c.args]
-    if c.runtime == "podman-hpc":
-        mounts = [a for m in c.mounts for a in ("-v", m)]
-        return ["podman-hpc", "run", "--rm", "--net=host", *mounts, *c.args, c.image]
-    mounts = [a for m in c.mounts for a in ("--bind", m)]
-    return ["apptainer", "exec", *mounts, *c.args, c.image]
-
-
 def _launch_cmd(nt: NodeTypeSpec) -> str | None:
     """The worker pool's command line, inside the node type's container if it has one."""
     if nt.container is None:
@@ -438,7 +419,7 @@ def _launch_cmd(nt: NodeTypeSpec) -> str | None:
 
     from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 
-    return shlex.join(container_prefix(nt.container)) + " " + DEFAULT_LAUNCH_CMD
+    return shlex.join(container_argv(nt.container)) + " " + DEFAULT_LAUNCH_CMD
 
 
 def _drain_period(nt: NodeTypeSpec) -> int | None:

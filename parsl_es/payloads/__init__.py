@@ -34,6 +34,7 @@ ENTRY_POINT_GROUP = "parsl_es.payloads"
 
 # Used when the package metadata is not installed (running from a source tree).
 _BUILTIN = {
+    "command": "parsl_es.payloads.command:CommandPayload",
     "emulate": "parsl_es.payloads.emulate:EmulatePayload",
     "physics": "parsl_es.payloads.physics:PhysicsPayload",
 }

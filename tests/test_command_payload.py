@@ -1,0 +1,407 @@
+"""The command payload with real processes: the physics CLI and a small fake transform."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from parsl_es import rootio
+from parsl_es.campaign import campaign_from_dict
+from parsl_es.errors import UserError
+from parsl_es.payloads import FatalPayloadError, PayloadError, load_payload_class, make_payload
+from parsl_es.payloads.command import (
+    CommandParams,
+    CommandPayload,
+    ContainerSpec,
+    container_argv,
+    render,
+    simulate_values,
+)
+from parsl_es.payloads.physics import PhysicsPayload
+from parsl_es.ranges import EventRange, range_seed
+
+SEED = 3
+PY = shlex.quote(sys.executable)
+PHYSICS = f"{PY} -m parsl_es.payloads.physics"
+
+#: A stand-in transform: writes an events tree, echoes an argument, fails on request.
+FAKE_TF = """
+import argparse, json, os, pathlib, sys, time
+p = argparse.ArgumentParser()
+p.add_argument("--output")
+p.add_argument("--first", type=int, default=0)
+p.add_argument("--last", type=int, default=-1)
+p.add_argument("--echo", help="written literally to OUTPUT.arg")
+p.add_argument("--echo-env", help="value of this variable written to OUTPUT.env")
+p.add_argument("--exit-code", type=int, default=0)
+p.add_argument("--report-code", type=int)
+p.add_argument("--sleep", type=float, default=0)
+a = p.parse_args()
+time.sleep(a.sleep)
+if a.echo is not None:
+    pathlib.Path(a.output + ".arg").write_text(a.echo)
+if a.echo_env:
+    pathlib.Path(a.output + ".env").write_text(os.environ[a.echo_env])
+if a.report_code is not None:
+    report = {"exitCode": a.report_code, "exitMsg": "transform said no"}
+    pathlib.Path("jobReport.json").write_text(json.dumps(report))
+if a.exit_code:
+    print("fake_tf: simulated crash, marker-1234", file=sys.stderr)
+    sys.exit(a.exit_code)
+if a.last >= a.first:
+    import numpy as np, uproot
+    with uproot.recreate(a.output) as f:
+        f["events"] = {"event_number": np.arange(a.first, a.last + 1, dtype=np.int64)}
+"""
+
+
+def make_range(first: int, last: int, campaign: str = "c") -> EventRange:
+    return EventRange(
+        campaign=campaign,
+        index=0,
+        first_event=first,
+        last_event=last,
+        merge_group=0,
+        seed=range_seed(SEED, first),
+        campaign_seed=SEED,
+    )
+
+
+def engine_tmp_path(directory: Path, r: EventRange) -> Path:
+    """The kind of temporary name the engine hands to simulate."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f".tmp-abc123def456-{r.id}.attempt-1.root"
+
+
+@pytest.fixture(scope="module")
+def fake_tf(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("bin") / "fake_tf.py"
+    path.write_text(FAKE_TF)
+    return f"{PY} {shlex.quote(str(path))}"
+
+
+@pytest.fixture(scope="module")
+def physics() -> PhysicsPayload:
+    p = PhysicsPayload(PhysicsPayload.Params(process="minbias"))
+    p.setup()
+    return p
+
+
+def command(**params) -> CommandPayload:
+    payload = make_payload("command", params)
+    assert isinstance(payload, CommandPayload)
+    return payload
+
+
+# --- real transforms ---------------------------------------------------------------------
+
+
+def test_registered() -> None:
+    assert load_payload_class("command") is CommandPayload
+
+
+def test_physics_cli_gives_the_same_events_as_in_process(
+    physics: PhysicsPayload, tmp_path: Path
+) -> None:
+    r = make_range(5, 7)
+    payload = command(
+        simulate=f"{PHYSICS} simulate --process minbias --first-event {{first_event}} "
+        "--n-events {n_events} --campaign-seed {campaign_seed} --output {output} "
+        "--job-report jobReport.json",
+        job_report="jobReport.json",
+    )
+    payload.setup()
+    group = tmp_path / "ranges" / "group-000000"
+    output = engine_tmp_path(group, r)
+    assert payload.simulate(r, output) == 3
+    inproc = tmp_path / "inproc.root"
+    physics.simulate(r, inproc)
+    assert payload.content_hash(output) == rootio.content_hash(inproc)
+    assert list(payload.event_numbers(output)) == [5, 6, 7]
+    log = group / f"{r.id}.log"
+    assert "3 events written" in log.read_text()
+    assert log.read_text().startswith("=== ")
+    # the work directory is gone after success; only the output and the log remain
+    assert sorted(p.name for p in group.iterdir()) == sorted([output.name, log.name])
+
+
+def test_external_merge_in_event_order(physics: PhysicsPayload, tmp_path: Path) -> None:
+    ranges = [make_range(0, 1), make_range(2, 3)]
+    inputs = []
+    for r in ranges:
+        path = tmp_path / "ranges" / f"{r.id}.root"
+        path.parent.mkdir(exist_ok=True)
+        physics.simulate(r, path)
+        inputs.append(path)
+    payload = command(
+        simulate=f"{PHYSICS} simulate --first-event {{first_event}} --n-events {{n_events}} "
+        "--campaign-seed {campaign_seed} --output {output}",
+        merge=f"{PHYSICS} merge --inputs-file {{inputs_file}} --output {{output}}",
+    )
+    merged_dir = tmp_path / "merged"
+    merged_dir.mkdir()
+    output = merged_dir / ".tmp-abc123def456-c.merge-000000.root"
+    assert payload.merge(inputs, output) == 4
+    assert list(payload.event_numbers(output)) == [0, 1, 2, 3]
+    reference = tmp_path / "reference.root"
+    rootio.merge_files(inputs, reference)
+    assert payload.content_hash(output) == rootio.content_hash(reference)
+    # nothing but the output in merged/ (validation reports strays); the log is in logs/merge
+    assert [p.name for p in merged_dir.iterdir()] == [output.name]
+    assert (tmp_path / "logs" / "merge" / "c.merge-000000.log").exists()
+
+
+def test_builtin_merge_without_template(tmp_path: Path, fake_tf: str) -> None:
+    payload = command(simulate=f"{fake_tf} --output {{output}}")
+    inputs = []
+    for first in (0, 2):
+        path = tmp_path / f"{first}.root"
+        rootio.write_events(path, {"event_number": np.arange(first, first + 2)})
+        inputs.append(path)
+    assert payload.merge(inputs, tmp_path / "m.root") == 4
+    assert list(payload.event_numbers(tmp_path / "m.root")) == [0, 1, 2, 3]
+
+
+# --- no shell ------------------------------------------------------------------------------
+
+
+def test_shell_metacharacters_arrive_literally(tmp_path: Path, fake_tf: str) -> None:
+    sentinel = tmp_path / "pwned"
+    nasty = (
+        f"; touch {sentinel} && echo $(touch {sentinel}) `touch {sentinel}` "
+        "| cat > x 'single' \"double\" {output} $HOME * ~"
+    )
+    payload = command(
+        simulate=f"{fake_tf} --output {{output}} --first {{first_event}} --last {{last_event}} "
+        '"--echo={input}"',
+        input=nasty,
+    )
+    r = make_range(0, 1)
+    output = engine_tmp_path(tmp_path, r)
+    assert payload.simulate(r, output) == 2
+    assert Path(f"{output}.arg").read_text() == nasty
+    assert not sentinel.exists()
+    assert not (tmp_path / "x").exists()
+
+
+def test_render_splits_before_substituting() -> None:
+    values = {"input": "a b; rm -rf ~ $(x)", "output": "/o u t/{n}.root", "n": 1}
+    argv = render("prog --in {input} --out={output} 'lit {{x}}' {input}{n}", values)
+    assert argv == [
+        "prog",
+        "--in",
+        "a b; rm -rf ~ $(x)",
+        "--out=/o u t/{n}.root",
+        "lit {x}",
+        "a b; rm -rf ~ $(x)1",
+    ]
+
+
+def test_environment_reaches_the_command(tmp_path: Path, fake_tf: str) -> None:
+    payload = command(
+        simulate=f"{fake_tf} --output {{output}} --first 0 --last 0 --echo-env PARSL_ES_T",
+        env={"PARSL_ES_T": "1 2 $(3)", "OTHER": 4},
+    )
+    output = tmp_path / "r.root"
+    payload.simulate(make_range(0, 0), output)
+    assert Path(f"{output}.env").read_text() == "1 2 $(3)"
+
+
+def test_skip_counts_from_the_inputs_first_event(tmp_path: Path) -> None:
+    params = CommandParams(
+        simulate="tf --skip {skip} --in {input}", input="/d/EVNT.root", input_first_event=100
+    )
+    values = simulate_values(params, make_range(105, 109), tmp_path / "o.root", tmp_path)
+    assert (values["skip"], values["n_events"], values["input"]) == (5, 5, "/d/EVNT.root")
+    with pytest.raises(FatalPayloadError, match="input_first_event"):
+        simulate_values(params, make_range(99, 100), tmp_path / "o.root", tmp_path)
+
+
+# --- failures ------------------------------------------------------------------------------
+
+
+def test_nonzero_exit_is_transient_and_logged(tmp_path: Path, fake_tf: str) -> None:
+    payload = command(simulate=f"{fake_tf} --output {{output}} --exit-code 3")
+    r = make_range(0, 1)
+    log = tmp_path / f"{r.id}.log"
+    for attempt in (1, 2):
+        with pytest.raises(PayloadError) as info:
+            payload.simulate(r, tmp_path / f"a{attempt}.root")
+        assert info.value.transient
+        message = str(info.value)
+        assert "exited with code 3" in message and str(log) in message
+        assert "marker-1234" in message  # the tail of the log
+    text = log.read_text()
+    assert text.count("marker-1234") == 2 and text.count("=== exit code 3") == 2
+
+
+def test_missing_executable_is_fatal(tmp_path: Path) -> None:
+    payload = command(simulate="no-such-transform_tf.py --outputHITSFile {output}")
+    with pytest.raises(FatalPayloadError, match=r"no-such-transform_tf\.py"):
+        payload.setup()
+    with pytest.raises(FatalPayloadError, match=r"no-such-transform_tf\.py"):
+        payload.simulate(make_range(0, 1), tmp_path / "o.root")
+    assert list(tmp_path.iterdir()) == []  # no work directory left behind
+
+
+def test_missing_container_runtime_is_fatal(tmp_path: Path, fake_tf: str) -> None:
+    payload = command(
+        simulate=f"{fake_tf} --output {{output}}",
+        container={"runtime": "apptainer", "image": "/images/none.sif"},
+        env={"PATH": str(tmp_path)},  # certainly no apptainer here
+    )
+    with pytest.raises(FatalPayloadError, match="apptainer"):
+        payload.setup()
+    with pytest.raises(FatalPayloadError, match="apptainer"):
+        payload.simulate(make_range(0, 1), tmp_path / "o.root")
+
+
+def test_job_report_exit_code(tmp_path: Path, fake_tf: str) -> None:
+    template = f"{fake_tf} --output {{output}} --first 0 --last 1"
+    bad = command(simulate=f"{template} --report-code 1", job_report="jobReport.json")
+    with pytest.raises(PayloadError, match="exitCode 1: transform said no") as info:
+        bad.simulate(make_range(0, 1), tmp_path / "bad.root")
+    assert info.value.transient
+    good = command(simulate=f"{template} --report-code 0", job_report="jobReport.json")
+    assert good.simulate(make_range(0, 1), tmp_path / "good.root") == 2
+    missing = command(simulate=template, job_report="jobReport.json")
+    with pytest.raises(PayloadError, match="no job report"):
+        missing.simulate(make_range(0, 1), tmp_path / "missing.root")
+
+
+def test_output_not_created(tmp_path: Path, fake_tf: str) -> None:
+    payload = command(simulate=f"{fake_tf} --output {{output}}")  # exits 0, writes nothing
+    with pytest.raises(PayloadError, match="was not created"):
+        payload.simulate(make_range(0, 1), tmp_path / "o.root")
+
+
+def test_timeout_kills_the_command(tmp_path: Path, fake_tf: str) -> None:
+    payload = command(simulate=f"{fake_tf} --output {{output}} --sleep 30", timeout_seconds=0.5)
+    with pytest.raises(PayloadError, match="timed out"):
+        payload.simulate(make_range(0, 1), tmp_path / "o.root")
+
+
+# --- validation at load time -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("tf --out {output} --evts {nevents}", r"unknown placeholder \{nevents\}.*allowed: .*"),
+        ("tf --out {output", "bad braces"),
+        ("tf --out '{output}", "cannot be split"),
+        ("tf {} {output}", "not a plain name"),
+        ("tf {output.name}", "not a plain name"),
+        ("tf {output:d}", "cannot be filled in"),
+        ("tf {input}", "no input is set"),
+        ("   ", "is empty"),
+    ],
+)
+def test_bad_templates(template: str, expected: str) -> None:
+    with pytest.raises(ValidationError, match=expected):
+        CommandPayload.Params(simulate=template)
+
+
+def test_merge_placeholders_are_checked() -> None:
+    with pytest.raises(ValidationError, match=r"\{skip\} in the merge template"):
+        CommandPayload.Params(simulate="tf {output}", merge="m {inputs_file} {output} {skip}")
+    CommandPayload.Params(
+        simulate="tf {output} {skip:06d}", merge="m {inputs_file} {output} {n_inputs}"
+    )
+
+
+def test_other_tree_needs_a_merge_template() -> None:
+    with pytest.raises(ValidationError, match="needs a merge template"):
+        CommandPayload.Params(simulate="tf {output}", tree="CollectionTree")
+
+
+def test_campaign_names_the_unknown_placeholder() -> None:
+    campaign = {
+        "name": "c",
+        "events": 10,
+        "events_per_range": 5,
+        "events_per_merge": 10,
+        "seed": 1,
+        "payload": {"name": "command", "simulate": "Sim_tf.py --outputHITSFile {outptu}"},
+    }
+    with pytest.raises(UserError, match=r"payload.simulate: unknown placeholder \{outptu\}"):
+        campaign_from_dict(campaign)
+
+
+# --- containers ----------------------------------------------------------------------------
+
+
+def test_shifter_argv(tmp_path: Path) -> None:
+    spec = ContainerSpec(
+        runtime="shifter",
+        image="docker:atlas/athena:24.0",
+        mounts=["/pscratch:/pscratch", "/cvmfs:/cvmfs"],
+        args=["--module=cvmfs"],
+    )
+    assert container_argv(spec, tmp_path, {"A": "1"}) == [
+        "shifter",
+        "--image=docker:atlas/athena:24.0",
+        "--volume=/pscratch:/pscratch",
+        "--volume=/cvmfs:/cvmfs",
+        "--module=cvmfs",
+        "--",
+    ]
+
+
+def test_podman_hpc_argv() -> None:
+    spec = ContainerSpec(runtime="podman-hpc", image="atlas/athena:24.0", mounts=["/p:/p"])
+    assert container_argv(spec, Path("/p/w"), {"A": "1 2"}) == [
+        "podman-hpc",
+        "run",
+        "--rm",
+        "-v",
+        "/p:/p",
+        "-w",
+        "/p/w",
+        "-e",
+        "A=1 2",
+        "atlas/athena:24.0",
+    ]
+
+
+def test_apptainer_argv() -> None:
+    spec = ContainerSpec(
+        runtime="apptainer", image="/images/athena.sif", mounts=["/p"], args=["--cleanenv"]
+    )
+    assert container_argv(spec, Path("/p/w"), {}) == [
+        "apptainer",
+        "exec",
+        "--bind",
+        "/p",
+        "--pwd",
+        "/p/w",
+        "--cleanenv",
+        "/images/athena.sif",
+    ]
+
+
+def test_container_prefix_goes_before_the_command(tmp_path: Path) -> None:
+    payload = command(
+        simulate="Sim_tf.py --outputHITSFile {output}",
+        container={"runtime": "shifter", "image": "docker:a/b:1", "mounts": ["/x:/x"]},
+    )
+    argv = payload._full_argv(["Sim_tf.py", "--outputHITSFile", "/x/o.root"], tmp_path)
+    assert argv == [
+        "shifter",
+        "--image=docker:a/b:1",
+        "--volume=/x:/x",
+        "--",
+        "Sim_tf.py",
+        "--outputHITSFile",
+        "/x/o.root",
+    ]
+
+
+def test_unknown_runtime_rejected() -> None:
+    with pytest.raises(ValidationError, match="runtime"):
+        CommandPayload.Params(simulate="tf {output}", container={"runtime": "docker", "image": "x"})

@@ -1,0 +1,84 @@
+"""The walltime cut-off: stop starting what cannot finish, leave nothing half-done."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from parsl_es import run
+from parsl_es.errors import UserError
+from parsl_es.ledger import Ledger
+from parsl_es.walltime import Cutoff, DurationEstimate, allocation_end, parse_end
+from tests.helpers import assert_every_event_once, done_ranges
+
+
+def test_allocation_end_sources(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SLURM_JOB_END_TIME", raising=False)
+    assert allocation_end(now=100.0) == (None, "no allocation end known")
+    assert allocation_end(walltime="00:10:00", now=100.0) == (700.0, "--walltime")
+    assert allocation_end(walltime="1-00:00:01", now=0.0)[0] == 86401.0
+    monkeypatch.setenv("SLURM_JOB_END_TIME", "5000")
+    assert allocation_end(now=100.0) == (5000.0, "SLURM_JOB_END_TIME")
+    assert allocation_end(end="4000", now=100.0) == (4000.0, "--end")
+    with pytest.raises(UserError, match="walltime"):
+        allocation_end(walltime="ten minutes")
+    with pytest.raises(UserError, match="ISO"):
+        parse_end("tomorrow")
+    assert parse_end("2026-11-22T18:30:00+00:00") == 1795372200.0
+
+
+def test_estimate_is_a_pessimistic_percentile():
+    est = DurationEstimate()
+    assert est.p90() is None
+    for x in [1.0] * 9 + [10.0]:
+        est.add(x)
+    assert est.p90() == 10.0
+
+
+def test_cutoff_rules():
+    cut = Cutoff(end=1000.0, margin=100.0)
+    assert cut.may_start_range("cpu", now=850.0)  # nothing observed yet: optimistic
+    cut.range_estimate("cpu").add(60.0)
+    assert cut.may_start_range("cpu", now=840.0)
+    assert not cut.may_start_range("cpu", now=841.0)
+    assert cut.reached_at == 841.0
+    assert cut.may_start_range("gpu", now=841.0)  # its own estimate
+    assert not cut.must_leave(now=949.0) and cut.must_leave(now=950.0)
+    assert Cutoff(end=None, margin=100.0).may_start_range("cpu", now=1e12)
+
+
+def test_short_allocation_stops_cleanly_and_resume_completes(local_session, tmp_path):
+    out = tmp_path / "o"
+    spec = {
+        "name": "short",
+        "events": 150,
+        "events_per_range": 1,
+        "events_per_merge": 30,
+        "seed": 2,
+        "payload": {"name": "emulate", "seconds_per_event": 0.1},
+    }
+    end = time.time() + 6.0
+    first = run.submit(spec, out, session=local_session, allocation_end=end, margin_seconds=1.0)
+    assert first.status == "walltime", first.message
+    assert first.ended < end, "the driver outlived the allocation"
+    assert first.last_range_started <= end - 1.0
+    led = Ledger.open(out / "ledger.sqlite", readonly=True)
+    try:
+        s = led.summary()
+        assert s.ranges["running"] == 0 and s.merges["running"] == 0, "work left half-done"
+        assert 0 < s.ranges["done"] + s.ranges["merged"] < 150
+        for row in led.range_rows(["done", "merged"]):
+            assert (out / row["output"]).stat().st_size == row["size"]
+    finally:
+        led.close()
+    assert not list(out.rglob(".tmp-*"))
+    before = done_ranges(out)
+
+    second = run.resume(out, session=local_session)
+    assert second.status == "complete", second.message
+    assert second.ranges_this_run == 150 - len(before)
+    after = done_ranges(out)
+    assert all(after[i] == n for i, n in before.items()), "a done range was re-run"
+    assert_every_event_once(out, 0, 150)
