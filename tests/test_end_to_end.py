@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import uproot
@@ -152,3 +153,35 @@ def test_physics_campaign_warm_workers_and_reproducible_ranges(local_session, tm
     local.setup()
     local.simulate(r, tmp_path / "again.root")
     assert content_hash(tmp_path / "again.root") == content_hash(out / row["output"])
+
+
+def test_command_payload_campaign_through_an_external_program(local_session, tmp_path):
+    """Simulate and merge run as separate processes (the physics payload's own CLI)."""
+    physics = f"{sys.executable} -m parsl_es.payloads.physics"
+    payload = {
+        "name": "command",
+        "simulate": f"{physics} simulate --process minbias --first-event {{first_event}} "
+        "--n-events {n_events} --campaign-seed {campaign_seed} --output {output} "
+        "--job-report jobReport.json",
+        "merge": f"{physics} merge --inputs-file {{inputs_file}} --output {{output}} "
+        "--job-report jobReport.json",
+        "job_report": "jobReport.json",
+    }
+    out = tmp_path / "cmd"
+    spec = campaign("cmd", events=6, events_per_range=3, events_per_merge=6, payload=payload)
+    result = run.submit(spec, out, session=local_session)
+    assert result.status == "complete", result.message
+    assert_every_event_once(out, 0, 6)
+    logs = sorted((out / "ranges").rglob("*.log"))
+    assert len(logs) == 2 and "exit code 0" in logs[0].read_text()
+    # the same events as the in-process physics payload gives for this campaign seed
+    local = make_payload("physics", {"process": "minbias"})
+    local.setup()
+    led = Ledger.open(out / "ledger.sqlite", readonly=True)
+    try:
+        row = dict(next(led.range_rows()))
+        r = led.plan.range(row["idx"])
+    finally:
+        led.close()
+    local.simulate(r, tmp_path / "same.root")
+    assert content_hash(tmp_path / "same.root") == content_hash(out / row["output"])
