@@ -7,6 +7,7 @@ and benchmarks run thousands of ranges through exactly the code physics uses.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,12 @@ class EmulateParams(PayloadParams):
     fail_times: int = Field(
         1, ge=0, description="how many attempts of a range holding a fail_event fail"
     )
+    accelerated_speedup: float = Field(
+        1.0,
+        ge=1.0,
+        description="on a worker that owns an accelerator (CUDA_VISIBLE_DEVICES set), "
+        "events take this many times less time: emulates a GPU build of a payload",
+    )
 
 
 class EmulatePayload(RootTreePayload):
@@ -46,15 +53,16 @@ class EmulatePayload(RootTreePayload):
     def simulate(self, event_range: EventRange, output: Path) -> int:
         p = self.params
         self._inject_failure(event_range, output)
+        speedup = p.accelerated_speedup if os.environ.get("CUDA_VISIBLE_DEVICES") else 1.0
         numbers = np.arange(event_range.first_event, event_range.last_event + 1, dtype=np.int64)
         values = np.empty(len(numbers), dtype=np.float64)
         for i, number in enumerate(numbers):
             rng = np.random.default_rng(event_seed(event_range.campaign_seed, int(number)))
             values[i] = rng.exponential(10.0)
             if p.cpu_seconds_per_event:
-                _burn(p.cpu_seconds_per_event)
+                _burn(p.cpu_seconds_per_event / speedup)
             if p.seconds_per_event:
-                time.sleep(p.seconds_per_event)
+                time.sleep(p.seconds_per_event / speedup)
         rootio.write_events(
             output,
             {

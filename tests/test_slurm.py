@@ -1,0 +1,164 @@
+"""Campaigns on a real Slurm cluster: the single-host test cluster with cpu and gpu nodes.
+
+Start it with ``tests/slurm/start-local-slurm.sh`` (as root; ``.ci/run`` does).
+Without it these tests are skipped, and the skip says why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from parsl_es import run
+from parsl_es.ledger import Ledger
+from parsl_es.session import SiteSession
+from parsl_es.sites import load_site
+from tests.helpers import assert_every_event_once, done_ranges
+from tests.slurm_cluster import slurm_status
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(scope="module")
+def slurm_session(tmp_path_factory):
+    ready, why = slurm_status()
+    if not ready:
+        pytest.skip(f"local Slurm cluster not usable: {why}")
+    session = SiteSession(load_site("local-slurm"), tmp_path_factory.mktemp("slurm-run"))
+    yield session
+    session.close()
+
+
+def test_cpu_and_gpu_node_types_pull_from_one_queue(slurm_session, tmp_path):
+    """Both node types run ranges at once, in Slurm jobs; the faster one does more."""
+    spec = {
+        "name": "hetero",
+        "events": 160,
+        "events_per_range": 1,
+        "events_per_merge": 40,
+        "seed": 3,
+        "payload": {"name": "emulate", "seconds_per_event": 0.1, "accelerated_speedup": 4},
+        "steps": {"simulate": ["cpu", "gpu"], "merge": "cpu", "validate": "cpu"},
+    }
+    out = tmp_path / "o"
+    result = run.submit(spec, out, session=slurm_session)
+    assert result.status == "complete", result.message
+    assert_every_event_once(out, 0, 160)
+    led = Ledger.open(out / "ledger.sqlite", readonly=True)
+    try:
+        rows = [dict(r) for r in led.range_rows()]
+    finally:
+        led.close()
+    by_type = {nt: [r for r in rows if r["node_type"] == nt] for nt in ("cpu", "gpu")}
+    assert len(by_type["cpu"]) + len(by_type["gpu"]) == 160
+    for nt, node in (("cpu", "cpunode"), ("gpu", "gpunode")):
+        assert by_type[nt], f"node type {nt} ran nothing"
+        assert {r["host"] for r in by_type[nt]} == {node}
+        assert all(r["slurm_job"] for r in by_type[nt]), "a range ran outside a Slurm job"
+    # each GPU worker sees only its own GPU
+    assert {r["accelerator"] for r in by_type["gpu"]} == {"0", "1"}
+    assert {r["accelerator"] for r in by_type["cpu"]} == {None}
+    assert len(by_type["gpu"]) > len(by_type["cpu"]), "the faster node type should do more"
+    # both node types were working at the same time
+    gpu_span = (
+        min(r["started"] for r in by_type["gpu"]),
+        max(r["finished"] for r in by_type["gpu"]),
+    )
+    overlapping = [r for r in by_type["cpu"] if gpu_span[0] < r["started"] < gpu_span[1]]
+    assert overlapping, "cpu and gpu did not run concurrently"
+
+
+def test_allocation_end_is_read_inside_a_slurm_job():
+    """The driver, run inside a batch job, learns when the job ends."""
+    ready, why = slurm_status()
+    if not ready:
+        pytest.skip(f"local Slurm cluster not usable: {why}")
+    code = "from parsl_es.walltime import allocation_end; e, s = allocation_end(); print(e, s)"
+    done = subprocess.run(
+        ["srun", "-p", "cpu", "--time=5", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    end, source = done.stdout.split(maxsplit=1)
+    assert float(end) == pytest.approx(time.time() + 300, abs=60)
+    assert "SLURM_JOB_END_TIME" in source or "squeue" in source
+
+
+def test_walltime_of_a_block_costs_no_attempt(slurm_session, tmp_path):
+    """A block ended under its workers loses its ranges, which come back without a failure.
+
+    Slurm ends a job at its time limit the way ``scancel`` does (SIGTERM to the
+    job's steps, SIGKILL after KillWait); ``scancel`` makes the moment
+    deterministic (time limits are enforced on a ~30 s cycle, in whole minutes).
+    """
+    spec = {
+        "name": "blockend",
+        "events": 120,
+        "events_per_range": 1,
+        "events_per_merge": 30,
+        "seed": 5,
+        "attempts": 1,  # a single counted failure would make a range fatal
+        "payload": {"name": "emulate", "seconds_per_event": 0.25},
+        "steps": {"simulate": ["cpu"], "merge": "cpu", "validate": "cpu"},
+    }
+    out = tmp_path / "o"
+    import threading
+
+    stop_watch = threading.Event()
+
+    def end_the_block() -> None:
+        while not stop_watch.is_set():
+            if (out / "ledger.sqlite").exists() and len(done_ranges(out)) >= 10:
+                break
+            time.sleep(0.2)
+        jobs = _running_jobs("cpu")
+        for job in jobs:  # the block's time is up: Slurm ends it
+            subprocess.run(["scancel", job], check=False)
+
+    watcher = threading.Thread(target=end_the_block, daemon=True)
+    watcher.start()
+    try:
+        result = run.submit(spec, out, session=slurm_session)
+    finally:
+        stop_watch.set()
+        watcher.join(5)
+    assert result.status == "complete", result.message
+    assert_every_event_once(out, 0, 120)
+    led = Ledger.open(out / "ledger.sqlite", readonly=True)
+    try:
+        lost = led.conn.execute("SELECT COUNT(*) FROM attempts WHERE outcome='lost'").fetchone()[0]
+        failures = led.conn.execute("SELECT SUM(failures) FROM ranges").fetchone()[0]
+        jobs = {r["slurm_job"] for r in led.range_rows()}
+    finally:
+        led.close()
+    assert lost >= 1, "the block's end should have cost some in-flight ranges"
+    assert failures == 0, "a range lost to a block's end was counted as a failure"
+    assert len(jobs) >= 2, "the work should have moved to a new block"
+
+
+def _running_jobs(partition: str) -> list[str]:
+    if not shutil.which("squeue"):
+        return []
+    out = subprocess.run(
+        ["squeue", "-h", "-p", partition, "-t", "R", "-o", "%i"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return out.split()
+
+
+def test_site_check_sees_the_cluster():
+    from parsl_es.sites import check_site
+
+    ready, why = slurm_status()
+    if not ready:
+        pytest.skip(f"local Slurm cluster not usable: {why}")
+    problems, warnings = check_site(load_site("local-slurm"))
+    assert problems == [] and warnings == []
