@@ -95,8 +95,11 @@ def _finish(result: RunResult, output: Path) -> None:
     if result.status == "walltime":
         if result.last_range_started and result.ended:
             tail = result.ended - result.last_range_started
+            spare = (result.allocation_end or result.ended) - result.ended
             out.print(
-                f"the last range started {tail:.0f} s before the driver left", highlight=False
+                f"the last range started {tail:.1f} s before the driver left, "
+                f"{spare:.1f} s before the allocation's end",
+                highlight=False,
             )
         err.print(
             f"campaign incomplete (allocation ending); in the next allocation run: "

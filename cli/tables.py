@@ -16,10 +16,35 @@ def _state_table(title: str, states: tuple[str, ...], counts: dict[str, int], to
 
 
 def status_tables(s: Summary) -> list[Table]:
-    return [
+    tables = [
         _state_table("event ranges", RANGE_STATES, s.ranges, s.n_ranges),
         _state_table("merge groups", MERGE_STATES, s.merges, s.n_merges),
     ]
+    if s.by_node_type:
+        tables.append(_node_type_table(s))
+    return tables
+
+
+def _node_type_table(s: Summary) -> Table:
+    """Which node types did the simulation: the split of a heterogeneous campaign."""
+    table = Table(title="simulated by node type", title_justify="left")
+    columns = ("node type", "ranges", "share", "events", "hosts", "jobs", "s/range")
+    for name in (*columns, "lost", "failed"):
+        table.add_column(name, justify="left" if name == "node type" else "right")
+    done = sum(row["ranges"] for row in s.by_node_type.values()) or 1
+    for nt, row in s.by_node_type.items():
+        table.add_row(
+            nt,
+            str(row["ranges"]),
+            f"{100.0 * row['ranges'] / done:.0f} %",
+            str(row["events"]),
+            str(row["hosts"]),
+            str(row["batch_jobs"]),
+            f"{row['mean_range_seconds']:.2f}",
+            str(row["lost_attempts"]),
+            str(row["failed_attempts"]),
+        )
+    return table
 
 
 def summary_lines(s: Summary) -> list[str]:

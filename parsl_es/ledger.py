@@ -19,7 +19,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,9 @@ class Summary:
     events_done: int
     events_merged: int
     campaign_validation: str | None
+    #: Where the simulated ranges ran: per node type, ranges, events, hosts, batch
+    #: jobs, mean range duration, and attempts lost (worker or node gone) or failed.
+    by_node_type: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -416,7 +419,37 @@ class Ledger:
             events_done=done,
             events_merged=merged,
             campaign_validation=self.meta("campaign_validation"),
+            by_node_type=self.work_by_node_type(),
         )
+
+    def work_by_node_type(self) -> dict[str, dict[str, float]]:
+        """How the simulated ranges were shared between node types."""
+        out: dict[str, dict[str, float]] = {}
+
+        def share(node_type: str | None) -> dict[str, float]:
+            zero = ("ranges", "events", "hosts", "batch_jobs", "mean_range_seconds")
+            return out.setdefault(
+                node_type or "?", dict.fromkeys((*zero, "lost_attempts", "failed_attempts"), 0)
+            )
+
+        for nt, n, events, hosts, jobs, mean in self.conn.execute(
+            "SELECT node_type, COUNT(*), COALESCE(SUM(n_events), 0), COUNT(DISTINCT host), "
+            "COUNT(DISTINCT slurm_job), AVG(duration) FROM ranges "
+            "WHERE state IN ('done','merged') GROUP BY node_type ORDER BY node_type"
+        ):
+            share(nt).update(
+                ranges=n,
+                events=events,
+                hosts=hosts,
+                batch_jobs=jobs,
+                mean_range_seconds=round(mean or 0.0, 3),
+            )
+        for nt, outcome, n in self.conn.execute(
+            "SELECT node_type, outcome, COUNT(*) FROM attempts "
+            "WHERE outcome IN ('lost','failed','fatal') GROUP BY node_type, outcome"
+        ):
+            share(nt)["lost_attempts" if outcome == "lost" else "failed_attempts"] += n
+        return out
 
     # --- resume --------------------------------------------------------------
     def reset_for_resume(self, output_dir: Path) -> dict[str, int]:

@@ -71,6 +71,7 @@ class MergeGroup:
     last_range: int  # inclusive
     first_event: int
     last_event: int  # inclusive
+    campaign_seed: int = 0
 
     @property
     def n_ranges(self) -> int:
@@ -145,6 +146,7 @@ class RangePlan:
             last_range=last_range,
             first_event=self.range(first_range).first_event,
             last_event=self.range(last_range).last_event,
+            campaign_seed=self.seed,
         )
 
     def group_of_range(self, range_index: int) -> int:

@@ -44,15 +44,23 @@ def write_events(path: Path, columns: Mapping[str, Any], title: str = "parsl-es 
             tree.extend(data)
 
 
+def _group_of(branch: Any) -> str:
+    """The column a branch belongs to: its jagged group's name, or its own."""
+    return branch.name if branch.count_branch is None else branch.count_branch.name[1:]
+
+
 def read_events(path: Path, filter_name: Sequence[str] | None = None) -> dict[str, Any]:
-    """Read the ``events`` tree back into the column dict ``write_events`` takes."""
+    """Read the ``events`` tree back into the column dict ``write_events`` takes.
+
+    ``filter_name`` picks columns: scalar branches and jagged groups by name.
+    """
     with uproot.open(path) as f:
         tree = f[TREE]
         counters = {b.count_branch.name for b in tree.branches if b.count_branch is not None}
         wanted = [
             b
             for b in tree.branches
-            if b.name not in counters and (filter_name is None or b.name in filter_name)
+            if b.name not in counters and (filter_name is None or _group_of(b) in filter_name)
         ]
         # One batched read: several times faster than branch by branch.
         arrays = tree.arrays([b.name for b in wanted], library="ak")

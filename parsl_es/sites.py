@@ -263,6 +263,13 @@ def apply_override(data: dict[str, Any], item: str, source: Path | str) -> None:
     node_types = data.get("node_types") or {}
     if parts[0] in node_types and len(parts) > 1:
         parts = ["node_types", *parts]
+    if (
+        len(parts) == 3
+        and parts[0] == "node_types"
+        and parts[2] not in NodeTypeSpec.model_fields
+        and parts[2] in SlurmProviderSpec.model_fields
+    ):
+        parts.insert(2, "provider")  # gpu.qos=debug: a provider field of node type gpu
     if len(parts) > 1:
         _set_path(data, parts, value, item, source)
         return

@@ -6,12 +6,20 @@ filled and kept. For the campaign: every merged file is re-read and
 re-checksummed, the union of their event numbers is exactly the campaign's
 events with no duplicates, no stray files lie in ``merged/``, and the summed
 histograms are plotted.
+
+Where the payload can re-derive events (``Payload.check_events``), a sample of
+each merged file is re-derived: events of a reproducible build must come back
+identical (checked by value), events of a build that draws other random numbers
+(a GPU build) are checked in distribution, with a rank test summed over the
+whole campaign so its power grows with the campaign.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +27,14 @@ import numpy as np
 
 from parsl_es import fileio
 from parsl_es.payloads import Payload
+from parsl_es.payloads.base import EventCheck
 from parsl_es.ranges import MergeGroup, RangePlan
 
 VALIDATION_DIR = "validation"
+#: Events re-derived per merged file (each costs about one detector simulation).
+EVENTS_CHECKED_PER_MERGE = 10
+#: The campaign fails validation if a rank test gives a p-value below this.
+RANK_TEST_P_MIN = 1e-3
 
 
 def merge_report_path(output_dir: Path, group: int) -> Path:
@@ -74,12 +87,20 @@ def validate_merged_file(
     )
     hists: dict[str, Any] = {}
     content = None
+    check: EventCheck | None = None
     if numbers is not None and not problems:
         hists = histograms_to_json(payload.histograms(path))
         try:
             content = payload.content_hash(path)
         except NotImplementedError:
             content = None
+        check = payload.check_events(path, group.campaign_seed, EVENTS_CHECKED_PER_MERGE)
+        if check is not None and check.mismatched:
+            problems.append(
+                f"{path.name}: events {check.mismatched[:5]} do not come out the same when "
+                f"re-derived ({len(check.mismatched)} of "
+                f"{check.exact_checked + check.statistical_checked} checked)"
+            )
     report = {
         "group": group.index,
         "file": merged["output"],
@@ -88,6 +109,7 @@ def validate_merged_file(
         "n_events": 0 if numbers is None else len(numbers),
         "checksum": merged.get("checksum"),
         "content_hash": content,
+        "event_check": None if check is None else asdict(check),
         "histograms": hists,
         "validated_at": time.time(),
     }
@@ -137,6 +159,8 @@ def validate_campaign_outputs(
         problems.append(f"{outside} events outside the campaign's range")
     hists = _sum_histograms(payload, plan, output_dir, by_group)
     plots = _plot(hists, output_dir / VALIDATION_DIR)
+    event_check = _campaign_event_check(plan, output_dir)
+    problems.extend(event_check.pop("problems"))
     report = {
         "campaign": plan.campaign,
         "passed": not problems,
@@ -146,12 +170,55 @@ def validate_campaign_outputs(
         "events_missing": missing,
         "events_duplicated": duplicated,
         "merged_files": len(recorded),
+        "event_check": event_check,
         "plots": plots,
         "histograms": hists,
         "validated_at": time.time(),
     }
     fileio.write_text_atomic(output_dir / VALIDATION_DIR / "campaign.json", json.dumps(report))
     return {k: v for k, v in report.items() if k != "histograms"}
+
+
+def rank_test_p_value(counts: list[int]) -> float:
+    """p-value that ranks 0, 1, 2 are equally likely: Pearson chi-square, 2 degrees of freedom.
+
+    The chi-square survival function with 2 degrees of freedom is exp(-x/2).
+    """
+    n = sum(counts)
+    if n == 0:
+        return 1.0
+    expected = n / len(counts)
+    chi2 = sum((c - expected) ** 2 / expected for c in counts)
+    return math.exp(-chi2 / 2.0)
+
+
+def _campaign_event_check(plan: RangePlan, output_dir: Path) -> dict[str, Any]:
+    """Sum the merged files' event checks; a rank test per observable over all of them."""
+    total = EventCheck()
+    for g in range(plan.n_merges):
+        path = merge_report_path(output_dir, g)
+        found = json.loads(path.read_text()).get("event_check") if path.is_file() else None
+        if not found:
+            continue
+        total.exact_checked += found["exact_checked"]
+        total.statistical_checked += found["statistical_checked"]
+        total.mismatched += found["mismatched"]
+        for build, n in found["builds"].items():
+            total.builds[build] = total.builds.get(build, 0) + n
+        for name, counts in found["ranks"].items():
+            mine = total.ranks.setdefault(name, [0] * len(counts))
+            total.ranks[name] = [a + b for a, b in zip(mine, counts, strict=True)]
+    p_values = {name: rank_test_p_value(c) for name, c in total.ranks.items()}
+    problems = []
+    if total.mismatched:
+        problems.append(f"{len(total.mismatched)} events differ when re-derived")
+    for name, p in p_values.items():
+        if total.statistical_checked and p < RANK_TEST_P_MIN:
+            problems.append(
+                f"{name}: the GPU-built events disagree in distribution with the reference "
+                f"(rank counts {total.ranks[name]}, p = {p:.2g} < {RANK_TEST_P_MIN:g})"
+            )
+    return {**asdict(total), "rank_p_values": p_values, "problems": problems}
 
 
 def _sum_histograms(

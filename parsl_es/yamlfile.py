@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -97,12 +97,14 @@ def validation_error(
     first_line = None
     errors = _typos_first(exc.errors())
     for err in errors:
-        loc = tuple(x for x in (*prefix, *err["loc"]) if not _is_union_tag(x))
+        inner, _ = _walk(model, tuple(err["loc"]))
+        loc = (*prefix, *inner)
         field = ".".join(str(x) for x in loc)
         line = line_of(lines, loc)
         first_line = first_line or line
         if err["type"] == "extra_forbidden":
-            fields = _fields_at(model, loc[len(prefix) : -1])
+            _, parent = _walk(model, tuple(err["loc"])[:-1])
+            fields = list(getattr(parent, "model_fields", {}))
             hint = did_you_mean(str(loc[-1]), fields)
             msg = f"unknown key '{loc[-1]}'{hint}; allowed: {allowed(fields)}"
             field = ".".join(str(x) for x in loc[:-1])
@@ -145,24 +147,54 @@ def _is_union_tag(x: Any) -> bool:
     return isinstance(x, str) and ("[" in x or x.startswith("function-"))
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the (nested) model at ``loc``, for typo suggestions."""
+def _walk(model: type[BaseModel], loc: tuple) -> tuple[tuple, Any]:
+    """``loc`` without pydantic's union tags, and the model found at its end (or None).
+
+    A dict of models (node types by name) consumes one key; a discriminated union
+    (a provider's ``kind``) is resolved by the tag pydantic puts in the location.
+    """
+    out: list[Any] = []
     current: Any = model
+    mapping = False
+    members: list[Any] = []
     for part in loc:
+        if _is_union_tag(part):
+            continue
+        if members:
+            chosen = _member_tagged(members, part)
+            members = []
+            if chosen is not None:
+                current = chosen
+                continue
+        out.append(part)
         if isinstance(part, int):
             continue
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
-            return []
-        current = _model_of(fields[part].annotation)
-    return list(getattr(current, "model_fields", {}).keys())
+        if mapping:
+            mapping = False
+            continue
+        fields = getattr(current, "model_fields", None) or {}
+        if part not in fields:
+            current = None
+            continue
+        annotation = fields[part].annotation
+        mapping = get_origin(annotation) is dict
+        models = _models_in(annotation)
+        current = models[0] if models else None
+        if len(models) > 1 and not mapping:
+            members = models
+    return tuple(out), current
 
 
-def _model_of(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_of(arg)
-        if found is not None:
-            return found
+def _member_tagged(members: list[Any], tag: Any) -> Any:
+    """The union member whose literal field (its discriminator) has the value ``tag``."""
+    for m in members:
+        for f in m.model_fields.values():
+            if get_origin(f.annotation) is Literal and tag in get_args(f.annotation):
+                return m
     return None
+
+
+def _models_in(annotation: Any) -> list[Any]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) or () for m in _models_in(arg)]

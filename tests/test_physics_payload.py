@@ -76,9 +76,13 @@ def test_bad_pythia_setting_is_fatal() -> None:
         bad.setup()
 
 
-def test_unknown_parameter_is_fatal() -> None:
+@pytest.mark.parametrize(
+    "params",
+    [{"device": "tpu"}, {"device": "gpu", "array_library": "numpy"}, {"colour": "red"}],
+)
+def test_invalid_parameters_are_fatal(params: dict) -> None:
     with pytest.raises(FatalPayloadError):
-        make_payload("physics", {"device": "gpu"})
+        make_payload("physics", params)
 
 
 def test_output_tree(payload: PhysicsPayload, whole: Path) -> None:

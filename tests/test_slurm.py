@@ -61,9 +61,13 @@ def test_cpu_and_gpu_node_types_pull_from_one_queue(slurm_session, tmp_path):
     led = Ledger.open(out / "ledger.sqlite", readonly=True)
     try:
         rows = [dict(r) for r in led.range_rows()]
+        split = led.summary().by_node_type  # what `es-run status` shows
     finally:
         led.close()
     by_type = {nt: [r for r in rows if r["node_type"] == nt] for nt in ("cpu", "gpu")}
+    for nt in ("cpu", "gpu"):
+        assert split[nt]["ranges"] == len(by_type[nt]) and split[nt]["hosts"] == 1
+        assert split[nt]["batch_jobs"] >= 1
     assert len(by_type["cpu"]) + len(by_type["gpu"]) == 160
     for nt, node in (("cpu", "cpunode"), ("gpu", "gpunode")):
         assert by_type[nt], f"node type {nt} ran nothing"

@@ -82,3 +82,37 @@ def test_short_allocation_stops_cleanly_and_resume_completes(local_session, tmp_
     after = done_ranges(out)
     assert all(after[i] == n for i, n in before.items()), "a done range was re-run"
     assert_every_event_once(out, 0, 150)
+
+
+def test_cli_walltime_exit_code_and_resume(tmp_path):
+    """Through the console script: exit code 4, how to resume, and the resume completes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import write_campaign
+
+    es_run = str(Path(sys.executable).parent / "es-run")
+    path = write_campaign(
+        tmp_path,
+        "cut",
+        events=120,
+        events_per_range=1,
+        events_per_merge=40,
+        payload={"name": "emulate", "seconds_per_event": 0.1},
+    )
+    out = tmp_path / "out"
+    cmd = [es_run, "submit", str(path), "-o", str(out), "--walltime", "00:00:08", "--margin", "2"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 4, first.stdout + first.stderr
+    assert "the last range started" in first.stdout
+    assert f"es-run resume {out}" in first.stderr
+    assert "Traceback" not in first.stderr
+    before = done_ranges(out)
+    assert 0 < len(before) < 120
+    second = subprocess.run(
+        [es_run, "resume", str(out)], capture_output=True, text=True, timeout=180
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert all(done_ranges(out)[i] == n for i, n in before.items()), "a done range was re-run"
+    assert_every_event_once(out, 0, 120)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +37,25 @@ class FatalPayloadError(PayloadError):
     """A failure that will never succeed on retry (bad parameters, bad input)."""
 
     transient = False
+
+
+@dataclass
+class EventCheck:
+    """Events of a file re-derived independently of the run that wrote them.
+
+    Events from a reproducible build must come out identical (``mismatched``
+    lists those that did not). Events from a build that draws other random
+    numbers (a GPU build) are compared in distribution: for each observable,
+    ``ranks`` counts how often the file's value was the lowest, middle or highest
+    of itself and two fresh reference draws of the same event; a sound build
+    gives each rank a third of the time.
+    """
+
+    exact_checked: int = 0
+    mismatched: list[int] = field(default_factory=list)
+    statistical_checked: int = 0
+    ranks: dict[str, list[int]] = field(default_factory=dict)
+    builds: dict[str, int] = field(default_factory=dict)
 
 
 class Payload(ABC):
@@ -76,3 +96,7 @@ class Payload(ABC):
     def histograms(self, path: Path) -> dict[str, Any]:
         """Physics histograms (``hist.Hist`` objects) filled from an output file."""
         return {}
+
+    def check_events(self, path: Path, campaign_seed: int, max_events: int) -> EventCheck | None:
+        """Re-derive up to ``max_events`` events of ``path`` and compare (None: cannot)."""
+        return None

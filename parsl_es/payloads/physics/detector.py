@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from parsl_es.payloads.physics.calo_backends import CaloBackend, LayerGeometry, LayerInput
 from parsl_es.payloads.physics.generator import GenParticles
 
 TWO_PI = 2.0 * np.pi
@@ -23,6 +24,7 @@ TWO_PI = 2.0 * np.pi
 MM_PER_GEV_TESLA = 1000.0 / 0.3
 
 EM, HAD = 0, 1
+REFERENCE_BACKEND = CaloBackend()
 PHOTON_OR_ELECTRON = (11, 22)
 MUON = 13
 NEUTRINOS = (12, 14, 16)
@@ -54,6 +56,19 @@ class CaloLayer:
     @property
     def dphi(self) -> float:
         return TWO_PI / self.n_phi
+
+    @property
+    def geometry(self) -> LayerGeometry:
+        return LayerGeometry(
+            n_eta=self.n_eta,
+            n_phi=self.n_phi,
+            eta_max=self.eta_max,
+            deta=self.deta,
+            dphi=self.dphi,
+            core_fraction=self.core_fraction,
+            core_mm=self.core_mm,
+            tail_mm=self.tail_mm,
+        )
 
 
 #: EM: 0.025 x 2pi/256 cells, Moliere radius ~35 mm; resolution ~11%/sqrt(E) at 0.05 GeV.
@@ -133,9 +148,15 @@ class Detector:
     def __init__(self, config: DetectorConfig) -> None:
         self.config = config
 
-    def simulate(self, particles: GenParticles, rng: np.random.Generator) -> tuple[Hits, Cells]:
+    def simulate(
+        self,
+        particles: GenParticles,
+        rng: np.random.Generator,
+        backend: CaloBackend | None = None,
+        shower_seed: int = 0,
+    ) -> tuple[Hits, Cells]:
         kin = Kinematics.of(particles)
-        return self.tracker(kin, rng), self.calorimeter(kin, rng)
+        return self.tracker(kin, rng), self.calorimeter(kin, rng, backend, shower_seed)
 
     # -- tracker ---------------------------------------------------------------------------
 
@@ -181,38 +202,6 @@ class Detector:
         phi = kin.phi[idx] - charge * np.arcsin(np.minimum(ratio, 1.0))
         return r_imp, phi, reaches
 
-    def _shower(
-        self,
-        layer: CaloLayer,
-        energy: np.ndarray,
-        eta: np.ndarray,
-        phi: np.ndarray,
-        r_imp: np.ndarray,
-        rng: np.random.Generator,
-    ) -> np.ndarray:
-        """Cell energies of ``layer`` from Poisson-sampled quanta around each impact point."""
-        per_gev = layer.sampling / self.config.calo_quantum_gev
-        counts = rng.poisson(energy * per_gev)
-        src = np.repeat(np.arange(len(counts)), counts)
-        n = len(src)
-        scale = np.where(rng.random(n) < layer.core_fraction, layer.core_mm, layer.tail_mm)
-        # A lateral distance d at transverse radius r_imp is d / r_imp in both eta and phi.
-        spread = scale * rng.standard_exponential(n) / r_imp[src]
-        angle = rng.random(n) * TWO_PI
-        q_eta = eta[src] + spread * np.cos(angle)
-        q_phi = phi[src] + spread * np.sin(angle)
-        return np.bincount(self._cell_index(layer, q_eta, q_phi), minlength=layer.n_cells + 1)[
-            : layer.n_cells
-        ] * (1.0 / per_gev)
-
-    @staticmethod
-    def _cell_index(layer: CaloLayer, eta: np.ndarray, phi: np.ndarray) -> np.ndarray:
-        """Flat cell index; ``n_cells`` (one past the end) for positions outside the layer."""
-        ieta = np.floor((eta + layer.eta_max) / layer.deta).astype(np.int64)
-        iphi = np.floor(np.mod(phi, TWO_PI) / layer.dphi).astype(np.int64) % layer.n_phi
-        inside = (ieta >= 0) & (ieta < layer.n_eta)
-        return np.where(inside, ieta * layer.n_phi + iphi, layer.n_cells)
-
     def _deposits(
         self, kin: Kinematics, rng: np.random.Generator
     ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -235,46 +224,57 @@ class Detector:
         energies = [visible * em_share, visible * (1.0 - em_share)]
         return energies, em_mip, mip - em_mip
 
-    def calorimeter(self, kin: Kinematics, rng: np.random.Generator) -> Cells:
-        """Shower every visible particle, add noise, keep cells above threshold."""
-        cfg = self.config
-        showers, *mips = self._deposits(kin, rng)
-        out = []
-        for code, layer in enumerate(cfg.layers):
-            cells = self._layer_energy(kin, layer, showers[code], mips[code], rng)
-            out.append(self._zero_suppress(layer, code, cells, rng))
-        return Cells(*(np.concatenate(parts) for parts in zip(*out, strict=True)))
-
-    def _layer_energy(
+    def calorimeter(
         self,
         kin: Kinematics,
-        layer: CaloLayer,
-        shower: np.ndarray,
-        mip: np.ndarray,
         rng: np.random.Generator,
-    ) -> np.ndarray:
+        backend: CaloBackend | None = None,
+        shower_seed: int = 0,
+    ) -> Cells:
+        """Shower every visible particle, add noise, keep cells above threshold.
+
+        Per-particle deposits are drawn on the CPU from ``rng``; the showers and the
+        noise are sampled by ``backend`` (numpy continues ``rng``; a GPU backend uses
+        its own generator seeded with ``shower_seed``).
+        """
+        cfg = self.config
+        backend = backend or REFERENCE_BACKEND
+        showers, *mips = self._deposits(kin, rng)
+        shower_rng = backend.event_rng(rng, shower_seed)
+        out = []
+        for code, layer in enumerate(cfg.layers):
+            inp = self._layer_input(kin, layer, showers[code], mips[code])
+            kept, energy = backend.layer_cells(
+                shower_rng,
+                layer.geometry,
+                inp,
+                per_gev=layer.sampling / cfg.calo_quantum_gev,
+                noise_gev=cfg.noise_gev,
+                threshold_gev=cfg.zero_suppression_sigma * cfg.noise_gev,
+            )
+            out.append(_cells(layer, code, kept, energy))
+        return Cells(*(np.concatenate(parts) for parts in zip(*out, strict=True)))
+
+    def _layer_input(
+        self, kin: Kinematics, layer: CaloLayer, shower: np.ndarray, mip: np.ndarray
+    ) -> LayerInput:
+        """The particles that deposit energy in ``layer``, with their impact points."""
         idx = np.flatnonzero(((shower > 0) | (mip > 0)) & (np.abs(kin.eta) < layer.eta_max))
         r_imp, phi, reaches = self._impact(kin, idx, layer)
         idx, r_imp, phi = idx[reaches], r_imp[reaches], phi[reaches]
-        eta = kin.eta[idx]
-        cells = self._shower(layer, shower[idx], eta, phi, r_imp, rng)
-        # Muons ionise along their path: a point-like deposit in the impact cell.
-        hit = self._cell_index(layer, eta, phi)
-        cells += np.bincount(hit, weights=mip[idx], minlength=layer.n_cells + 1)[: layer.n_cells]
-        return cells
+        return LayerInput(energy=shower[idx], eta=kin.eta[idx], phi=phi, r_imp=r_imp, mip=mip[idx])
 
-    def _zero_suppress(
-        self, layer: CaloLayer, code: int, cells: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, ...]:
-        noise = self.config.noise_gev
-        cells = cells + rng.normal(0.0, noise, layer.n_cells)
-        kept = np.flatnonzero(cells > self.config.zero_suppression_sigma * noise)
-        ieta, iphi = np.divmod(kept, layer.n_phi)
-        phi = (iphi + 0.5) * layer.dphi
-        phi = np.where(phi > np.pi, phi - TWO_PI, phi)  # same convention as atan2
-        return (
-            (-layer.eta_max + (ieta + 0.5) * layer.deta).astype(np.float32),
-            phi.astype(np.float32),
-            cells[kept].astype(np.float32),
-            np.full(len(kept), code, dtype=np.int8),
-        )
+
+def _cells(
+    layer: CaloLayer, code: int, kept: np.ndarray, energy: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Cell centres, energies and layer codes of the kept cells of one layer."""
+    ieta, iphi = np.divmod(kept, layer.n_phi)
+    phi = (iphi + 0.5) * layer.dphi
+    phi = np.where(phi > np.pi, phi - TWO_PI, phi)  # same convention as atan2
+    return (
+        (-layer.eta_max + (ieta + 0.5) * layer.deta).astype(np.float32),
+        phi.astype(np.float32),
+        energy.astype(np.float32),
+        np.full(len(kept), code, dtype=np.int8),
+    )

@@ -10,12 +10,19 @@ import awkward as ak
 import hist
 import numpy as np
 import uproot
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from parsl_es import rootio
-from parsl_es.payloads.base import PayloadParams
+from parsl_es.payloads.base import EventCheck, PayloadParams
+from parsl_es.payloads.physics.calo_backends import (
+    CaloBackend,
+    Device,
+    Library,
+    select_backend,
+)
 from parsl_es.payloads.physics.detector import Cells, Detector, DetectorConfig, Hits
 from parsl_es.payloads.physics.generator import GenParticles, PythiaGenerator, pythia_settings
+from parsl_es.payloads.physics.reproduction import check_file
 from parsl_es.payloads.rootfiles import RootTreePayload
 from parsl_es.ranges import EventRange, derive_seed
 
@@ -42,7 +49,25 @@ class PhysicsParams(PayloadParams):
         "scales as 1/quantum and its stochastic resolution as sqrt(quantum).",
     )
     noise_mev: float = Field(30.0, gt=0, description="Electronics noise per calorimeter cell, MeV.")
-    device: Literal["cpu"] = Field("cpu", description="Where the detector simulation runs.")
+    device: Device = Field(
+        "cpu",
+        description="Where the calorimeter showers are sampled: cpu (numpy, reproducible bit "
+        "by bit), gpu (torch or cupy on the worker's GPU; a worker without one fails the "
+        "range), or auto (the GPU where the worker owns one, the CPU elsewhere).",
+    )
+    array_library: Library = Field(
+        "auto",
+        description="Library for the showers: auto (numpy on the CPU; torch, else cupy, on a "
+        "GPU), numpy, torch (also on the CPU: the GPU build, checked on a CPU) or cupy.",
+    )
+
+    @model_validator(mode="after")
+    def _device_and_library(self) -> PhysicsParams:
+        if self.array_library == "numpy" and self.device == "gpu":
+            raise ValueError("array_library numpy runs on the CPU only; use device: cpu or auto")
+        if self.array_library == "cupy" and self.device == "cpu":
+            raise ValueError("array_library cupy runs on GPUs only; use device: gpu or auto")
+        return self
 
 
 class PhysicsPayload(RootTreePayload):
@@ -59,31 +84,40 @@ class PhysicsPayload(RootTreePayload):
         super().__init__(params)
         self._generator: PythiaGenerator | None = None
         self._detector: Detector | None = None
+        self._backend: CaloBackend | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         """Ship only the parameters: a Pythia instance cannot be pickled."""
-        return {**self.__dict__, "_generator": None, "_detector": None}
+        return {**self.__dict__, "_generator": None, "_detector": None, "_backend": None}
 
     def setup(self) -> None:
         p: PhysicsParams = self.params  # type: ignore[assignment]
         settings = pythia_settings(p.process, p.ecm_gev, p.pthat_min_gev, p.pythia_settings)
         self._generator = PythiaGenerator(settings)
-        self._detector = Detector(
+        self._detector = self.detector()
+        self._backend = select_backend(p.device, p.array_library)
+
+    def detector(self) -> Detector:
+        p: PhysicsParams = self.params  # type: ignore[assignment]
+        return Detector(
             DetectorConfig(calo_quantum_gev=p.calo_quantum_gev, noise_gev=p.noise_mev / 1000.0)
         )
 
     def simulate(self, event_range: EventRange, output: Path) -> int:
-        if self._generator is None or self._detector is None:
+        if self._generator is None or self._detector is None or self._backend is None:
             self.setup()
         assert self._generator is not None and self._detector is not None
         seed = event_range.campaign_seed
         events = []
         for number in event_range.event_numbers:
             particles = self._generator.generate(seed, number)
-            rng = np.random.default_rng(derive_seed(seed, "detector", number))
-            events.append((particles, *self._detector.simulate(particles, rng)))
+            hits, cells = simulate_detector(self._detector, particles, seed, number, self._backend)
+            events.append((particles, hits, cells))
         numbers = np.asarray(event_range.event_numbers, dtype=np.int64)
-        rootio.write_events(output, self._columns(numbers, events))
+        columns = self._columns(numbers, events)
+        assert self._backend is not None
+        columns["calo_backend"] = np.full(len(numbers), self._backend.code, dtype=np.int8)
+        rootio.write_events(output, columns)
         return len(numbers)
 
     def _columns(
@@ -103,6 +137,10 @@ class PhysicsPayload(RootTreePayload):
             "cell": _jagged(cells, ("eta", "phi", "e", "layer")),
         }
 
+    def check_events(self, path: Path, campaign_seed: int, max_events: int) -> EventCheck:
+        """Re-simulate the detector for a sample of stored events (see ``reproduction``)."""
+        return check_file(path, self.detector(), campaign_seed, max_events, simulate_detector)
+
     def histograms(self, path: Path) -> dict[str, Any]:
         """Fixed-binning histograms, so those of different files can be summed."""
         branches = ["calo_energy", "met", "n_charged", "nhit", "gen_px", "gen_py", "gen_charge"]
@@ -118,6 +156,24 @@ class PhysicsPayload(RootTreePayload):
         h["gen_charged_pt"].fill(ak.to_numpy(ak.flatten(gen_pt)))
         h["cell_energy"].fill(ak.to_numpy(ak.flatten(data.cell_e)))
         return h
+
+
+def simulate_detector(
+    detector: Detector,
+    particles: GenParticles,
+    campaign_seed: int,
+    number: int,
+    backend: CaloBackend | None,
+    stream: str = "detector",
+) -> tuple[Hits, Cells]:
+    """The detector response of one event, seeded by the campaign seed and event number.
+
+    ``stream`` names an independent random stream: validation draws fresh
+    reference responses of the same particles from other streams.
+    """
+    rng = np.random.default_rng(derive_seed(campaign_seed, stream, number))
+    shower_seed = derive_seed(campaign_seed, stream, "showers", number)
+    return detector.simulate(particles, rng, backend, shower_seed)
 
 
 def _met(cells: Cells) -> float:

@@ -1,0 +1,136 @@
+"""GPU builds of the calorimeter: backend choice, and validation by statistics, not by hash.
+
+torch's CPU build runs the very code a CUDA device would (same operations, same
+torch generator API), so it stands in for a GPU build here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+
+from parsl_es import rootio, run
+from parsl_es.payloads import FatalPayloadError, make_payload
+from parsl_es.payloads.physics.calo_backends import CaloBackend, select_backend
+from parsl_es.ranges import EventRange, range_seed
+from parsl_es.validation import rank_test_p_value
+from tests.helpers import assert_every_event_once
+
+SEED = 42
+torch = pytest.importorskip("torch", reason="torch is in the test extra: pip install -e '.[test]'")
+
+
+def simulate(tmp: Path, name: str, first: int, n: int, **params) -> Path:
+    payload = make_payload("physics", {"process": "ttbar", **params})
+    payload.setup()
+    r = EventRange("t", 0, first, first + n - 1, 0, range_seed(SEED, first), SEED)
+    path = tmp / f"{name}.root"
+    assert payload.simulate(r, path) == n
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("builds")
+    return {
+        "numpy": simulate(tmp, "numpy", 100, 12),
+        "torch": simulate(tmp, "torch", 100, 12, array_library="torch", device="cpu"),
+    }
+
+
+def test_backend_choice_on_a_worker_without_gpu(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert select_backend("cpu", "auto").name == "numpy"
+    assert select_backend("auto", "auto").name == "numpy"
+    assert select_backend("cpu", "torch").name == "torch-cpu"
+    assert select_backend("auto", "torch").name == "torch-cpu"
+    with pytest.raises(FatalPayloadError, match="no GPU usable"):
+        select_backend("gpu", "auto")
+    with pytest.raises(FatalPayloadError, match="GPUs only"):
+        select_backend("cpu", "cupy")
+    # a worker that was given a GPU that no library can drive (this machine's fake GRES)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert select_backend("auto", "auto").name == "numpy"
+    with pytest.raises(FatalPayloadError, match="CUDA_VISIBLE_DEVICES=1"):
+        select_backend("gpu", "torch")
+
+
+def test_gpu_build_draws_other_numbers_but_keeps_the_tracker(files):
+    ref, gpu = (rootio.read_events(files[k]) for k in ("numpy", "torch"))
+    assert set(ref["calo_backend"]) == {0} and set(gpu["calo_backend"]) == {1}
+    for group, field in (("gen", "px"), ("gen", "pid"), ("hit", "x"), ("hit", "z")):
+        assert ak.all(ref[group][field] == gpu[group][field]), (group, field)
+    assert not np.array_equal(ref["calo_energy"], gpu["calo_energy"])
+    # ... yet the same physics: total calorimeter energy agrees event by event within 5 %
+    ratio = gpu["calo_energy"] / ref["calo_energy"]
+    assert np.all(np.abs(ratio - 1) < 0.05), ratio
+    assert rootio.content_hash(files["numpy"]) != rootio.content_hash(files["torch"])
+
+
+def test_reference_events_are_checked_by_value(files: dict[str, Path], tmp_path: Path):
+    payload = make_payload("physics", {"process": "ttbar"})
+    check = payload.check_events(files["numpy"], SEED, 6)
+    assert check.exact_checked == 6 and check.statistical_checked == 0 and not check.mismatched
+    # one cell energy of event 100 raised by one float32 ulp: that event no longer re-derives
+    cols = rootio.read_events(files["numpy"])
+    energies = ak.to_list(cols["cell"].e)
+    energies[0][0] = float(np.nextafter(np.float32(energies[0][0]), np.float32(np.inf)))
+    cols["cell"] = ak.with_field(
+        cols["cell"], ak.values_astype(ak.Array(energies), np.float32), "e"
+    )
+    altered = tmp_path / "altered.root"
+    rootio.write_events(altered, cols)
+    check = payload.check_events(altered, SEED, 12)
+    assert check.mismatched == [100]
+
+
+def test_gpu_events_are_checked_in_distribution(files):
+    payload = make_payload("physics", {"process": "ttbar"})
+    check = payload.check_events(files["torch"], SEED, 12)
+    assert check.exact_checked == 0 and check.statistical_checked == 12
+    assert check.builds == {"torch-cpu": 12} and not check.mismatched
+    for name, counts in check.ranks.items():
+        assert sum(counts) == 12
+        assert rank_test_p_value(counts) > 1e-3, (name, counts)
+
+
+def test_a_miscalibrated_build_fails_the_rank_test(files):
+    """Compared with a reference whose shower quanta are 4x coarser, the build is caught."""
+    coarse = make_payload("physics", {"process": "ttbar", "calo_quantum_gev": 0.2})
+    check = coarse.check_events(files["torch"], SEED, 12)
+    assert min(rank_test_p_value(c) for c in check.ranks.values()) < 1e-3, check.ranks
+
+
+def test_rank_test_p_value():
+    assert rank_test_p_value([0, 0, 0]) == 1.0
+    assert rank_test_p_value([10, 10, 10]) == 1.0
+    assert rank_test_p_value([30, 0, 0]) < 1e-12
+    assert 0.05 < rank_test_p_value([12, 9, 9]) < 1.0
+
+
+def test_campaign_with_a_gpu_build_validates_statistically(local_session, tmp_path):
+    out = tmp_path / "gpu"
+    spec = {
+        "name": "gpubuild",
+        "events": 20,
+        "events_per_range": 2,
+        "events_per_merge": 10,
+        "seed": 8,
+        "payload": {"name": "physics", "process": "minbias", "array_library": "torch"},
+    }
+    result = run.submit(spec, out, session=local_session)
+    assert result.status == "complete", result.message
+    assert_every_event_once(out, 0, 20)
+    report = result.validation
+    assert report["passed"], report["problems"]
+    check = report["event_check"]
+    assert check["statistical_checked"] == 20 and check["exact_checked"] == 0
+    assert check["builds"] == {"torch-cpu": 20}
+    assert all(p > 1e-3 for p in check["rank_p_values"].values())
+
+
+def test_reference_backend_is_the_default():
+    assert isinstance(select_backend("cpu", "auto"), CaloBackend)
