@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from parsl_es import fileio
+from parsl_es.failures import classify, range_deadline
 from parsl_es.payloads import Payload, PayloadError, make_payload
 from parsl_es.ranges import EventRange, MergeGroup, RangePlan
 
@@ -71,6 +72,9 @@ def _where() -> dict[str, Any]:
         "worker": f"{host}:{os.getpid()}",
         "slurm_job": os.environ.get("SLURM_JOB_ID"),
         "accelerator": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        # HTEX's manager (worker pool) and block: how the driver spots a wedged pool
+        "pool": os.environ.get("PARSL_WORKER_POOL_ID"),
+        "block": os.environ.get("PARSL_WORKER_BLOCK_ID"),
     }
 
 
@@ -79,11 +83,14 @@ def simulate_ranges(
     params: dict[str, Any],
     ranges: list[tuple[EventRange, int]],
     output_dir: str,
+    timeout: float | None = None,
 ) -> list[dict[str, Any]]:
     """Simulate a bundle of ranges, each to its own file; one result per range.
 
     A failing range does not fail the bundle: its result says what went wrong
-    and whether a retry can help. Only losing the worker loses the whole task.
+    and what kind of failure it was. Only losing the worker loses the whole task.
+    A range running longer than ``timeout`` seconds is stopped (see
+    ``failures.range_deadline``).
     """
     where = _where()
     try:
@@ -96,7 +103,7 @@ def simulate_ranges(
         final = range_output_path(Path(output_dir), r, attempt, payload.suffix)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            with fileio.atomic_path(final) as tmp:
+            with range_deadline(timeout), fileio.atomic_path(final) as tmp:
                 n_events = payload.simulate(r, tmp)
                 if n_events != r.n_events:
                     raise PayloadError(f"payload wrote {n_events} events, expected {r.n_events}")
@@ -124,13 +131,12 @@ def simulate_ranges(
 def _failure(
     r: EventRange, attempt: int, exc: BaseException, started: float, where: dict
 ) -> dict[str, Any]:
-    transient = exc.transient if isinstance(exc, PayloadError) else True
     detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return {
         "index": r.index,
         "attempt": attempt,
         "ok": False,
-        "transient": transient,
+        "failure": classify(exc),
         "error": detail[:2000],
         "started": started,
         "finished": time.time(),

@@ -2,7 +2,7 @@
 
 The keys are a public format (``name``, ``events``, ``first_event``,
 ``events_per_range``, ``events_per_merge``, ``seed``, ``payload``, ``attempts``,
-``steps``, ``output``); unknown keys are errors, so a typo never silently
+``steps``, ``range_timeout``, ``output``); unknown keys are errors, so a typo never silently
 becomes a default.
 """
 
@@ -57,6 +57,30 @@ class PayloadSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class RangeTimeoutSpec(BaseModel):
+    """When a range is presumed hung and redone elsewhere.
+
+    ``factor`` times the 99th percentile of recent range durations on the node
+    type, kept between ``floor_seconds`` and ``ceiling_seconds`` (the ceiling
+    until a few ranges have finished).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    factor: float = Field(5.0, ge=1.5)
+    floor_seconds: float = Field(60.0, gt=0)
+    ceiling_seconds: float = Field(3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeTimeoutSpec:
+        if self.ceiling_seconds < self.floor_seconds:
+            raise ValueError(
+                f"ceiling_seconds ({self.ceiling_seconds:g}) is below floor_seconds "
+                f"({self.floor_seconds:g})"
+            )
+        return self
+
+
 class CampaignSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -69,6 +93,7 @@ class CampaignSpec(BaseModel):
     payload: PayloadSpec
     attempts: int = Field(3, ge=1, le=100)
     steps: StepsSpec = StepsSpec()
+    range_timeout: RangeTimeoutSpec = RangeTimeoutSpec()
     output: str | None = None
 
     @model_validator(mode="after")

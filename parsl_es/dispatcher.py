@@ -10,6 +10,7 @@ finally submits the campaign validation chained to the per-merge ones.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import queue
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from parsl_es import fileio
+from parsl_es.failures import INFRASTRUCTURE, LOST_WORKER_ERRORS, NO_SPACE, PERMANENT, TIMEOUT
+from parsl_es.hung import PoolWatch, RangeTimeouts, TimeoutPolicy
 from parsl_es.ledger import Ledger, RangeOutcome
 from parsl_es.ranges import EventRange, RangePlan
-from parsl_es.session import SiteSession
+from parsl_es.session import SiteSession, workers_of
 from parsl_es.walltime import Cutoff
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,20 @@ log = logging.getLogger(__name__)
 WORKER_POLL_SECONDS = 1.0
 #: Progress rates (and so the ETA) are measured over this recent stretch.
 RATE_WINDOW_SECONDS = 30.0
+#: How often in-flight bundles are checked against their deadlines.
+HUNG_CHECK_SECONDS = 1.0
+#: Default range timeout policy (the campaign's ``range_timeout`` replaces it).
+DEFAULT_TIMEOUTS = TimeoutPolicy(factor=5.0, floor=60.0, ceiling=3600.0)
+
+
+@dataclass
+class _Bundle:
+    """Ranges travelling as one Parsl task, and when the driver gives up waiting."""
+
+    node_type: str
+    work: list[tuple[EventRange, int]]
+    allowance: float  # seconds from start to deadline
+    deadline: float
 
 
 @dataclass(frozen=True)
@@ -73,7 +90,7 @@ class Progress:
 class RunResult:
     """What one run of the driver achieved (a campaign may need several runs)."""
 
-    status: str  # complete | stopped | walltime | failed
+    status: str  # complete | stopped | walltime | no_space | failed
     wall_seconds: float
     events_this_run: int
     ranges_this_run: int
@@ -89,6 +106,8 @@ class RunResult:
     last_range_started: float | None = None
     ended: float | None = None
     allocation_end: float | None = None
+    timeouts: int = 0
+    wedged_pools: int = 0
 
     @property
     def events_per_second(self) -> float:
@@ -113,6 +132,7 @@ class Dispatcher:
         stop: threading.Event | None = None,
         stop_grace_seconds: float = 30.0,
         cutoff: Cutoff | None = None,
+        timeouts: TimeoutPolicy = DEFAULT_TIMEOUTS,
     ) -> None:
         self.ledger = ledger
         self.session = session
@@ -129,6 +149,14 @@ class Dispatcher:
         self._cut = False  # no range may start any more before the allocation ends
         self._deferred_merges: set[int] = set()
         self._last_range_start: float | None = None
+
+        self.timeouts = RangeTimeouts(timeouts)
+        self._pools = PoolWatch()
+        self._bundles: dict[int, _Bundle] = {}
+        self._bundle_ids = itertools.count()
+        self._workers_now: dict[str, int] = {}
+        self._last_hung_check = 0.0
+        self._no_space: str | None = None
 
         self._done_q: queue.SimpleQueue[tuple[str, Any, Future]] = queue.SimpleQueue()
         self._retry: deque[int] = deque()
@@ -147,7 +175,9 @@ class Dispatcher:
         self._already_validated = False
         self._fatal: set[int] = set()
         self._failed_merges: set[int] = set()
-        self._stats = {"events": 0, "ranges": 0, "merges": 0, "failures": 0, "inits": 0}
+        self._stats = dict.fromkeys(
+            ("events", "ranges", "merges", "failures", "inits", "timeouts", "wedged"), 0
+        )
         self._workers: set[str] = set()
         self._per_node_type: dict[str, int] = dict.fromkeys(steps.simulate, 0)
         self._events_done = 0
@@ -199,9 +229,10 @@ class Dispatcher:
                 self._submit_validation(m["group_idx"], dict(m))
         stop_deadline: float | None = None
         while True:
-            if self.stop.is_set() and stop_deadline is None:
+            if (self.stop.is_set() or self._no_space) and stop_deadline is None:
                 stop_deadline = time.time() + self.stop_grace_seconds
                 log.warning("stop requested: no new ranges; waiting for those in flight")
+            self._check_hung()
             if stop_deadline is None:
                 self._top_up()
                 self._maybe_validate_campaign()
@@ -216,7 +247,7 @@ class Dispatcher:
             self._drain(timeout=0.2)
             self._report_progress()
         self._report_progress(force=True)
-        return self._result(stopped=stop_deadline is not None)
+        return self._result(stopped=self.stop.is_set())
 
     def _finished(self, stopping: bool) -> bool:
         sims = sum(self._in_flight.values())
@@ -268,7 +299,11 @@ class Dispatcher:
         if now - self._worker_poll > WORKER_POLL_SECONDS or node_type not in self._window:
             self._worker_poll = now
             for nt in self.steps.simulate:
-                workers = self.session.connected_workers(nt)
+                managers = self.session.managers(nt)
+                workers = None if managers is None else workers_of(managers)
+                if managers is not None:
+                    self._pools.observe(managers, now)
+                    self._workers_now[nt] = workers or 0
                 if workers:
                     factor = self.session.site.in_flight_per_worker
                     self._window[nt] = max(1, math.ceil(workers * factor))
@@ -310,53 +345,144 @@ class Dispatcher:
             self.ledger.start_many([(r, nt) for nt, rs in bundles for r in rs], time.time())
         )
         self._last_range_start = time.time()
+        now = time.time()
         for nt, bundle in bundles:
             work = [(r, next(attempts)) for r in bundle]
+            timeout = self.timeouts.current(nt)
+            # queued behind at most about one range, then its own ranges, then slack
+            allowance = (len(work) + 1) * timeout + max(10.0, 0.5 * timeout)
             app = self.session.app("simulate_ranges", nt)
-            fut = app(*self.payload, work, str(self.output_dir))
+            fut = app(*self.payload, work, str(self.output_dir), timeout)
             self._in_flight[nt] += len(work)
-            info = (nt, work)
-            fut.add_done_callback(lambda f, i=info: self._done_q.put(("simulate", i, f)))
+            bid = next(self._bundle_ids)
+            self._bundles[bid] = _Bundle(nt, work, allowance, now + allowance)
+            fut.add_done_callback(lambda f, b=bid: self._done_q.put(("simulate", b, f)))
 
     def _handle_simulations(self, items: list[tuple[str, Any, Future]]) -> None:
         outcomes: list[RangeOutcome] = []
-        for _, (nt, work), fut in items:
-            self._in_flight[nt] -= len(work)
-            exc = fut.exception()
-            if exc is not None:
-                outcome = "lost" if _is_lost_worker(exc) else "failed"
-                err = f"{type(exc).__name__}: {exc}"[:2000]
-                now = time.time()
-                outcomes.extend(
-                    RangeOutcome(
-                        index=r.index,
-                        attempt=a,
-                        outcome=outcome,
-                        node_type=nt,
-                        finished=now,
-                        error=err,
-                    )
-                    for r, a in work
-                )
+        futures_by_index: dict[int, Future] = {}
+        now = time.time()
+        for _, bid, fut in items:
+            bundle = self._bundles.pop(bid, None)
+            if bundle is None:  # given up on (timed out) and already redone: keep a record
+                outcomes.extend(self._outcomes_of(fut, None, now, late=True))
                 continue
-            for res in fut.result():
-                outcomes.append(_outcome_from_result(res, nt))
+            self._in_flight[bundle.node_type] -= len(bundle.work)
+            for o in self._outcomes_of(fut, bundle, now):
+                outcomes.append(o)
+                futures_by_index[o.index] = fut
+        self._apply(outcomes, futures_by_index)
+
+    def _outcomes_of(
+        self, fut: Future, bundle: _Bundle | None, now: float, late: bool = False
+    ) -> list[RangeOutcome]:
+        """The ledger outcomes of a finished simulate task (one per range)."""
+        exc = fut.exception()
+        if exc is not None:
+            if bundle is None:
+                return []  # a lost task we already gave up on: nothing new to record
+            outcome = "lost" if type(exc).__name__ in LOST_WORKER_ERRORS else "failed"
+            err = f"{type(exc).__name__}: {exc}"[:2000]
+            return [
+                RangeOutcome(
+                    index=r.index,
+                    attempt=a,
+                    outcome=outcome,
+                    node_type=bundle.node_type,
+                    finished=now,
+                    error=err,
+                )
+                for r, a in bundle.work
+            ]
+        out = []
+        node_type = bundle.node_type if bundle else None
+        for res in fut.result():
+            o = _outcome_from_result(res, node_type or "?")
+            self._pools.result_from(res.get("pool"), now)
+            if late:
+                o = RangeOutcome(**{**o.__dict__, "outcome": "late"})
+            elif res.get("failure") == NO_SPACE and not self._no_space:
+                self._no_space = res.get("error") or "no space left on device"
+                log.error("disk full: %s; stopping", self._no_space)
+            if not late:
                 if res.get("setup_time"):
                     self._stats["inits"] += 1
                 self._workers.add(res.get("worker", "?"))
+            out.append(o)
+        return out
+
+    def _apply(self, outcomes: list[RangeOutcome], futures_by_index: dict[int, Future]) -> None:
+        """Record outcomes in one transaction and act on each range's new state."""
+        if not outcomes:
+            return
         states = self.ledger.record_outcomes(outcomes, max_failures=self.attempts)
-        futures_by_index = {r.index: fut for _, (_, work), fut in items for r, _ in work}
         for o, state in zip(outcomes, states, strict=True):
             if state == "done":
                 self._range_done(o, futures_by_index[o.index])
             elif state == "failed":
-                self._stats["failures"] += 1
+                if o.outcome == "failed":
+                    self._stats["failures"] += 1
                 log.info("range %d attempt %d %s: %s", o.index, o.attempt, o.outcome, o.error)
                 self._retry.appendleft(o.index)  # first, so its merge group completes soon
             elif state == "fatal":
                 self._stats["failures"] += 1
                 self._fatal.add(o.index)
                 log.error("range %d is fatal after attempt %d: %s", o.index, o.attempt, o.error)
+
+    # --- hung work -----------------------------------------------------------------
+    def _check_hung(self) -> None:
+        """Give up on bundles past their deadline; end worker pools that stopped answering."""
+        now = time.time()
+        if now - self._last_hung_check < HUNG_CHECK_SECONDS or not self._bundles:
+            return
+        self._last_hung_check = now
+        expired: list[int] = []
+        for bid, b in self._bundles.items():
+            if self._workers_now.get(b.node_type, 1) == 0:
+                b.deadline = max(b.deadline, now + b.allowance)  # no worker to run it yet
+            elif now > b.deadline:
+                expired.append(bid)
+        if not expired:
+            return
+        outcomes = []
+        node_types = set()
+        for bid in expired:
+            b = self._bundles.pop(bid)
+            node_types.add((b.node_type, b.allowance))
+            self._in_flight[b.node_type] -= len(b.work)
+            self._stats["timeouts"] += len(b.work)
+            err = f"no result after {b.allowance:.0f} s: presumed hung, redone elsewhere"
+            outcomes.extend(
+                RangeOutcome(
+                    index=r.index,
+                    attempt=a,
+                    outcome="timeout",
+                    node_type=b.node_type,
+                    finished=now,
+                    error=err,
+                )
+                for r, a in b.work
+            )
+        log.warning("%d ranges timed out; redoing them", len(outcomes))
+        self._apply(outcomes, {})
+        for nt, allowance in node_types:
+            self._end_wedged_pools(nt, allowance, now)
+
+    def _end_wedged_pools(self, node_type: str, quiet_for: float, now: float) -> None:
+        managers = self.session.managers(node_type) or []
+        for m in self._pools.wedged(managers, quiet_for, now):
+            block = str(m.get("block_id"))
+            log.error(
+                "worker pool %s (block %s of %s) holds %s tasks and returned nothing for "
+                "%.0f s: ending its block",
+                m.get("manager"),
+                block,
+                node_type,
+                m.get("tasks"),
+                quiet_for,
+            )
+            if self.session.end_block(node_type, block):
+                self._stats["wedged"] += 1
 
     def _range_done(self, o: RangeOutcome, fut: Future) -> None:
         self._events_done += o.n_events or 0
@@ -367,6 +493,7 @@ class Dispatcher:
             self._per_node_type[o.node_type] = self._per_node_type.get(o.node_type, 0) + 1
             if o.started and o.finished:
                 self.cutoff.range_estimate(o.node_type).add(o.finished - o.started)
+                self.timeouts.observe(o.node_type, o.finished - o.started)
         g = self.plan.group_of_range(o.index)
         futs = self._group_futures.setdefault(g, [])
         if not futs or futs[-1] is not fut:
@@ -507,6 +634,9 @@ class Dispatcher:
         fatal_ids = [self.plan.range(i).id for i in sorted(self._fatal)]
         if complete:
             status, message = "complete", "campaign complete: every event merged and validated"
+        elif self._no_space:
+            status = "no_space"
+            message = f"stopped: the disk is full ({self._no_space}); free space, then resume"
         elif stopped:
             status = "stopped"
             message = "stopped before the campaign was complete"
@@ -547,6 +677,8 @@ class Dispatcher:
             last_range_started=self._last_range_start,
             ended=time.time(),
             allocation_end=self.cutoff.end,
+            timeouts=self._stats["timeouts"],
+            wedged_pools=self._stats["wedged"],
         )
 
 
@@ -571,13 +703,13 @@ def _outcome_from_result(res: dict[str, Any], node_type: str) -> RangeOutcome:
             n_events=res["n_events"],
             **common,
         )
-    outcome = "failed" if res.get("transient", True) else "fatal"
+    outcome = {
+        PERMANENT: "fatal",
+        INFRASTRUCTURE: "lost",
+        NO_SPACE: "lost",
+        TIMEOUT: "timeout",
+    }.get(res.get("failure", ""), "failed")
     return RangeOutcome(outcome=outcome, error=res.get("error"), **common)
-
-
-def _is_lost_worker(exc: BaseException) -> bool:
-    """A task lost with its worker or node: not the payload's fault."""
-    return type(exc).__name__ in {"WorkerLost", "ManagerLost", "BadStateException"}
 
 
 def _is_dependency_failure(exc: BaseException) -> bool:

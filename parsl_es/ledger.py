@@ -86,7 +86,7 @@ class RangeOutcome:
 
     index: int
     attempt: int
-    outcome: str  # done | failed | lost | fatal
+    outcome: str  # done | failed | lost | timeout | fatal | late
     node_type: str | None = None
     host: str | None = None
     worker: str | None = None
@@ -284,7 +284,13 @@ class Ledger:
         return states
 
     def _apply_outcome(self, o: dict[str, Any], max_failures: int) -> str:
-        """Move a running range to done, failed or fatal; 'stale' if the attempt is old."""
+        """Move a running range to done, failed or fatal; 'stale' if the attempt is old.
+
+        ``late`` is the result of an attempt the driver already gave up on (timed
+        out): kept in the attempts table for the record, never applied.
+        """
+        if o["outcome"] == "late":
+            return "stale"
         where = "WHERE idx=:index AND attempts=:attempt AND state='running' RETURNING state"
         common = "host=:host, worker=:worker, slurm_job=:slurm_job, accelerator=:accelerator"
         if o["outcome"] == "done":
@@ -295,14 +301,16 @@ class Ledger:
                 f"n_events=:n_events, error=NULL {where}"
             )
         else:
-            counts = "lost=lost+1" if o["outcome"] == "lost" else "failures=failures+1"
+            infrastructure = o["outcome"] in ("lost", "timeout")
+            counts = "lost=lost+1" if infrastructure else "failures=failures+1"
             o["max_failures"] = max_failures
             o["max_lost"] = max_failures * LOST_FACTOR
             sql = (
                 f"UPDATE ranges SET {counts}, {common}, finished=:finished, error=:error, "
                 "state=CASE WHEN :outcome='fatal' THEN 'fatal' "
                 "WHEN :outcome='failed' AND failures+1 >= :max_failures THEN 'fatal' "
-                "WHEN :outcome='lost' AND lost+1 >= :max_lost THEN 'fatal' ELSE 'failed' END "
+                "WHEN :outcome IN ('lost','timeout') AND lost+1 >= :max_lost THEN 'fatal' "
+                "ELSE 'failed' END "
                 f"{where}"
             )
         row = self.conn.execute(sql, o).fetchone()

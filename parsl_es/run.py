@@ -22,6 +22,7 @@ from parsl_es.campaign import CampaignSpec, campaign_from_dict
 from parsl_es.dispatcher import Dispatcher, Progress, RunResult, Steps
 from parsl_es.errors import UserError, allowed
 from parsl_es.fileio import write_text_atomic
+from parsl_es.hung import TimeoutPolicy
 from parsl_es.ledger import LEDGER_NAME, Ledger
 from parsl_es.session import SiteSession
 from parsl_es.sites import SiteSpec, check_site, load_site
@@ -165,6 +166,11 @@ def drive(
                 cutoff=Cutoff(
                     end=options.get("allocation_end"),
                     margin=options.get("margin_seconds", DEFAULT_MARGIN_SECONDS),
+                ),
+                timeouts=TimeoutPolicy(
+                    factor=spec.range_timeout.factor,
+                    floor=spec.range_timeout.floor_seconds,
+                    ceiling=spec.range_timeout.ceiling_seconds,
                 ),
             )
             result = dispatcher.run()

@@ -18,6 +18,10 @@ from parsl_es.sites import SiteSpec, build_config
 log = logging.getLogger(__name__)
 
 
+def workers_of(managers: list[dict[str, Any]]) -> int:
+    return sum(int(m.get("worker_count", 0)) for m in managers if m.get("active", True))
+
+
 class SiteSession:
     """Parsl loaded for one site; apps are bound per (step function, node type)."""
 
@@ -49,13 +53,36 @@ class SiteSession:
     def executor(self, node_type: str) -> Any:
         return self.dfk.executors[node_type]
 
-    def connected_workers(self, node_type: str) -> int | None:
-        """Workers connected to the node type's executor; None if it cannot say now."""
+    def managers(self, node_type: str) -> list[dict[str, Any]] | None:
+        """The worker pools connected to the node type's executor; None if it cannot say."""
         try:
-            managers = self.executor(node_type).connected_managers()
+            return list(self.executor(node_type).connected_managers())
         except Exception:
             return None
-        return sum(int(m.get("worker_count", 0)) for m in managers if m.get("active", True))
+
+    def connected_workers(self, node_type: str) -> int | None:
+        """Workers connected to the node type's executor; None if it cannot say now."""
+        managers = self.managers(node_type)
+        if managers is None:
+            return None
+        return workers_of(managers)
+
+    def end_block(self, node_type: str, block_id: str) -> bool:
+        """Stop giving a block tasks and cancel it; its tasks come back as lost.
+
+        For a worker pool that is wedged: Parsl only notices pools that stop
+        sending heartbeats.
+        """
+        ex = self.executor(node_type)
+        try:
+            ex._hold_block(block_id)  # no new tasks while it is being cancelled
+            job = ex.blocks_to_job_id.get(block_id)
+            if job is None:
+                return False
+            return bool(ex.provider.cancel([job])[0])
+        except Exception:
+            log.exception("could not end block %s of %s", block_id, node_type)
+            return False
 
     def close(self) -> None:
         """Stop the executors, interchange and worker pools (no orphans left behind)."""

@@ -94,10 +94,14 @@ class DurationEstimate:
 
     def p90(self) -> float | None:
         """The 90th percentile of recent durations (None before the first)."""
+        return self.percentile(0.9)
+
+    def percentile(self, q: float) -> float | None:
+        """The ``q`` quantile (0..1) of recent durations (None before the first)."""
         if not self._seen:
             return None
         ordered = sorted(self._seen)
-        return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Cutoff:

@@ -8,9 +8,10 @@ and benchmarks run thousands of ranges through exactly the code physics uses.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import hist
 import numpy as np
@@ -32,6 +33,15 @@ class EmulateParams(PayloadParams):
     )
     fail_times: int = Field(
         1, ge=0, description="how many attempts of a range holding a fail_event fail"
+    )
+    hang_events: list[int] = Field(
+        default_factory=list,
+        description="event numbers whose range hangs (fault injection for range timeouts)",
+    )
+    hang_times: int = Field(1, ge=0, description="how many attempts of such a range hang")
+    hang_mode: Literal["sleep", "blocked"] = Field(
+        "sleep",
+        description="sleep: an ordinary hang; blocked: a hang deaf to signals, as in C code",
     )
     accelerated_speedup: float = Field(
         1.0,
@@ -74,26 +84,48 @@ class EmulatePayload(RootTreePayload):
         return len(numbers)
 
     def _inject_failure(self, event_range: EventRange, output: Path) -> None:
-        """Fail ``fail_times`` attempts of ranges holding a ``fail_events`` number.
-
-        Counted through marker files beside the output, so the count survives
-        the worker process that raised it.
-        """
-        hits = [e for e in self.params.fail_events if e in event_range.event_numbers]
-        if not hits:
-            return
-        marker_dir = output.parent / ".emulate-failures"
-        marker_dir.mkdir(exist_ok=True)
-        n = len(list(marker_dir.glob(f"{event_range.id}.*")))
-        if n < self.params.fail_times:
-            (marker_dir / f"{event_range.id}.{n}").touch()
-            raise PayloadError(f"injected failure at event {hits[0]} (attempt {n + 1})")
+        """Fail ``fail_times`` attempts of ranges holding a ``fail_events`` number, and
+        hang ``hang_times`` attempts of ranges holding a ``hang_events`` number."""
+        p = self.params
+        n = _fault_due(event_range, output, "hang", p.hang_events, p.hang_times)
+        if n is not None:
+            _hang(p.hang_mode)
+        n = _fault_due(event_range, output, "fail", p.fail_events, p.fail_times)
+        if n is not None:
+            raise PayloadError(f"injected failure in range {event_range.id} (attempt {n + 1})")
 
     def histograms(self, path: Path) -> dict[str, Any]:
         cols = rootio.read_events(path, filter_name=["value"])
         h = hist.Hist(hist.axis.Regular(50, 0, 50, name="value", label="emulated value"))
         h.fill(value=cols["value"])
         return {"value": h}
+
+
+def _fault_due(
+    event_range: EventRange, output: Path, kind: str, events: list[int], times: int
+) -> int | None:
+    """The number of earlier injected faults of this kind, if one is due now.
+
+    Counted through marker files beside the output, so the count survives the
+    worker process that failed or hung.
+    """
+    if not any(e in event_range.event_numbers for e in events):
+        return None
+    marker_dir = output.parent / f".emulate-{kind}"
+    marker_dir.mkdir(exist_ok=True)
+    n = len(list(marker_dir.glob(f"{event_range.id}.*")))
+    if n >= times:
+        return None
+    (marker_dir / f"{event_range.id}.{n}").touch()
+    return n
+
+
+def _hang(mode: str) -> None:
+    """Never return: sleep, or (``blocked``) sleep with SIGALRM blocked, as C code would."""
+    if mode == "blocked":
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    while True:
+        time.sleep(3600)
 
 
 def _burn(seconds: float) -> None:

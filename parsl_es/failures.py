@@ -1,0 +1,100 @@
+"""What a failed range attempt was, and whether it should cost the range an attempt.
+
+Big machines lose workers, nodes and whole blocks; file systems hiccup. Those
+failures say nothing about the range, so they must not use up its attempts:
+only the payload's own failures do. A permanent failure (bad parameters, bad
+input, a payload error marked fatal) will never succeed and is not retried.
+
+Kinds, as workers report them and the ledger counts them:
+
+``payload``        the payload raised: counts against the range's ``attempts``
+``permanent``      ``FatalPayloadError``: the range is fatal at once
+``infrastructure`` an I/O error, a lost worker, node or block: retried, not counted
+                   as a payload failure (a range that keeps killing its workers is
+                   stopped after ``LOST_FACTOR`` times its attempts)
+``timeout``        the range ran far longer than ranges do: presumed hung, redone
+                   elsewhere, counted like ``infrastructure``
+``no_space``       the disk is full: the campaign stops (nothing more can be written)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from parsl_es.payloads.base import PayloadError
+
+PAYLOAD, PERMANENT, INFRASTRUCTURE, TIMEOUT, NO_SPACE = (
+    "payload",
+    "permanent",
+    "infrastructure",
+    "timeout",
+    "no_space",
+)
+#: Parsl exceptions that mean the worker, its manager or its block went away.
+LOST_WORKER_ERRORS = {"WorkerLost", "ManagerLost", "BadStateException"}
+#: Exit status of a worker that the hard watchdog ended.
+HUNG_EXIT_STATUS = 75
+
+
+class RangeTimeout(PayloadError):
+    """The range outlived its timeout on the worker."""
+
+
+def classify(exc: BaseException) -> str:
+    """The kind of a failure raised while simulating a range on a worker."""
+    if isinstance(exc, RangeTimeout):
+        return TIMEOUT
+    if isinstance(exc, PayloadError):
+        return PAYLOAD if exc.transient else PERMANENT
+    if isinstance(exc, OSError):
+        return NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else INFRASTRUCTURE
+    if type(exc).__name__ in LOST_WORKER_ERRORS:
+        return INFRASTRUCTURE
+    return PAYLOAD
+
+
+@contextmanager
+def range_deadline(seconds: float | None, grace: float | None = None) -> Iterator[None]:
+    """Raise ``RangeTimeout`` in the range after ``seconds``; end the worker if that fails.
+
+    The soft limit is SIGALRM, which interrupts Python code and sleeping system
+    calls (HTEX runs tasks in the worker's main thread). A payload stuck in C code
+    that never returns to Python is stopped by the hard limit ``grace`` seconds
+    later: the worker process exits, Parsl reports it lost and restarts it, so a
+    hung range never holds a worker slot for the rest of the campaign.
+    """
+    if not seconds or seconds <= 0:
+        yield
+        return
+    grace = max(10.0, 0.5 * seconds) if grace is None else grace
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = None
+    if in_main:
+
+        def _soft(signum: int, frame: object) -> None:
+            raise RangeTimeout(f"range ran longer than its timeout of {seconds:.0f} s")
+
+        previous = signal.signal(signal.SIGALRM, _soft)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    hard = threading.Timer(seconds + grace, _end_worker, args=(seconds + grace,))
+    hard.daemon = True
+    hard.start()
+    try:
+        yield
+    finally:
+        hard.cancel()
+        if in_main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def _end_worker(after: float) -> None:
+    print(f"parsl-es: range still running after {after:.0f} s; ending worker", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(HUNG_EXIT_STATUS)

@@ -1,0 +1,100 @@
+"""Hung ranges are timed out and redone elsewhere; nothing is lost, nothing doubled."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from parsl_es import run
+from parsl_es.failures import HUNG_EXIT_STATUS, RangeTimeout, range_deadline
+from parsl_es.hung import MIN_SAMPLES, PoolWatch, RangeTimeouts, TimeoutPolicy
+from parsl_es.ledger import Ledger
+from tests.helpers import assert_every_event_once
+
+
+def test_soft_deadline_interrupts_a_sleeping_range():
+    t0 = time.time()
+    with pytest.raises(RangeTimeout, match="longer than its timeout"), range_deadline(0.3):
+        time.sleep(30)
+    assert time.time() - t0 < 5
+    with range_deadline(5):  # a range that finishes in time is untouched
+        time.sleep(0.01)
+
+
+def test_hard_deadline_ends_a_worker_deaf_to_signals():
+    code = (
+        "import signal, time\n"
+        "from parsl_es.failures import range_deadline\n"
+        "with range_deadline(0.2, grace=0.5):\n"
+        "    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
+        "    time.sleep(60)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == HUNG_EXIT_STATUS
+    assert "ending worker" in done.stderr
+
+
+def test_timeout_follows_observed_durations_within_floor_and_ceiling():
+    t = RangeTimeouts(TimeoutPolicy(factor=5, floor=10, ceiling=600))
+    assert t.current("cpu") == 600  # nothing seen yet: the ceiling
+    for _ in range(MIN_SAMPLES):
+        t.observe("cpu", 1.0)
+    assert t.current("cpu") == 10  # 5 x 1 s, raised to the floor
+    for _ in range(50):
+        t.observe("cpu", 30.0)
+    assert t.current("cpu") == 150
+    for _ in range(200):
+        t.observe("cpu", 500.0)
+    assert t.current("cpu") == 600  # capped
+    assert t.current("gpu") == 600  # its own estimate
+
+
+def test_a_pool_holding_tasks_without_results_is_wedged():
+    watch = PoolWatch()
+    idle = {"manager": "a", "block_id": "0", "tasks": 0, "active": True}
+    busy = {"manager": "b", "block_id": "1", "tasks": 2, "active": True}
+    watch.observe([idle, busy], now=0.0)
+    watch.result_from("b", now=50.0)
+    assert watch.wedged([idle, busy], quiet_for=100, now=120.0) == []
+    assert watch.wedged([idle, busy], quiet_for=100, now=151.0) == [busy]
+    # a pool that was idle until now has not been quiet for long
+    idle_now_busy = {**idle, "tasks": 3}
+    assert watch.wedged([idle_now_busy], quiet_for=100, now=151.0) == []
+
+
+def _campaign(name: str, **payload) -> dict:
+    return {
+        "name": name,
+        "events": 40,
+        "events_per_range": 1,
+        "events_per_merge": 20,
+        "seed": 6,
+        "attempts": 1,  # a hang must not count as a payload failure, or the range is fatal
+        "range_timeout": {"factor": 5, "floor_seconds": 1, "ceiling_seconds": 2},
+        "payload": {"name": "emulate", "seconds_per_event": 0.02, **payload},
+    }
+
+
+def _attempts(out) -> list[dict]:
+    led = Ledger.open(out / "ledger.sqlite", readonly=True)
+    try:
+        return [dict(r) for r in led.conn.execute("SELECT * FROM attempts ORDER BY range_idx")]
+    finally:
+        led.close()
+
+
+@pytest.mark.parametrize(("mode", "outcome"), [("sleep", "timeout"), ("blocked", "lost")])
+def test_hung_range_is_redone_and_the_campaign_completes(local_session, tmp_path, mode, outcome):
+    """sleep: the worker's soft deadline stops it; blocked: the hard one ends the worker."""
+    out = tmp_path / mode
+    spec = _campaign(f"hang-{mode}", hang_events=[7], hang_mode=mode)
+    result = run.submit(spec, out, session=local_session)
+    assert result.status == "complete", result.message
+    assert_every_event_once(out, 0, 40)
+    hung = [a for a in _attempts(out) if a["range_idx"] == 7]
+    assert [a["outcome"] for a in hung] == [outcome, "done"], hung
+    others = [a for a in _attempts(out) if a["range_idx"] != 7]
+    assert all(a["outcome"] == "done" for a in others)
