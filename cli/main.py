@@ -8,6 +8,7 @@ Thin by design: it parses options, calls ``parsl_es`` and prints. Exit codes:
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -92,6 +93,9 @@ def _finish(result: RunResult, output: Path) -> None:
     if result.status == "stopped":
         err.print(f"campaign incomplete; continue it with: es-run resume {output}")
         raise typer.Exit(EXIT_INCOMPLETE)
+    if result.status == "no_space":
+        err.print(f"error: {result.message}: es-run resume {output}", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
     if result.status == "walltime":
         if result.last_range_started and result.ended:
             tail = result.ended - result.last_range_started
@@ -166,6 +170,7 @@ def submit(
     site_spec = _guarded(lambda: load_site(site, overrides))
     out_dir = _guarded(lambda: run.output_for(spec, output))
     _guarded(lambda: run.resolve_steps(spec, site_spec, source))
+    _guarded(lambda: run.preflight(spec, source))
     _guarded(lambda: run.require_usable(site_spec))
     _guarded(lambda: run.check_new_output(out_dir))
     ends = _allocation(walltime, end)
@@ -322,6 +327,9 @@ def sites_check(
 
 
 def main() -> None:
+    # A log file that cannot be written (a full disk) must not print tracebacks:
+    # the ledger is the record, and the user gets one clear message.
+    logging.raiseExceptions = False
     try:
         app()
     except KeyboardInterrupt:

@@ -144,6 +144,21 @@ def _failure(
     }
 
 
+class DamagedRangeFiles(Exception):
+    """Range files of a merge group are missing or not what the ledger recorded.
+
+    The driver redoes those ranges (not the payload's fault, not a merge
+    failure), then merges the group again.
+    """
+
+    def __init__(self, problems: dict[int, str]) -> None:
+        super().__init__(problems)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return f"{len(self.problems)} damaged range files: " + "; ".join(self.problems.values())
+
+
 def merge_group(
     payload_name: str,
     params: dict[str, Any],
@@ -170,15 +185,22 @@ def merge_group(
         raise RuntimeError(f"merge group {group.index}: ranges {missing} have no output")
     out_dir = Path(output_dir)
     paths = []
+    damaged: dict[int, str] = {}
     for i in group.range_indices:
         rec = records[i]
         path = out_dir / rec["output"]
-        actual = fileio.adler32(path)
+        try:
+            actual = fileio.adler32(path)
+        except FileNotFoundError:
+            damaged[i] = f"range file {rec['output']} is missing"
+            continue
         if actual != rec["checksum"]:
-            raise RuntimeError(
+            damaged[i] = (
                 f"range file {rec['output']} checksum {actual} != recorded {rec['checksum']}"
             )
         paths.append(path)
+    if damaged:
+        raise DamagedRangeFiles(damaged)
     payload, _ = worker_payload(payload_name, params, setup=False)
     final = merged_output_path(out_dir, group, payload.suffix)
     n_events = fileio.write_with(final, lambda tmp: payload.merge(paths, tmp))
@@ -205,7 +227,8 @@ def validate_merge(
     from parsl_es import validation
 
     payload, _ = worker_payload(payload_name, params, setup=False)
-    return validation.validate_merged_file(payload, group, Path(output_dir), merged)
+    report = validation.validate_merged_file(payload, group, Path(output_dir), merged)
+    return report | {"pool": _where()["pool"]}
 
 
 def validate_campaign(

@@ -10,10 +10,13 @@ finally submits the campaign validation chained to the per-merge ones.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import itertools
 import logging
 import math
 import queue
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from parsl_es import fileio
+from parsl_es.crashpoints import crash_point
 from parsl_es.failures import INFRASTRUCTURE, LOST_WORKER_ERRORS, NO_SPACE, PERMANENT, TIMEOUT
 from parsl_es.hung import PoolWatch, RangeTimeouts, TimeoutPolicy
 from parsl_es.ledger import Ledger, RangeOutcome
@@ -39,6 +43,8 @@ WORKER_POLL_SECONDS = 1.0
 RATE_WINDOW_SECONDS = 30.0
 #: How often in-flight bundles are checked against their deadlines.
 HUNG_CHECK_SECONDS = 1.0
+#: The duration estimate merges are timed with (next to one per node type for ranges).
+MERGE_CLOCK = "merge"
 #: Default range timeout policy (the campaign's ``range_timeout`` replaces it).
 DEFAULT_TIMEOUTS = TimeoutPolicy(factor=5.0, floor=60.0, ceiling=3600.0)
 
@@ -166,8 +172,9 @@ class Dispatcher:
         self._worker_poll = 0.0
         self._group_left: dict[int, int] = {}
         self._group_futures: dict[int, list[Future]] = {}
-        self._merges_in_flight: set[int] = set()
-        self._validations_in_flight: set[int] = set()
+        # merge groups in flight -> when their merge / validation task was submitted
+        self._merges_in_flight: dict[int, float] = {}
+        self._validations_in_flight: dict[int, float] = {}
         self._validation_futures: list[Future] = []
         self._merge_attempts: dict[int, int] = {}
         self._campaign_validation: Future | None = None
@@ -227,6 +234,17 @@ class Dispatcher:
         for m in self.ledger.merge_rows():
             if m["state"] == "done" and m["validation"] is None:
                 self._submit_validation(m["group_idx"], dict(m))
+        try:
+            self._loop()
+        except sqlite3.OperationalError as exc:  # the ledger could not commit
+            if "full" not in str(exc):
+                raise
+            self._no_space = f"ledger: {exc}"
+            log.error("disk full: %s; stopping (in-flight ranges are redone on resume)", exc)
+        self._report_progress(force=True)
+        return self._result(stopped=self.stop.is_set())
+
+    def _loop(self) -> None:
         stop_deadline: float | None = None
         while True:
             if (self.stop.is_set() or self._no_space) and stop_deadline is None:
@@ -246,8 +264,6 @@ class Dispatcher:
                 break
             self._drain(timeout=0.2)
             self._report_progress()
-        self._report_progress(force=True)
-        return self._result(stopped=self.stop.is_set())
 
     def _finished(self, stopping: bool) -> bool:
         sims = sum(self._in_flight.values())
@@ -357,6 +373,7 @@ class Dispatcher:
             bid = next(self._bundle_ids)
             self._bundles[bid] = _Bundle(nt, work, allowance, now + allowance)
             fut.add_done_callback(lambda f, b=bid: self._done_q.put(("simulate", b, f)))
+            crash_point("submitted")
 
     def _handle_simulations(self, items: list[tuple[str, Any, Future]]) -> None:
         outcomes: list[RangeOutcome] = []
@@ -400,7 +417,7 @@ class Dispatcher:
             o = _outcome_from_result(res, node_type or "?")
             self._pools.result_from(res.get("pool"), now)
             if late:
-                o = RangeOutcome(**{**o.__dict__, "outcome": "late"})
+                o = dataclasses.replace(o, outcome="late")
             elif res.get("failure") == NO_SPACE and not self._no_space:
                 self._no_space = res.get("error") or "no space left on device"
                 log.error("disk full: %s; stopping", self._no_space)
@@ -433,9 +450,10 @@ class Dispatcher:
     def _check_hung(self) -> None:
         """Give up on bundles past their deadline; end worker pools that stopped answering."""
         now = time.time()
-        if now - self._last_hung_check < HUNG_CHECK_SECONDS or not self._bundles:
+        if now - self._last_hung_check < HUNG_CHECK_SECONDS:
             return
         self._last_hung_check = now
+        self._check_slow_merges(now)
         expired: list[int] = []
         for bid, b in self._bundles.items():
             if self._workers_now.get(b.node_type, 1) == 0:
@@ -467,6 +485,20 @@ class Dispatcher:
         self._apply(outcomes, {})
         for nt, allowance in node_types:
             self._end_wedged_pools(nt, allowance, now)
+
+    def _check_slow_merges(self, now: float) -> None:
+        """A merge or validation running far longer than merges do may sit on a wedged pool.
+
+        It is not abandoned (a late merge would overwrite the redone file); the pools
+        of its node type that stopped answering are ended, which returns it as lost.
+        """
+        allowance = 2 * self.timeouts.current(MERGE_CLOCK) + 10.0
+        for tasks, nt in (
+            (self._merges_in_flight, self.steps.merge),
+            (self._validations_in_flight, self.steps.validate),
+        ):
+            if any(now - started > allowance for started in tasks.values()):
+                self._end_wedged_pools(nt, allowance, now)
 
     def _end_wedged_pools(self, node_type: str, quiet_for: float, now: float) -> None:
         managers = self.session.managers(node_type) or []
@@ -515,30 +547,41 @@ class Dispatcher:
         chained = self._group_futures.pop(g, [])
         app = self.session.app("merge_group", nt)
         fut = app(*self.payload, group, str(self.output_dir), known, inputs=chained)
-        self._merges_in_flight.add(g)
+        self._merges_in_flight[g] = time.time()
         fut.add_done_callback(lambda f: self._done_q.put(("merge", g, f)))
         self._submit_validation(g, fut)
+        crash_point("merge-submitted")
 
     def _submit_validation(self, g: int, merged: Future | dict[str, Any]) -> None:
         """Validate a merged file; chained to its merge future when there is one."""
         group = self.plan.group(g)
         app = self.session.app("validate_merge", self.steps.validate)
         fut = app(*self.payload, group, str(self.output_dir), merged)
-        self._validations_in_flight.add(g)
+        self._validations_in_flight[g] = time.time()
         fut.add_done_callback(lambda f: self._done_q.put(("validate", g, f)))
 
     def _handle_merge(self, g: int, fut: Future) -> None:
-        self._merges_in_flight.discard(g)
+        self._merges_in_flight.pop(g, None)
         exc = fut.exception()
         if exc is None:
             merged = fut.result()
+            self._pools.result_from(merged.get("pool"), time.time())
             self.cutoff.merges.add(merged["finished"] - merged["started"])
+            self.timeouts.observe(MERGE_CLOCK, merged["finished"] - merged["started"])
             self.ledger.finish_merge(g, merged)
+            crash_point("merge-recorded")
             self._merges_done += 1
             self._stats["merges"] += 1
             return
         err = f"{type(exc).__name__}: {exc}"[:2000]
         self.ledger.fail_merge(g, err)
+        problems = getattr(exc, "problems", None)
+        if type(exc).__name__ == "DamagedRangeFiles" and isinstance(problems, dict):
+            self._redo_damaged(g, problems)
+            return
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._no_space = f"merge {g}: {exc}"
+            return
         if self._merge_attempts.get(g, 0) < self.attempts and not self.stop.is_set():
             log.warning("merge %d failed (%s); retrying", g, err)
             self._submit_merge(g)
@@ -546,8 +589,20 @@ class Dispatcher:
             log.error("merge %d failed for good: %s", g, err)
             self._failed_merges.add(g)
 
+    def _redo_damaged(self, g: int, problems: dict[int, str]) -> None:
+        """Simulate a group's damaged range files again; the group merges once they are done."""
+        reset = self.ledger.redo_damaged(problems, time.time())
+        log.warning("merge %d: %d range files damaged or missing; redoing them", g, len(reset))
+        for idx in reset:
+            n = self.plan.range(idx).n_events
+            self._events_done -= n
+            self._ranges_done -= 1
+        self._group_left[g] = self._group_left.get(g, 0) + len(reset)
+        self._retry.extendleft(reset)
+        self._merge_attempts[g] = 0
+
     def _handle_validation(self, g: int, fut: Future) -> None:
-        self._validations_in_flight.discard(g)
+        self._validations_in_flight.pop(g, None)
         exc = fut.exception()
         if exc is not None:
             if _is_dependency_failure(exc):
@@ -557,6 +612,7 @@ class Dispatcher:
             self._failed_merges.add(g)
             return
         res = fut.result()
+        self._pools.result_from(res.get("pool"), time.time())
         self.ledger.record_validation(g, res["passed"], "; ".join(res["problems"]) or None)
         if res["passed"]:
             self._validated += 1
@@ -589,6 +645,8 @@ class Dispatcher:
         else:
             res = fut.result()
         self._validation_result = res
+        for group, problem in res.get("bad_groups", {}).items():
+            self.ledger.record_validation(group, False, problem)  # redone by resume
         self.ledger.set_meta("campaign_validation", "passed" if res["passed"] else "failed")
 
     # --- reporting ---------------------------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from parsl_es.crashpoints import crash_point
 from parsl_es.errors import UserError
 from parsl_es.fileio import fsync_dir, temp_path_for
 from parsl_es.ranges import EventRange, MergeGroup, RangePlan
@@ -316,6 +317,31 @@ class Ledger:
         row = self.conn.execute(sql, o).fetchone()
         return row[0] if row else "stale"
 
+    def redo_damaged(self, problems: dict[int, str], now: float) -> list[int]:
+        """Send done ranges whose files are damaged back to be simulated again.
+
+        Recorded as a ``damaged`` attempt outcome; not counted as a failure.
+        Returns the ranges actually reset.
+        """
+        reset = []
+        with self.transaction():
+            for idx, problem in problems.items():
+                row = self.conn.execute(
+                    "UPDATE ranges SET state='ready', output=NULL, size=NULL, checksum=NULL, "
+                    "error=? WHERE idx=? AND state IN ('done','merged') RETURNING attempts, "
+                    "node_type",
+                    (problem, idx),
+                ).fetchone()
+                if row is None:
+                    continue
+                self.conn.execute(
+                    "INSERT INTO attempts (range_idx, attempt, outcome, node_type, finished, "
+                    "error) VALUES (?, ?, 'damaged', ?, ?, ?)",
+                    (idx, row[0], row[1], now, problem),
+                )
+                reset.append(idx)
+        return reset
+
     # --- merges --------------------------------------------------------------
     def start_merge(self, group: int, node_type: str, now: float) -> int:
         with self.transaction():
@@ -532,4 +558,8 @@ class _Transaction:
         return self.conn
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            self.conn.execute("ROLLBACK")
+            return
+        crash_point("ledger-commit")
+        self.conn.execute("COMMIT")

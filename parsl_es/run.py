@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from parsl_es.errors import UserError, allowed
 from parsl_es.fileio import write_text_atomic
 from parsl_es.hung import TimeoutPolicy
 from parsl_es.ledger import LEDGER_NAME, Ledger
+from parsl_es.lock import LOCK_NAME, campaign_lock
 from parsl_es.session import SiteSession
 from parsl_es.sites import SiteSpec, check_site, load_site
 from parsl_es.walltime import Cutoff
@@ -60,6 +62,16 @@ def require_usable(site: SiteSpec) -> None:
         raise UserError(f"site '{site.name}' is not ready: {problems[0]}{more}")
 
 
+def preflight(spec: CampaignSpec, source: str | Path | None = None) -> None:
+    """Refuse a campaign whose payload can already tell it cannot run (e.g. no executable)."""
+    from parsl_es.apps import worker_payload
+
+    problems = worker_payload(spec.payload.name, spec.payload.params, setup=False)[0].preflight()
+    if problems:
+        field, message = next(iter(problems.items()))
+        raise UserError(message, file=source, field=f"payload.{field}")
+
+
 def check_new_output(output: Path) -> None:
     """Refuse an output directory that cannot be written or holds other work."""
     if (output / LEDGER_NAME).exists():
@@ -71,7 +83,7 @@ def check_new_output(output: Path) -> None:
     if output.exists():
         if not output.is_dir():
             raise UserError("output exists and is not a directory", file=output)
-        if any(output.iterdir()):
+        if any(p.name != LOCK_NAME for p in output.iterdir()):
             raise UserError("output directory is not empty; choose a new one", file=output)
         target = output
     else:
@@ -85,17 +97,29 @@ def check_new_output(output: Path) -> None:
 
 
 def create_output(spec: CampaignSpec, output: Path, site: SiteSpec) -> Ledger:
-    check_new_output(output)
-    output.mkdir(parents=True, exist_ok=True)
-    for sub in OUTPUT_DIRS:
-        (output / sub).mkdir(exist_ok=True)
-    meta = {
-        "campaign": spec.to_json(),
-        "site": site.name,
-        "site_spec": site.model_dump_json(by_alias=True),
-        "parsl_es_version": __version__,
-    }
-    return Ledger.create(output / LEDGER_NAME, meta, spec.plan)
+    """The output directory's folders and ledger; on failure, nothing is left behind.
+
+    The caller holds the campaign lock on ``output`` (which exists).
+    """
+    check_new_output(output)  # again, under the lock: another submit may have won
+    made: list[Path] = []
+    try:
+        for sub in OUTPUT_DIRS:
+            (output / sub).mkdir()
+            made.append(output / sub)
+        meta = {
+            "campaign": spec.to_json(),
+            "site": site.name,
+            "site_spec": site.model_dump_json(by_alias=True),
+            "parsl_es_version": __version__,
+        }
+        return Ledger.create(output / LEDGER_NAME, meta, spec.plan)
+    except OSError as exc:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            (output / (LEDGER_NAME + suffix)).unlink(missing_ok=True)
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
+        raise UserError(f"cannot create the campaign's output: {exc}", file=output) from None
 
 
 def output_for(spec: CampaignSpec, output: str | Path | None) -> Path:
@@ -185,7 +209,10 @@ def drive(
 def _write_run_record(output: Path, result: RunResult) -> None:
     record = asdict(result) | {"events_per_second": result.events_per_second, "at": time.time()}
     n = len(list((output / "logs").glob("run-*.json"))) + 1
-    write_text_atomic(output / "logs" / f"run-{n:03d}.json", json.dumps(record, indent=1))
+    try:
+        write_text_atomic(output / "logs" / f"run-{n:03d}.json", json.dumps(record, indent=1))
+    except OSError as exc:  # e.g. the disk is full: the ledger already holds the truth
+        log.error("could not write the run record: %s", exc)
 
 
 def submit(
@@ -212,12 +239,25 @@ def submit(
     resolve_steps(spec, site_spec)
     if session is None:
         require_usable(site_spec)
+    preflight(spec)
     out = output_for(spec, output)
-    ledger = create_output(spec, out, site_spec)
+    check_new_output(out)
+    made = not out.exists()
     try:
-        return drive(ledger, out, site_spec, **options)
-    finally:
-        ledger.close()
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output directory: {exc.strerror}", file=out) from None
+    try:
+        with campaign_lock(out):
+            ledger = create_output(spec, out, site_spec)
+            try:
+                return drive(ledger, out, site_spec, **options)
+            finally:
+                ledger.close()
+    except UserError:
+        if made and not (out / LEDGER_NAME).exists():
+            shutil.rmtree(out, ignore_errors=True)  # bad input writes nothing
+        raise
 
 
 def recorded_site(ledger: Ledger) -> SiteSpec:
@@ -256,8 +296,9 @@ def resume(
             site_spec = recorded_site(ledger)
         if session is None:
             require_usable(site_spec)
-        for sub in OUTPUT_DIRS:
-            (out / sub).mkdir(exist_ok=True)
-        return drive(ledger, out, site_spec, **options)
+        with campaign_lock(out):
+            for sub in OUTPUT_DIRS:
+                (out / sub).mkdir(exist_ok=True)
+            return drive(ledger, out, site_spec, **options)
     finally:
         ledger.close()

@@ -488,16 +488,16 @@ def build_config(site: SiteSpec, run_dir: Path, node_types: list[str] | None = N
 
 
 def _interchange_cmd() -> list[str]:
-    """Start the interchange in its own session, out of the terminal's process group.
+    """The interchange, started through ``interchange_guard`` (see there for why).
 
-    Ctrl-C in a terminal signals the whole foreground process group: the
-    interchange would die with the driver's SIGINT, losing the results of the
-    ranges in flight that a graceful stop wants to keep. (Worker pools are
-    already started in their own process group by Parsl's providers.) ``setsid``
-    execs in place, so Parsl still holds the interchange's PID.
+    The guard puts the interchange in its own session, out of the terminal's
+    process group: Ctrl-C would otherwise kill it with the driver, losing the
+    results of ranges in flight that a graceful stop wants to keep. And it ends
+    the interchange when the driver dies, so a killed driver leaves nothing
+    running behind.
     """
-    setsid = shutil.which("setsid")
-    return [setsid, "interchange.py"] if setsid else ["interchange.py"]
+    guard = Path(__file__).with_name("interchange_guard.py")
+    return [sys.executable, str(guard), "interchange.py"]
 
 
 def _put_environment_on_path() -> None:

@@ -7,20 +7,25 @@ from typing import Any
 
 from parsl_es.apps import worker_payload
 from parsl_es.campaign import CampaignSpec
+from parsl_es.lock import campaign_lock
 from parsl_es.validation import validate_campaign_outputs
 
 
 def validate_output(output: str | Path) -> dict[str, Any]:
+    """Validate every merged file; mark damaged ones in the ledger for ``es-run resume``."""
     from parsl_es.run import open_campaign
 
     out = Path(output)
     ledger = open_campaign(out)
     try:
-        spec = CampaignSpec.model_validate(ledger.campaign_json())
-        payload, _ = worker_payload(spec.payload.name, spec.payload.params, setup=False)
-        merges = [dict(m) for m in ledger.merge_rows()]
-        report = validate_campaign_outputs(payload, ledger.plan, out, merges)
-        ledger.set_meta("campaign_validation", "passed" if report["passed"] else "failed")
+        with campaign_lock(out, "validate"):
+            spec = CampaignSpec.model_validate(ledger.campaign_json())
+            payload, _ = worker_payload(spec.payload.name, spec.payload.params, setup=False)
+            merges = [dict(m) for m in ledger.merge_rows()]
+            report = validate_campaign_outputs(payload, ledger.plan, out, merges)
+            for group, problem in report["bad_groups"].items():
+                ledger.record_validation(group, False, problem)
+            ledger.set_meta("campaign_validation", "passed" if report["passed"] else "failed")
         return report
     finally:
         ledger.close()

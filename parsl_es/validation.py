@@ -122,6 +122,7 @@ def validate_campaign_outputs(
 ) -> dict[str, Any]:
     """Re-read every merged file and prove the campaign's events are there exactly once."""
     problems: list[str] = []
+    bad_groups: dict[int, str] = {}  # merged files to redo: missing, damaged, wrong events
     counts = np.zeros(plan.events, dtype=np.uint16)
     outside = 0
     by_group = {m["group_idx"]: m for m in merges}
@@ -135,6 +136,8 @@ def validate_campaign_outputs(
             payload, output_dir / m["output"], group.first_event, group.last_event, m["checksum"]
         )
         problems.extend(file_problems)
+        if file_problems:
+            bad_groups[g] = "; ".join(file_problems)
         if numbers is not None:
             offsets = numbers - plan.first_event
             inside = (offsets >= 0) & (offsets < plan.events)
@@ -170,6 +173,7 @@ def validate_campaign_outputs(
         "events_missing": missing,
         "events_duplicated": duplicated,
         "merged_files": len(recorded),
+        "bad_groups": bad_groups,
         "event_check": event_check,
         "plots": plots,
         "histograms": hists,

@@ -97,6 +97,14 @@ class Payload(ABC):
         """Physics histograms (``hist.Hist`` objects) filled from an output file."""
         return {}
 
+    def preflight(self) -> dict[str, str]:
+        """Problems visible from the driver before anything is written, by parameter name.
+
+        For instance an executable that is not installed: better refused at submit
+        than found fatal range after range.
+        """
+        return {}
+
     def check_events(self, path: Path, campaign_seed: int, max_events: int) -> EventCheck | None:
         """Re-derive up to ``max_events`` events of ``path`` and compare (None: cannot)."""
         return None

@@ -308,6 +308,24 @@ class CommandPayload(Payload):
         if not token_fields(first):
             self._check_executable(first)
 
+    def preflight(self) -> dict[str, str]:
+        """The executables (or the container runtime) the commands start, looked up here."""
+        problems = {}
+        p = self.params
+        checks = {"container": p.container.runtime} if p.container else {}
+        if not p.container:
+            for field in ("simulate", "merge"):
+                template = getattr(p, field)
+                first = split_template(template)[0] if template else None
+                if first and not token_fields(first):
+                    checks[field] = first
+        for field, name in checks.items():
+            try:
+                self._check_executable(name)
+            except FatalPayloadError as exc:
+                problems[field] = str(exc)
+        return problems
+
     def simulate(self, event_range: EventRange, output: Path) -> int:
         output = _absolute(output)
         input_skip(self.params, event_range)  # before anything is created

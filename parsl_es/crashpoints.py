@@ -1,0 +1,39 @@
+"""Named moments at which tests and the chaos script kill the driver on purpose.
+
+``PARSL_ES_CRASH_AT=NAME[:N]`` makes the driver SIGKILL itself the N-th time
+(default: the first) it passes the crash point NAME, so that "killed while the
+ledger commits" or "killed while a merge writes" can be tested exactly, not
+hoped for. Unset (always, in production), a crash point costs one truth test.
+
+Crash points: ``ledger-commit`` (inside a transaction, before COMMIT),
+``submitted`` (ranges marked running, some of their tasks submitted),
+``merge-submitted`` (a merge in flight), ``merge-recorded`` (a merged file
+recorded, its validation not yet).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "PARSL_ES_CRASH_AT"
+
+
+def _parse(text: str) -> tuple[str, int] | None:
+    if not text:
+        return None
+    name, _, nth = text.partition(":")
+    return name, int(nth or 1)
+
+
+_PLAN = _parse(os.environ.get(ENV, ""))
+_passed: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process if ``name`` is the crash point asked for, at its N-th passage."""
+    if _PLAN is None or _PLAN[0] != name:
+        return
+    _passed[name] = _passed.get(name, 0) + 1
+    if _passed[name] == _PLAN[1]:
+        os.kill(os.getpid(), signal.SIGKILL)

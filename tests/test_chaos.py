@@ -1,0 +1,28 @@
+"""The chaos run, short: kills of every kind during one campaign, then an independent check.
+
+``benchmarks/chaos.py`` is the full run (3,000 ranges, >= 20 worker kills, 3
+driver kills); this is the same code with fewer ranges and kills.
+"""
+
+from __future__ import annotations
+
+from benchmarks.chaos import Plan, run_chaos
+
+
+def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path):
+    plan = Plan(
+        ranges=240,
+        events_per_merge=40,
+        worker_kills=3,
+        pool_kills=1,
+        driver_kills=1,
+        wedges=1,
+        hung_ranges=1,
+        seed=3,
+    )
+    f = run_chaos(plan, tmp_path, say=print)
+    assert f.complete, f.notes
+    assert (f.worker_kills, f.pool_kills, f.driver_kills, f.wedged_pools) == (3, 1, 1, 1)
+    assert f.events_lost == 0 and f.events_duplicated == 0
+    assert f.reruns_of_done_ranges == 0, "a range done before a kill was run again"
+    assert f.timeout_attempts >= 1, "the hung range was never timed out"
