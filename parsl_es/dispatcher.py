@@ -234,13 +234,24 @@ class Dispatcher:
         for m in self.ledger.merge_rows():
             if m["state"] == "done" and m["validation"] is None:
                 self._submit_validation(m["group_idx"], dict(m))
-        try:
-            self._loop()
-        except sqlite3.OperationalError as exc:  # the ledger could not commit
-            if "full" not in str(exc):
-                raise
-            self._no_space = f"ledger: {exc}"
-            log.error("disk full: %s; stopping (in-flight ranges are redone on resume)", exc)
+        while True:
+            try:
+                self._loop()
+                break
+            except sqlite3.OperationalError as exc:  # the ledger could not commit
+                if "full" not in str(exc):
+                    raise
+                self._no_space = f"ledger: {exc}"
+                log.error("disk full: %s; stopping (in-flight ranges are redone on resume)", exc)
+                break
+            except KeyboardInterrupt:
+                # Ctrl-C in a notebook (the CLI turns SIGINT into ``stop`` itself): the
+                # first one stops gracefully, a second one aborts; the ledger is
+                # consistent either way (transactions roll back).
+                if self.stop.is_set():
+                    raise
+                self.stop.set()
+                log.warning("interrupted: starting nothing new; interrupt again to abort")
         self._report_progress(force=True)
         return self._result(stopped=self.stop.is_set())
 

@@ -386,3 +386,26 @@ def test_python_api_raises_user_error_and_writes_nothing(tmp_path):
             tmp_path / "out",
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_keyboard_interrupt_in_python_stops_gracefully(tmp_path):
+    """Ctrl-C in a notebook: KeyboardInterrupt in the driver's thread, not a signal handler."""
+    out = tmp_path / "out"
+    code = f"""
+import sys
+from parsl_es import run
+spec = dict(name="kbd", events=300, events_per_range=1, events_per_merge=100, seed=1,
+            payload=dict(name="emulate", seconds_per_event=0.05))
+result = run.submit(spec, {str(out)!r})
+print("STATUS", result.status, result.ranges_this_run)
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for(lambda: (out / "ledger.sqlite").exists() and len(done_ranges(out)) >= 10)
+    proc.send_signal(signal.SIGINT)  # Python's default handler raises KeyboardInterrupt
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "STATUS stopped" in stdout, stdout + stderr
+    assert ledger_rows(out, "SELECT COUNT(*) AS n FROM ranges WHERE state='running'")[0]["n"] == 0
+    assert 10 <= len(done_ranges(out)) < 300
