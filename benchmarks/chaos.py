@@ -207,6 +207,7 @@ def run_chaos(plan: Plan, workdir: Path, say=print) -> Figures:
         "pool": triggers(plan.pool_kills, plan.ranges, 0.2, 0.8, rng),
         "wedge": triggers(plan.wedges, plan.ranges, 0.3, 0.6, rng),
     }
+    done_at_kills: dict[int, int] = {}
     t0 = time.time()
     log = open(workdir / "drivers.log", "ab")  # noqa: SIM115 - lives as long as the run
     driver = start_driver(path, out, first=True, log=log)
@@ -234,6 +235,13 @@ def run_chaos(plan: Plan, workdir: Path, say=print) -> Figures:
                     time.sleep(0.3)
                     running = query(out, "SELECT COUNT(*) FROM ranges WHERE state='running'")
                     figures.in_flight_at_driver_kills += running[0][0] if running else 0
+                    # what the dead driver's ledger calls done must never run again
+                    done_at_kills.update(
+                        query(
+                            out,
+                            "SELECT idx, attempts FROM ranges WHERE state IN ('done','merged')",
+                        )
+                    )
                     figures.driver_kills += 1
                     say(f"[{time.time() - t0:6.1f}s] killed the driver at {done} ranges done")
                     marks.pop(0)
@@ -253,11 +261,11 @@ def run_chaos(plan: Plan, workdir: Path, say=print) -> Figures:
             driver.wait(120)
         log.close()
     figures.wall_seconds = round(time.time() - t0, 1)
-    _account(out, plan, figures)
+    _account(out, plan, figures, done_at_kills)
     return figures
 
 
-def _account(out: Path, plan: Plan, figures: Figures) -> None:
+def _account(out: Path, plan: Plan, figures: Figures, done_at_kills: dict[int, int]) -> None:
     """Independent check of the merged files, and the ledger's record of attempts."""
     numbers = []
     for f in sorted((out / "merged").glob("*.root")):
@@ -268,14 +276,12 @@ def _account(out: Path, plan: Plan, figures: Figures) -> None:
     expected = np.arange(0, plan.ranges)
     figures.events_lost = len(np.setdiff1d(expected, unique))
     figures.events_duplicated = int(len(found) - len(unique))
-    # a range whose 'done' was recorded and which was started again afterwards
-    rows = query(
-        out,
-        "SELECT a.range_idx FROM attempts a JOIN attempts b ON a.range_idx = b.range_idx "
-        "AND b.attempt > a.attempt WHERE a.outcome = 'done' GROUP BY a.range_idx",
-    )
+    # ranges the ledger called done at a driver kill that were started again afterwards
+    final = dict(query(out, "SELECT idx, attempts FROM ranges"))
     damaged = {r[0] for r in query(out, "SELECT range_idx FROM attempts WHERE outcome='damaged'")}
-    figures.reruns_of_done_ranges = len({r[0] for r in rows} - damaged)
+    figures.reruns_of_done_ranges = sum(
+        1 for idx, n in done_at_kills.items() if final.get(idx) != n and idx not in damaged
+    )
     outcomes = dict(query(out, "SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome"))
     figures.lost_attempts = outcomes.get("lost", 0)
     figures.timeout_attempts = outcomes.get("timeout", 0)

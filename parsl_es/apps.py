@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from parsl_es import fileio
 from parsl_es.failures import classify, range_deadline
 from parsl_es.payloads import Payload, PayloadError, make_payload
 from parsl_es.ranges import EventRange, MergeGroup, RangePlan
 
+#: Range directories this worker process has made (or found): one mkdir each.
+_MADE_DIRS: set[Path] = set()
 # Payloads built in this worker process, by (name, params), and whether set up.
 _PAYLOADS: dict[str, tuple[Payload, bool]] = {}
 
@@ -78,70 +81,107 @@ def _where() -> dict[str, Any]:
     }
 
 
+class RangeResult(NamedTuple):
+    """What one range attempt came to on the worker (compact: thousands per second travel)."""
+
+    index: int
+    attempt: int
+    ok: bool
+    output: str | None
+    size: int | None
+    checksum: str | None
+    n_events: int | None
+    started: float
+    finished: float
+    failure: str | None = None  # a kind from ``failures`` when not ok
+    error: str | None = None
+
+
+def pack(obj: Any) -> bytes:
+    """Bulk data between driver and workers, pickled once by the C pickler.
+
+    Parsl serialises arguments and results with dill, whose pure-Python pickler
+    costs microseconds per element: thousands of ranges per second would spend
+    the driver's CPU there. A ``bytes`` object costs dill nothing.
+    """
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
 def simulate_ranges(
     payload_name: str,
     params: dict[str, Any],
-    ranges: list[tuple[EventRange, int]],
+    plan: RangePlan,
+    work: bytes,
     output_dir: str,
     timeout: float | None = None,
-) -> list[dict[str, Any]]:
-    """Simulate a bundle of ranges, each to its own file; one result per range.
+) -> dict[str, Any]:
+    """Simulate a bundle of ranges, ``pack``ed ``(index, attempt)`` pairs, each to its file.
 
-    A failing range does not fail the bundle: its result says what went wrong
-    and what kind of failure it was. Only losing the worker loses the whole task.
-    A range running longer than ``timeout`` seconds is stopped (see
+    Returns where the task ran (once) and the ``pack``ed ``RangeResult`` of each range. A
+    failing range does not fail the bundle: its result says what went wrong and
+    what kind of failure it was. Only losing the worker loses the whole task. A
+    range running longer than ``timeout`` seconds is stopped (see
     ``failures.range_deadline``).
     """
     where = _where()
+    out = Path(output_dir)
+    work = unpack(work)
     try:
         payload, setup_time = worker_payload(payload_name, params)
     except PayloadError as exc:
-        return [_failure(r, a, exc, time.time(), where) for r, a in ranges]
+        now = time.time()
+        failed = [_failure(i, a, exc, now) for i, a in work]
+        return {"where": where, "setup_time": 0.0, "results": pack(failed)}
     results = []
-    for r, attempt in ranges:
+    for index, attempt in work:
         started = time.time()
-        final = range_output_path(Path(output_dir), r, attempt, payload.suffix)
+        r = plan.range(index)
+        final = range_output_path(out, r, attempt, payload.suffix)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.parent not in _MADE_DIRS:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                _MADE_DIRS.add(final.parent)
             with range_deadline(timeout), fileio.atomic_path(final) as tmp:
                 n_events = payload.simulate(r, tmp)
                 if n_events != r.n_events:
                     raise PayloadError(f"payload wrote {n_events} events, expected {r.n_events}")
             results.append(
-                {
-                    "index": r.index,
-                    "attempt": attempt,
-                    "ok": True,
-                    "output": str(final.relative_to(output_dir)),
-                    "size": final.stat().st_size,
-                    "checksum": fileio.adler32(final),
-                    "n_events": n_events,
-                    "started": started,
-                    "finished": time.time(),
-                    "setup_time": setup_time,
-                    **where,
-                }
+                RangeResult(
+                    index,
+                    attempt,
+                    True,
+                    str(final.relative_to(out)),
+                    final.stat().st_size,
+                    fileio.adler32(final),
+                    n_events,
+                    started,
+                    time.time(),
+                )
             )
         except Exception as exc:
-            results.append(_failure(r, attempt, exc, started, where))
-        setup_time = 0.0
-    return results
+            results.append(_failure(index, attempt, exc, started))
+    return {"where": where, "setup_time": setup_time, "results": pack(results)}
 
 
-def _failure(
-    r: EventRange, attempt: int, exc: BaseException, started: float, where: dict
-) -> dict[str, Any]:
+def _failure(index: int, attempt: int, exc: BaseException, started: float) -> RangeResult:
     detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return {
-        "index": r.index,
-        "attempt": attempt,
-        "ok": False,
-        "failure": classify(exc),
-        "error": detail[:2000],
-        "started": started,
-        "finished": time.time(),
-        **where,
-    }
+    return RangeResult(
+        index,
+        attempt,
+        False,
+        None,
+        None,
+        None,
+        None,
+        started,
+        time.time(),
+        classify(exc),
+        detail[:2000],
+    )
 
 
 class DamagedRangeFiles(Exception):
@@ -164,22 +204,19 @@ def merge_group(
     params: dict[str, Any],
     group: MergeGroup,
     output_dir: str,
-    known: list[dict[str, Any]],
-    inputs: list[Any] = (),
+    known: bytes,
 ) -> dict[str, Any]:
     """Merge a complete group's range files into one file, in event order.
 
-    Range records come from the ledger (``known``) and from the simulate tasks
-    this merge is chained to (``inputs``, resolved by Parsl). Each input's
+    Range records (``pack``ed: output, checksum) come from the ledger: the driver submits
+    the merge once every range of the group is recorded done. Each file's
     checksum is verified before merging, so a damaged range file cannot slip
     into a merged output.
     """
     started = time.time()
-    records: dict[int, dict[str, Any]] = {r["idx"]: r for r in known}
-    for bundle in inputs:
-        for res in bundle:
-            if res["ok"] and group.first_range <= res["index"] <= group.last_range:
-                records[res["index"]] = {"idx": res["index"], **res}
+    records = {
+        idx: {"output": output, "checksum": checksum} for idx, output, checksum in unpack(known)
+    }
     missing = [i for i in group.range_indices if i not in records]
     if missing:
         raise RuntimeError(f"merge group {group.index}: ranges {missing} have no output")
@@ -213,7 +250,7 @@ def merge_group(
         "size": final.stat().st_size,
         "checksum": fileio.adler32(final),
         "n_events": n_events,
-        "ranges": [records[i]["idx"] for i in group.range_indices],
+        "ranges": list(group.range_indices),
         "started": started,
         "finished": time.time(),
         **_where(),

@@ -3,9 +3,10 @@
 One thread owns the ledger. Parsl completion callbacks only put the finished
 future on a queue; the loop drains the queue in batches, records every outcome
 of a batch in one ledger transaction, tops the in-flight window of each node
-type back up, submits a merge the moment a group's last range is done (chained
-to its simulate futures, with per-merge validation chained to the merge) and
-finally submits the campaign validation chained to the per-merge ones.
+type back up, submits a merge the moment a group's last range is recorded done
+(with the group's range records from the ledger), chains the per-merge
+validation to the merge's future, and finally submits the campaign validation
+chained to the per-merge validations' futures.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from parsl_es import fileio
+from parsl_es.apps import RangeResult, pack, unpack
+from parsl_es.bundling import bundle_size
 from parsl_es.crashpoints import crash_point
 from parsl_es.failures import INFRASTRUCTURE, LOST_WORKER_ERRORS, NO_SPACE, PERMANENT, TIMEOUT
 from parsl_es.hung import PoolWatch, RangeTimeouts, TimeoutPolicy
 from parsl_es.ledger import Ledger, RangeOutcome
-from parsl_es.ranges import EventRange, RangePlan
+from parsl_es.ranges import RangePlan
 from parsl_es.session import SiteSession, workers_of
 from parsl_es.walltime import Cutoff
 
@@ -54,7 +57,7 @@ class _Bundle:
     """Ranges travelling as one Parsl task, and when the driver gives up waiting."""
 
     node_type: str
-    work: list[tuple[EventRange, int]]
+    work: list[tuple[int, int]]  # (range index, attempt)
     allowance: float  # seconds from start to deadline
     deadline: float
 
@@ -85,6 +88,7 @@ class Progress:
     elapsed: float
     events_per_second: float
     stopping: bool = False
+    tasks_in_flight: int = 0  # Parsl tasks (bundles of ranges)
 
     @property
     def eta_seconds(self) -> float | None:
@@ -133,7 +137,7 @@ class Dispatcher:
         payload_params: dict[str, Any],
         steps: Steps,
         attempts: int,
-        bundle_size: int = 1,
+        bundle_size: int | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         stop: threading.Event | None = None,
         stop_grace_seconds: float = 30.0,
@@ -147,7 +151,7 @@ class Dispatcher:
         self.payload = (payload_name, payload_params)
         self.steps = steps
         self.attempts = attempts
-        self.bundle_size = max(1, bundle_size)
+        self.bundle_size = None if bundle_size is None else max(1, bundle_size)
         self.on_progress = on_progress
         self.stop = stop or threading.Event()
         self.stop_grace_seconds = stop_grace_seconds
@@ -167,11 +171,11 @@ class Dispatcher:
         self._done_q: queue.SimpleQueue[tuple[str, Any, Future]] = queue.SimpleQueue()
         self._retry: deque[int] = deque()
         self._cursor = 0
-        self._in_flight: dict[str, int] = dict.fromkeys(steps.simulate, 0)
+        self._in_flight: dict[str, int] = dict.fromkeys(steps.simulate, 0)  # ranges
+        self._tasks_in_flight: dict[str, int] = dict.fromkeys(steps.simulate, 0)  # bundles
         self._window: dict[str, int] = {}
         self._worker_poll = 0.0
         self._group_left: dict[int, int] = {}
-        self._group_futures: dict[int, list[Future]] = {}
         # merge groups in flight -> when their merge / validation task was submitted
         self._merges_in_flight: dict[int, float] = {}
         self._validations_in_flight: dict[int, float] = {}
@@ -341,18 +345,35 @@ class Dispatcher:
                     self._window[nt] = self.session.site.node_types[nt].expected_workers()
         return self._window[node_type]
 
-    def _next_ranges(self, n: int) -> list[EventRange]:
+    def _next_ranges(self, n: int) -> list[int]:
+        """Indices of the next ranges to start: retries first, then untouched ones."""
         out = []
         while len(out) < n and self._retry:
-            out.append(self.plan.range(self._retry.popleft()))
-        while len(out) < n and self._cursor < self.plan.n_ranges:
-            out.append(self.plan.range(self._cursor))
-            self._cursor += 1
+            out.append(self._retry.popleft())
+        take = min(n - len(out), self.plan.n_ranges - self._cursor)
+        if take > 0:
+            out.extend(range(self._cursor, self._cursor + take))
+            self._cursor += take
         return out
 
+    def _ranges_left(self) -> int:
+        return len(self._retry) + self.plan.n_ranges - self._cursor
+
+    def _bundle_size(self, node_type: str) -> int:
+        if self.bundle_size is not None:
+            return self.bundle_size
+        est = self.cutoff.range_estimate(node_type)
+        workers = (
+            self._workers_now.get(node_type)
+            or self.session.site.node_types[node_type].expected_workers()
+        )
+        return bundle_size(
+            est.mean(), workers, self._ranges_left(), self.session.site.in_flight_per_worker
+        )
+
     def _top_up(self) -> None:
-        """Fill every node type's window; all new starts go to the ledger in one transaction."""
-        bundles: list[tuple[str, list[EventRange]]] = []
+        """Fill every node type's window of tasks; all new starts go to the ledger at once."""
+        bundles: list[tuple[str, list[int]]] = []
         if self._has_ranges_to_start():
             allowed_now = [nt for nt in self.steps.simulate if self.cutoff.may_start_range(nt)]
             if not allowed_now and not self._cut:
@@ -360,93 +381,92 @@ class Dispatcher:
                 log.warning("no range can finish before the allocation ends: starting no more")
         else:
             allowed_now = []
+        fresh_from = self._cursor
         for nt in allowed_now:
-            free = self._window_for(nt) - self._in_flight[nt]
+            free = self._window_for(nt) - self._tasks_in_flight[nt]
             while free > 0 and self._has_ranges_to_start():
-                bundle = self._next_ranges(min(self.bundle_size, free))
-                bundles.append((nt, bundle))
-                free -= len(bundle)
+                bundles.append((nt, self._next_ranges(self._bundle_size(nt))))
+                free -= 1
         if not bundles:
             return
-        attempts = iter(
-            self.ledger.start_many([(r, nt) for nt, rs in bundles for r in rs], time.time())
-        )
-        self._last_range_start = time.time()
         now = time.time()
+        attempts = iter(
+            self.ledger.start_indices(
+                [(i, nt) for nt, indices in bundles for i in indices], now, fresh_from=fresh_from
+            )
+        )
+        self._last_range_start = now
         for nt, bundle in bundles:
-            work = [(r, next(attempts)) for r in bundle]
+            work = [(i, next(attempts)) for i in bundle]
             timeout = self.timeouts.current(nt)
-            # queued behind at most about one range, then its own ranges, then slack
-            allowance = (len(work) + 1) * timeout + max(10.0, 0.5 * timeout)
+            allowance = self.timeouts.bundle_allowance(nt, len(work))
             app = self.session.app("simulate_ranges", nt)
-            fut = app(*self.payload, work, str(self.output_dir), timeout)
+            fut = app(
+                *self.payload,
+                self.plan,
+                pack(work),
+                str(self.output_dir),
+                timeout,
+            )
             self._in_flight[nt] += len(work)
+            self._tasks_in_flight[nt] += 1
             bid = next(self._bundle_ids)
             self._bundles[bid] = _Bundle(nt, work, allowance, now + allowance)
             fut.add_done_callback(lambda f, b=bid: self._done_q.put(("simulate", b, f)))
             crash_point("submitted")
 
     def _handle_simulations(self, items: list[tuple[str, Any, Future]]) -> None:
-        outcomes: list[RangeOutcome] = []
-        futures_by_index: dict[int, Future] = {}
+        """Record finished tasks: successes in batched ledger statements, the rest one by one."""
         now = time.time()
+        failures: list[RangeOutcome] = []
+        successes: list[tuple[list[RangeResult], str, dict[str, Any]]] = []
         for _, bid, fut in items:
             bundle = self._bundles.pop(bid, None)
-            if bundle is None:  # given up on (timed out) and already redone: keep a record
-                outcomes.extend(self._outcomes_of(fut, None, now, late=True))
+            if bundle is not None:
+                self._in_flight[bundle.node_type] -= len(bundle.work)
+                self._tasks_in_flight[bundle.node_type] -= 1
+            exc = fut.exception()
+            if exc is not None:
+                if bundle is not None:  # (an abandoned task's loss is old news)
+                    failures.extend(_lost_or_failed(bundle, exc, now))
                 continue
-            self._in_flight[bundle.node_type] -= len(bundle.work)
-            for o in self._outcomes_of(fut, bundle, now):
-                outcomes.append(o)
-                futures_by_index[o.index] = fut
-        self._apply(outcomes, futures_by_index)
-
-    def _outcomes_of(
-        self, fut: Future, bundle: _Bundle | None, now: float, late: bool = False
-    ) -> list[RangeOutcome]:
-        """The ledger outcomes of a finished simulate task (one per range)."""
-        exc = fut.exception()
-        if exc is not None:
-            if bundle is None:
-                return []  # a lost task we already gave up on: nothing new to record
-            outcome = "lost" if type(exc).__name__ in LOST_WORKER_ERRORS else "failed"
-            err = f"{type(exc).__name__}: {exc}"[:2000]
-            return [
-                RangeOutcome(
-                    index=r.index,
-                    attempt=a,
-                    outcome=outcome,
-                    node_type=bundle.node_type,
-                    finished=now,
-                    error=err,
+            task = fut.result()
+            where = task["where"]
+            results: list[RangeResult] = unpack(task["results"])
+            self._pools.result_from(where.get("pool"), now)
+            if bundle is None:  # given up on (timed out) and redone: keep a record only
+                failures.extend(
+                    dataclasses.replace(_outcome_from_result(r, "?", where), outcome="late")
+                    for r in results
                 )
-                for r, a in bundle.work
-            ]
-        out = []
-        node_type = bundle.node_type if bundle else None
-        for res in fut.result():
-            o = _outcome_from_result(res, node_type or "?")
-            self._pools.result_from(res.get("pool"), now)
-            if late:
-                o = dataclasses.replace(o, outcome="late")
-            elif res.get("failure") == NO_SPACE and not self._no_space:
-                self._no_space = res.get("error") or "no space left on device"
-                log.error("disk full: %s; stopping", self._no_space)
-            if not late:
-                if res.get("setup_time"):
-                    self._stats["inits"] += 1
-                self._workers.add(res.get("worker", "?"))
-            out.append(o)
-        return out
+                continue
+            nt = bundle.node_type
+            self._workers.add(where.get("worker", "?"))
+            if task["setup_time"]:
+                self._stats["inits"] += 1
+            ok = [r for r in results if r.ok]
+            if ok:
+                successes.append((ok, nt, where))
+            for r in results:
+                if r.ok:
+                    continue
+                failures.append(_outcome_from_result(r, nt, where))
+                if r.failure == NO_SPACE and not self._no_space:
+                    self._no_space = r.error or "no space left on device"
+                    log.error("disk full: %s; stopping", self._no_space)
+        if successes:
+            applied = self.ledger.record_successes(successes)
+            for (ok, nt, _), flags in zip(successes, applied, strict=True):
+                self._count_done([r for r, a in zip(ok, flags, strict=True) if a], nt)
+        if failures:
+            self._apply(failures)
 
-    def _apply(self, outcomes: list[RangeOutcome], futures_by_index: dict[int, Future]) -> None:
+    def _apply(self, outcomes: list[RangeOutcome]) -> None:
         """Record outcomes in one transaction and act on each range's new state."""
-        if not outcomes:
-            return
         states = self.ledger.record_outcomes(outcomes, max_failures=self.attempts)
         for o, state in zip(outcomes, states, strict=True):
             if state == "done":
-                self._range_done(o, futures_by_index[o.index])
+                self._count_done([o], o.node_type or "?")
             elif state == "failed":
                 if o.outcome == "failed":
                     self._stats["failures"] += 1
@@ -479,21 +499,22 @@ class Dispatcher:
             b = self._bundles.pop(bid)
             node_types.add((b.node_type, b.allowance))
             self._in_flight[b.node_type] -= len(b.work)
+            self._tasks_in_flight[b.node_type] -= 1
             self._stats["timeouts"] += len(b.work)
             err = f"no result after {b.allowance:.0f} s: presumed hung, redone elsewhere"
             outcomes.extend(
                 RangeOutcome(
-                    index=r.index,
+                    index=i,
                     attempt=a,
                     outcome="timeout",
                     node_type=b.node_type,
                     finished=now,
                     error=err,
                 )
-                for r, a in b.work
+                for i, a in b.work
             )
         log.warning("%d ranges timed out; redoing them", len(outcomes))
-        self._apply(outcomes, {})
+        self._apply(outcomes)
         for nt, allowance in node_types:
             self._end_wedged_pools(nt, allowance, now)
 
@@ -527,23 +548,26 @@ class Dispatcher:
             if self.session.end_block(node_type, block):
                 self._stats["wedged"] += 1
 
-    def _range_done(self, o: RangeOutcome, fut: Future) -> None:
-        self._events_done += o.n_events or 0
-        self._ranges_done += 1
-        self._stats["events"] += o.n_events or 0
-        self._stats["ranges"] += 1
-        if o.node_type:
-            self._per_node_type[o.node_type] = self._per_node_type.get(o.node_type, 0) + 1
-            if o.started and o.finished:
-                self.cutoff.range_estimate(o.node_type).add(o.finished - o.started)
-                self.timeouts.observe(o.node_type, o.finished - o.started)
-        g = self.plan.group_of_range(o.index)
-        futs = self._group_futures.setdefault(g, [])
-        if not futs or futs[-1] is not fut:
-            futs.append(fut)
-        self._group_left[g] -= 1
-        if self._group_left[g] == 0:
-            self._submit_merge(g)
+    def _count_done(self, done: list[Any], node_type: str) -> None:
+        """Count ranges recorded done (``RangeResult``s or outcomes); merge full groups."""
+        if not done:
+            return
+        events = sum(r.n_events or 0 for r in done)
+        self._events_done += events
+        self._ranges_done += len(done)
+        self._stats["events"] += events
+        self._stats["ranges"] += len(done)
+        self._per_node_type[node_type] = self._per_node_type.get(node_type, 0) + len(done)
+        durations = [r.finished - r.started for r in done if r.started and r.finished]
+        self.cutoff.range_estimate(node_type).extend(durations)
+        self.timeouts.observe_many(node_type, durations)
+        per_merge = self.plan.ranges_per_merge
+        left = self._group_left
+        for r in done:
+            g = r.index // per_merge
+            left[g] -= 1
+            if left[g] == 0:
+                self._submit_merge(g)
 
     # --- merges and validation ---------------------------------------------------
     def _submit_merge(self, g: int) -> None:
@@ -554,10 +578,10 @@ class Dispatcher:
         group = self.plan.group(g)
         nt = self.steps.merge
         self._merge_attempts[g] = self.ledger.start_merge(g, nt, time.time())
+        # The group's range files, as recorded: every one is done (and durable) by now.
         known = self.ledger.group_range_outputs(group)
-        chained = self._group_futures.pop(g, [])
         app = self.session.app("merge_group", nt)
-        fut = app(*self.payload, group, str(self.output_dir), known, inputs=chained)
+        fut = app(*self.payload, group, str(self.output_dir), pack(known))
         self._merges_in_flight[g] = time.time()
         fut.add_done_callback(lambda f: self._done_q.put(("merge", g, f)))
         self._submit_validation(g, fut)
@@ -678,6 +702,7 @@ class Dispatcher:
             elapsed=elapsed,
             events_per_second=self._recent_rate(now),
             stopping=self.stop.is_set(),
+            tasks_in_flight=sum(self._tasks_in_flight.values()),
         )
 
     def _recent_rate(self, now: float) -> float:
@@ -751,34 +776,63 @@ class Dispatcher:
         )
 
 
-def _outcome_from_result(res: dict[str, Any], node_type: str) -> RangeOutcome:
-    common = {
-        "index": res["index"],
-        "attempt": res["attempt"],
-        "node_type": node_type,
-        "host": res.get("host"),
-        "worker": res.get("worker"),
-        "slurm_job": res.get("slurm_job"),
-        "accelerator": res.get("accelerator"),
-        "started": res.get("started"),
-        "finished": res.get("finished"),
-    }
-    if res["ok"]:
-        return RangeOutcome(
-            outcome="done",
-            output=res["output"],
-            size=res["size"],
-            checksum=res["checksum"],
-            n_events=res["n_events"],
-            **common,
+#: Ledger outcome of each kind of failure reported by a worker.
+_FAILURE_OUTCOMES = {
+    PERMANENT: "fatal",
+    INFRASTRUCTURE: "lost",
+    NO_SPACE: "lost",
+    TIMEOUT: "timeout",
+}
+
+
+def _lost_or_failed(bundle: _Bundle, exc: BaseException, now: float) -> list[RangeOutcome]:
+    """Every range of a task that raised: lost with its worker, or failed."""
+    outcome = "lost" if type(exc).__name__ in LOST_WORKER_ERRORS else "failed"
+    err = f"{type(exc).__name__}: {exc}"[:2000]
+    return [
+        RangeOutcome(
+            index=i,
+            attempt=a,
+            outcome=outcome,
+            node_type=bundle.node_type,
+            finished=now,
+            error=err,
         )
-    outcome = {
-        PERMANENT: "fatal",
-        INFRASTRUCTURE: "lost",
-        NO_SPACE: "lost",
-        TIMEOUT: "timeout",
-    }.get(res.get("failure", ""), "failed")
-    return RangeOutcome(outcome=outcome, error=res.get("error"), **common)
+        for i, a in bundle.work
+    ]
+
+
+def _outcome_from_result(res: RangeResult, node_type: str, where: dict[str, Any]) -> RangeOutcome:
+    if res.ok:
+        return RangeOutcome(
+            res.index,
+            res.attempt,
+            "done",
+            node_type,
+            where.get("host"),
+            where.get("worker"),
+            where.get("slurm_job"),
+            where.get("accelerator"),
+            res.started,
+            res.finished,
+            res.output,
+            res.size,
+            res.checksum,
+            res.n_events,
+        )
+    return RangeOutcome(
+        res.index,
+        res.attempt,
+        _FAILURE_OUTCOMES.get(res.failure or "", "failed"),
+        node_type,
+        where.get("host"),
+        where.get("worker"),
+        where.get("slurm_job"),
+        where.get("accelerator"),
+        res.started,
+        res.finished,
+        error=res.error,
+    )
 
 
 def _is_dependency_failure(exc: BaseException) -> bool:

@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -82,19 +83,56 @@ def range_deadline(seconds: float | None, grace: float | None = None) -> Iterato
 
         previous = signal.signal(signal.SIGALRM, _soft)
         signal.setitimer(signal.ITIMER_REAL, seconds)
-    hard = threading.Timer(seconds + grace, _end_worker, args=(seconds + grace,))
-    hard.daemon = True
-    hard.start()
+    _WATCHDOG.arm(time.monotonic() + seconds + grace)
     try:
         yield
     finally:
-        hard.cancel()
+        _WATCHDOG.disarm()
         if in_main:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
 
 
-def _end_worker(after: float) -> None:
-    print(f"parsl-es: range still running after {after:.0f} s; ending worker", file=sys.stderr)
+class _HardWatchdog:
+    """One thread per worker process that ends the process at an armed deadline.
+
+    Started on first use and kept: starting a thread per range would cost more
+    than a short range itself.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float) -> None:
+        with self._cond:
+            self._deadline = deadline
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._watch, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._deadline = None
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    _end_worker()
+                self._cond.wait(left)
+
+
+_WATCHDOG = _HardWatchdog()
+
+
+def _end_worker() -> None:
+    print("parsl-es: range still running past its hard deadline; ending worker", file=sys.stderr)
     sys.stderr.flush()
     os._exit(HUNG_EXIT_STATUS)

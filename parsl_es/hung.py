@@ -41,6 +41,22 @@ class RangeTimeouts:
     def observe(self, node_type: str, seconds: float) -> None:
         self._durations.setdefault(node_type, DurationEstimate()).add(seconds)
 
+    def observe_many(self, node_type: str, seconds: list[float]) -> None:
+        self._durations.setdefault(node_type, DurationEstimate()).extend(seconds)
+
+    def bundle_allowance(self, node_type: str, n_ranges: int) -> float:
+        """How long a bundle of ``n_ranges`` may take from submission to result.
+
+        Queued behind about one other bundle, then its own ranges (each at most the
+        range timeout, together at most ``factor`` times their expected time), plus
+        slack for a busy machine.
+        """
+        timeout = self.current(node_type)
+        est = self._durations.get(node_type)
+        p99 = (est.percentile(0.99) if est is not None else None) or timeout
+        own = max(timeout, self.policy.factor * n_ranges * p99)
+        return 2 * own + max(10.0, 0.5 * timeout)
+
     def current(self, node_type: str) -> float:
         p = self.policy
         est = self._durations.get(node_type)

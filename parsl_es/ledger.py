@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,15 +37,55 @@ MERGE_STATES = ("waiting", "running", "done", "failed")
 #: attempt limit.
 LOST_FACTOR = 3
 
+#: The ranges of merge group ``?`` (twice), by primary key: no scan of the whole table.
+_IN_GROUP = (
+    "idx BETWEEN (SELECT first_range FROM merges WHERE group_idx=?) "
+    "AND (SELECT last_range FROM merges WHERE group_idx=?)"
+)
+
+#: Ranges with where they ran: a successful range points at its task's row; failed
+#: attempts and ledgers from before tasks were recorded carry it in the range itself.
+_RANGE_INFO = """
+CREATE VIEW IF NOT EXISTS range_info AS
+SELECT r.idx, r.id, r.first_event, r.last_event, r.merge_group, r.seed, r.state, r.attempts,
+    r.failures, r.lost, r.node_type,
+    COALESCE(t.host, r.host) AS host, COALESCE(t.worker, r.worker) AS worker,
+    COALESCE(t.slurm_job, r.slurm_job) AS slurm_job,
+    COALESCE(t.accelerator, r.accelerator) AS accelerator,
+    r.started, r.finished, r.finished - r.started AS duration, r.output, r.size, r.checksum,
+    r.n_events, r.error, r.task
+FROM ranges r LEFT JOIN tasks t ON t.task = r.task
+"""
+_TASKS = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task INTEGER PRIMARY KEY,
+    node_type TEXT, host TEXT, worker TEXT, slurm_job TEXT, accelerator TEXT,
+    pool TEXT, block TEXT, recorded REAL
+)
+"""
+
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (range_idx, attempt, outcome, node_type, host, worker, slurm_job, "
+    "accelerator, started, finished, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_MARK_DONE = (
+    "UPDATE ranges SET state='done', task=?, started=?, finished=?, output=?, size=?, "
+    "checksum=?, n_events=? WHERE idx=? AND attempts=? AND state='running'"
+)
+_INSERT_TASK = (
+    "INSERT INTO tasks (node_type, host, worker, slurm_job, accelerator, pool, block, recorded) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE ranges (
     idx INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
+    id TEXT NOT NULL,
     first_event INTEGER NOT NULL,
     last_event INTEGER NOT NULL,
     merge_group INTEGER NOT NULL,
-    seed INTEGER NOT NULL,
+    seed INTEGER,  -- derivable (ranges.range_seed); ledgers before 0.2 require it
     state TEXT NOT NULL CHECK (state IN ('ready','running','done','merged','failed','fatal')),
     attempts INTEGER NOT NULL DEFAULT 0,
     failures INTEGER NOT NULL DEFAULT 0,
@@ -53,10 +93,9 @@ CREATE TABLE ranges (
     node_type TEXT, host TEXT, worker TEXT, slurm_job TEXT, accelerator TEXT,
     started REAL, finished REAL, duration REAL,
     output TEXT, size INTEGER, checksum TEXT, n_events INTEGER,
-    error TEXT
+    error TEXT,
+    task INTEGER  -- the Parsl task (bundle) that simulated it: where it ran
 );
-CREATE INDEX ranges_state ON ranges (state);
-CREATE INDEX ranges_group ON ranges (merge_group);
 CREATE TABLE attempts (
     range_idx INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
@@ -135,6 +174,10 @@ class Ledger:
         self.path = path
         self.conn = conn
         self._plan: RangePlan | None = None
+        # Ledgers written before range seeds became derivable insist on storing them.
+        self._stores_seed = any(
+            row[1] == "seed" and row[3] for row in conn.execute("PRAGMA table_info(ranges)")
+        )
 
     # --- opening -----------------------------------------------------------
     @classmethod
@@ -146,6 +189,8 @@ class Ledger:
         conn = sqlite3.connect(tmp)
         try:
             conn.executescript(_SCHEMA)
+            conn.execute(_TASKS)
+            conn.execute(_RANGE_INFO)
             with conn:
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -183,6 +228,7 @@ class Ledger:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            _upgrade(conn, readonly)
         except sqlite3.DatabaseError as exc:
             raise UserError(f"not a parsl-es ledger: {exc}", file=path) from None
         return cls(path, conn)
@@ -231,22 +277,55 @@ class Ledger:
         """Mark ranges running on one node type; return each one's attempt number."""
         return self.start_many([(r, node_type) for r in ranges], now)
 
-    def start_many(self, work: Iterable[tuple[EventRange, str]], now: float) -> list[int]:
-        """Mark ranges running (one transaction for all); return their attempt numbers.
+    def start_many(
+        self, work: Iterable[tuple[EventRange, str]], now: float, fresh_from: int | None = None
+    ) -> list[int]:
+        """Mark ranges running (one transaction for all); return their attempt numbers."""
+        return self.start_indices([(r.index, nt) for r, nt in work], now, fresh_from)
 
-        Only a ready or failed range can start: anything else means the caller
-        lost track, and the whole batch is refused.
+    def start_indices(
+        self, work: list[tuple[int, str]], now: float, fresh_from: int | None = None
+    ) -> list[int]:
+        """Mark ranges ``(index, node type)`` running in one transaction; return attempts.
+
+        Ranges with an index of at least ``fresh_from`` have never been started:
+        they are inserted in one batched statement, the cheap path that keeps the
+        ledger off the critical path of fast campaigns. The others (retries) go
+        one by one: only a ready or failed range can start; anything else means the
+        caller lost track, and the whole batch is refused.
         """
+        plan = self.plan
+        fresh_from = plan.n_ranges if fresh_from is None else fresh_from
+        node_types = dict(work)
         attempts = []
         with self.transaction():
-            for r, node_type in work:
+            fresh = [i for i, _ in work if i >= fresh_from]
+            if fresh:
+                seeds = [plan.range(i).seed if self._stores_seed else None for i in fresh]
+                try:
+                    self.conn.executemany(
+                        "INSERT INTO ranges (idx, id, first_event, last_event, merge_group, "
+                        "seed, state, attempts, node_type, started) "
+                        "VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?)",
+                        [
+                            (*row, seed, node_types[row[0]], now)
+                            for row, seed in zip(plan.rows(fresh), seeds, strict=True)
+                        ],
+                    )
+                except sqlite3.IntegrityError:
+                    raise RuntimeError("a range started as new is already in the ledger") from None
+            for index, node_type in work:
+                if index >= fresh_from:
+                    attempts.append(1)
+                    continue
+                r = plan.range(index)
                 row = self.conn.execute(
                     "INSERT INTO ranges (idx, id, first_event, last_event, merge_group, seed, "
                     "state, attempts, node_type, started) "
                     "VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?) "
                     "ON CONFLICT(idx) DO UPDATE SET state='running', attempts=attempts+1, "
                     "node_type=excluded.node_type, started=excluded.started, finished=NULL, "
-                    "host=NULL, worker=NULL, slurm_job=NULL "
+                    "host=NULL, worker=NULL, slurm_job=NULL, task=NULL, error=NULL "
                     "WHERE state IN ('ready', 'failed') RETURNING attempts",
                     (
                         r.index,
@@ -254,7 +333,7 @@ class Ledger:
                         r.first_event,
                         r.last_event,
                         r.merge_group,
-                        r.seed,
+                        r.seed if self._stores_seed else None,
                         node_type,
                         now,
                     ),
@@ -270,19 +349,126 @@ class Ledger:
         An outcome for an attempt that is no longer the range's current one (a
         late result) changes nothing and returns 'stale'.
         """
-        states = []
+        outcomes = list(outcomes)
+        states: list[str | None] = [None] * len(outcomes)
         with self.transaction():
-            for o in outcomes:
-                values = asdict(o)
-                self.conn.execute(
-                    "INSERT INTO attempts (range_idx, attempt, outcome, node_type, host, worker, "
-                    "slurm_job, accelerator, started, finished, error) VALUES (:index, :attempt, "
-                    ":outcome, :node_type, :host, :worker, :slurm_job, :accelerator, :started, "
-                    ":finished, :error)",
-                    values,
+            self.conn.executemany(  # a success's record is its range row: not repeated here
+                _INSERT_ATTEMPT,
+                [
+                    (
+                        o.index,
+                        o.attempt,
+                        o.outcome,
+                        o.node_type,
+                        o.host,
+                        o.worker,
+                        o.slurm_job,
+                        o.accelerator,
+                        o.started,
+                        o.finished,
+                        o.error,
+                    )
+                    for o in outcomes
+                    if o.outcome != "done"
+                ],
+            )
+            done = [i for i, o in enumerate(outcomes) if o.outcome == "done"]
+            if done:
+                first = outcomes[done[0]]
+                task = self._record_task(first.node_type, asdict(first))
+                rows = [
+                    (
+                        task,
+                        o.started,
+                        o.finished,
+                        o.output,
+                        o.size,
+                        o.checksum,
+                        o.n_events,
+                        o.index,
+                        o.attempt,
+                    )
+                    for o in (outcomes[i] for i in done)
+                ]
+                for i, ok in zip(done, self._apply_successes(rows), strict=True):
+                    states[i] = "done" if ok else "stale"
+            for i, o in enumerate(outcomes):
+                if states[i] is None:
+                    states[i] = self._apply_outcome(asdict(o), max_failures)
+        return states  # type: ignore[return-value]
+
+    def record_successes(
+        self, tasks: Sequence[tuple[Sequence[Any], str, dict[str, Any]]]
+    ) -> list[list[bool]]:
+        """Record finished ranges of several tasks in one transaction.
+
+        Each task is ``(results, node type, where)`` with ``apps.RangeResult``s. The
+        hot path of a campaign: where a task ran is written once, each range is one
+        row of a batched UPDATE. Returns, per task, which results were applied
+        (False: a late result for an attempt that is no longer current).
+        """
+        with self.transaction():
+            applied = []
+            for results, node_type, where in tasks:
+                task = self._record_task(node_type, where)
+                applied.append(
+                    self._apply_successes(
+                        [
+                            (
+                                task,
+                                r.started,
+                                r.finished,
+                                r.output,
+                                r.size,
+                                r.checksum,
+                                r.n_events,
+                                r.index,
+                                r.attempt,
+                            )
+                            for r in results
+                        ]
+                    )
                 )
-                states.append(self._apply_outcome(values, max_failures))
-        return states
+            return applied
+
+    def _record_task(self, node_type: str | None, where: dict[str, Any]) -> int:
+        cursor = self.conn.execute(
+            _INSERT_TASK,
+            (
+                node_type,
+                where.get("host"),
+                where.get("worker"),
+                where.get("slurm_job"),
+                where.get("accelerator"),
+                where.get("pool"),
+                where.get("block"),
+                time.time(),
+            ),
+        )
+        return int(cursor.lastrowid)
+
+    def _apply_successes(self, rows: list[tuple]) -> list[bool]:
+        """Mark ranges done in one batched UPDATE; say which were applied (not stale).
+
+        ``rows`` are in the order of ``_MARK_DONE``'s parameters.
+        """
+        cursor = self.conn.executemany(_MARK_DONE, rows)
+        if cursor.rowcount == len(rows):
+            return [True] * len(rows)
+        # Some matched no running attempt (late results): find which took effect.
+        found = {
+            r[0]: r
+            for r in self.conn.execute(
+                f"SELECT idx, attempts, state, task FROM ranges WHERE idx IN "
+                f"({','.join('?' * len(rows))})",
+                [row[7] for row in rows],
+            )
+        }
+        return [
+            (now := found.get(row[7])) is not None
+            and (now[1], now[2], now[3]) == (row[8], "done", row[0])
+            for row in rows
+        ]
 
     def _apply_outcome(self, o: dict[str, Any], max_failures: int) -> str:
         """Move a running range to done, failed or fatal; 'stale' if the attempt is old.
@@ -373,7 +559,8 @@ class Ledger:
                 ),
             )
             self.conn.execute(
-                "UPDATE ranges SET state='merged' WHERE merge_group=? AND state='done'", (group,)
+                f"UPDATE ranges SET state='merged' WHERE {_IN_GROUP} AND state='done'",
+                (group, group),
             )
 
     def fail_merge(self, group: int, error: str) -> None:
@@ -394,12 +581,12 @@ class Ledger:
     # --- queries -------------------------------------------------------------
     def range_rows(self, states: Iterable[str] | None = None) -> Iterator[sqlite3.Row]:
         if states is None:
-            yield from self.conn.execute("SELECT * FROM ranges ORDER BY idx")
+            yield from self.conn.execute("SELECT * FROM range_info ORDER BY idx")
             return
         states = tuple(states)
         marks = ",".join("?" * len(states))
         yield from self.conn.execute(
-            f"SELECT * FROM ranges WHERE state IN ({marks}) ORDER BY idx", states
+            f"SELECT * FROM range_info WHERE state IN ({marks}) ORDER BY idx", states
         )
 
     def merge_rows(self) -> list[sqlite3.Row]:
@@ -408,14 +595,15 @@ class Ledger:
     def merge_row(self, group: int) -> sqlite3.Row:
         return self.conn.execute("SELECT * FROM merges WHERE group_idx=?", (group,)).fetchone()
 
-    def group_range_outputs(self, group: MergeGroup) -> list[dict[str, Any]]:
-        """Records of the group's done ranges, in event order."""
-        rows = self.conn.execute(
-            "SELECT idx, id, first_event, last_event, output, size, checksum, n_events "
-            "FROM ranges WHERE merge_group=? AND state IN ('done','merged') ORDER BY idx",
-            (group.index,),
-        ).fetchall()
-        return [dict(r) for r in rows]
+    def group_range_outputs(self, group: MergeGroup) -> list[tuple[int, str, str]]:
+        """``(index, output, checksum)`` of the group's done ranges, in event order."""
+        cursor = self.conn.execute(
+            "SELECT idx, output, checksum FROM ranges WHERE idx BETWEEN ? AND ? "
+            "AND state IN ('done','merged') ORDER BY idx",
+            (group.first_range, group.last_range),
+        )
+        cursor.row_factory = None  # plain tuples: thousands per merge
+        return cursor.fetchall()
 
     def next_untouched(self) -> int:
         """Index of the first range never dispatched (rows exist below it)."""
@@ -468,7 +656,7 @@ class Ledger:
 
         for nt, n, events, hosts, jobs, mean in self.conn.execute(
             "SELECT node_type, COUNT(*), COALESCE(SUM(n_events), 0), COUNT(DISTINCT host), "
-            "COUNT(DISTINCT slurm_job), AVG(duration) FROM ranges "
+            "COUNT(DISTINCT slurm_job), AVG(duration) FROM range_info "
             "WHERE state IN ('done','merged') GROUP BY node_type ORDER BY node_type"
         ):
             share(nt).update(
@@ -521,8 +709,8 @@ class Ledger:
                         (m["group_idx"],),
                     )
                     self.conn.execute(
-                        "UPDATE ranges SET state='done' WHERE merge_group=? AND state='merged'",
-                        (m["group_idx"],),
+                        f"UPDATE ranges SET state='done' WHERE {_IN_GROUP} AND state='merged'",
+                        (m["group_idx"], m["group_idx"]),
                     )
             for r in self.conn.execute(
                 "SELECT idx, merge_group, output, size FROM ranges WHERE state='done'"
@@ -536,6 +724,25 @@ class Ledger:
             if unproven:  # an earlier campaign validation no longer speaks for the outputs
                 self.conn.execute("DELETE FROM meta WHERE key='campaign_validation'")
         return counts
+
+
+def _upgrade(conn: sqlite3.Connection, readonly: bool) -> None:
+    """Bring a ledger written by an earlier parsl-es up to date (tasks, range_info).
+
+    Read-only, an old ledger gets a temporary view without the tasks it lacks.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(ranges)")}
+    if not readonly:
+        if "task" not in columns:
+            conn.execute("ALTER TABLE ranges ADD COLUMN task INTEGER")
+        conn.execute(_TASKS)
+        conn.execute(_RANGE_INFO)
+        return
+    has_view = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='view' AND name='range_info'"
+    ).fetchone()
+    if not has_view:
+        conn.execute("CREATE TEMP VIEW range_info AS SELECT * FROM ranges")
 
 
 def _file_ok(output_dir: Path, rel: str | None, size: int | None) -> bool:

@@ -156,7 +156,7 @@ class DriverOptions(TypedDict, total=False):
     session: SiteSession | None
     on_progress: Callable[[Progress], None] | None
     stop: threading.Event | None
-    bundle_size: int
+    bundle_size: int | None
     allocation_end: float | None
     margin_seconds: float
 
@@ -184,7 +184,7 @@ def drive(
                 payload_params=spec.payload.params,
                 steps=steps,
                 attempts=spec.attempts,
-                bundle_size=options.get("bundle_size", 1),
+                bundle_size=options.get("bundle_size"),
                 on_progress=options.get("on_progress"),
                 stop=options.get("stop"),
                 cutoff=Cutoff(

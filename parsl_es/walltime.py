@@ -88,9 +88,15 @@ class DurationEstimate:
         if seconds >= 0:
             self._seen.append(seconds)
 
+    def extend(self, seconds: list[float]) -> None:
+        self._seen.extend(s for s in seconds if s >= 0)
+
     @property
     def count(self) -> int:
         return len(self._seen)
+
+    def mean(self) -> float | None:
+        return sum(self._seen) / len(self._seen) if self._seen else None
 
     def p90(self) -> float | None:
         """The 90th percentile of recent durations (None before the first)."""

@@ -15,7 +15,7 @@ import pytest
 from parsl_es import rootio, run
 from parsl_es.payloads import FatalPayloadError, make_payload
 from parsl_es.payloads.physics.calo_backends import CaloBackend, select_backend
-from parsl_es.ranges import EventRange, range_seed
+from parsl_es.ranges import EventRange
 from parsl_es.validation import rank_test_p_value
 from tests.helpers import assert_every_event_once
 
@@ -26,7 +26,7 @@ torch = pytest.importorskip("torch", reason="torch is in the test extra: pip ins
 def simulate(tmp: Path, name: str, first: int, n: int, **params) -> Path:
     payload = make_payload("physics", {"process": "ttbar", **params})
     payload.setup()
-    r = EventRange("t", 0, first, first + n - 1, 0, range_seed(SEED, first), SEED)
+    r = EventRange("t", 0, first, first + n - 1, 0, SEED)
     path = tmp / f"{name}.root"
     assert payload.simulate(r, path) == n
     return path

@@ -23,7 +23,7 @@ from parsl_es.payloads.command import (
     simulate_values,
 )
 from parsl_es.payloads.physics import PhysicsPayload
-from parsl_es.ranges import EventRange, range_seed
+from parsl_es.ranges import EventRange
 
 SEED = 3
 PY = shlex.quote(sys.executable)
@@ -67,7 +67,6 @@ def make_range(first: int, last: int, campaign: str = "c") -> EventRange:
         first_event=first,
         last_event=last,
         merge_group=0,
-        seed=range_seed(SEED, first),
         campaign_seed=SEED,
     )
 

@@ -68,8 +68,12 @@ def test_range_lifecycle(ledger):
     assert row["checksum"] == "0000abcd" and row["n_events"] == 2 and row["node_type"] == "cpu"
     assert ledger.start_ranges([PLAN.range(1)], "gpu", time.time()) == [2]
     assert ledger.record_outcomes([done(1, attempt=2)], max_failures=3) == ["done"]
+    # failed attempts are kept; a success is its range row (where it ran: its task)
     history = ledger.conn.execute("SELECT outcome FROM attempts WHERE range_idx=1").fetchall()
-    assert [h[0] for h in history] == ["failed", "done"]
+    assert [h[0] for h in history] == ["failed"]
+    row = dict(next(r for r in ledger.range_rows() if r["idx"] == 1))
+    assert row["state"] == "done" and row["attempts"] == 2 and row["node_type"] == "gpu"
+    assert row["duration"] == pytest.approx(row["finished"] - row["started"])
 
 
 def test_cannot_start_a_running_or_done_range(ledger):

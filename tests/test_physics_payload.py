@@ -12,7 +12,7 @@ import uproot
 from parsl_es.payloads import FatalPayloadError, PayloadError, make_payload
 from parsl_es.payloads.physics import PhysicsPayload
 from parsl_es.payloads.physics.generator import MAX_TRIES, PythiaGenerator
-from parsl_es.ranges import EventRange, event_seed, range_seed
+from parsl_es.ranges import EventRange, event_seed
 
 PARAMS = {"process": "qcd", "pthat_min_gev": 50.0, "run_number": 7}
 SEED = 42
@@ -25,7 +25,6 @@ def make_range(first: int, last: int, index: int = 0) -> EventRange:
         first_event=first,
         last_event=last,
         merge_group=0,
-        seed=range_seed(SEED, first),
         campaign_seed=SEED,
     )
 

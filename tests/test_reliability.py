@@ -174,7 +174,7 @@ def test_worker_killed_mid_range_costs_no_attempt(local_session, tmp_path):
         """SIGKILL a worker that is running ranges until one dies mid-range."""
         for _ in range(6):
             wait_for(lambda: (out / "ledger.sqlite").exists() and len(done_ranges(out)) >= 2)
-            rows = ledger_rows(out, "SELECT worker FROM ranges WHERE worker IS NOT NULL")
+            rows = ledger_rows(out, "SELECT worker FROM range_info WHERE worker IS NOT NULL")
             pids = {int(r["worker"].rsplit(":", 1)[1]) for r in rows} - set(killed)
             if not pids:
                 time.sleep(0.5)
@@ -240,7 +240,7 @@ def test_damaged_outputs_are_detected_marked_and_redone(local_session, tmp_path)
     assert result.status == "complete", result.message
     assert result.merges_this_run == 3
     assert result.ranges_this_run == 1, "only the damaged range of group 2 is simulated again"
-    damaged = ledger_rows(out, "SELECT range_idx FROM attempts WHERE outcome='damaged'")
+    damaged = ledger_rows(out, "SELECT range_idx FROM attempts WHERE outcome = 'damaged'")
     assert [d["range_idx"] for d in damaged] == [11]
     after = done_ranges(out)
     assert all(after[i] == n for i, n in before.items() if i != 11)

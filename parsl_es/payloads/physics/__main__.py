@@ -18,7 +18,7 @@ from pathlib import Path
 
 from parsl_es.payloads.base import PayloadError
 from parsl_es.payloads.physics.payload import PhysicsParams, PhysicsPayload
-from parsl_es.ranges import EventRange, range_seed
+from parsl_es.ranges import EventRange
 
 PROG = "python -m parsl_es.payloads.physics"
 
@@ -65,7 +65,6 @@ def simulate(args: argparse.Namespace) -> int:
         first_event=args.first_event,
         last_event=args.first_event + args.n_events - 1,
         merge_group=0,
-        seed=range_seed(args.campaign_seed, args.first_event),
         campaign_seed=args.campaign_seed,
     )
     return payload.simulate(event_range, args.output)

@@ -1,0 +1,52 @@
+"""What the benchmarks share: a scratch directory on tmpfs, a driver-CPU clock, output lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A scratch directory, in memory where possible: the benchmarks measure the engine,
+    not the disk (on a real file system each range file costs an fsync)."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class Clock:
+    """Wall time and this process's CPU time (all its threads: the driver's cost)."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def __enter__(self) -> Clock:
+        self._w, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall = time.perf_counter() - self._w
+        self.cpu = time.process_time() - self._c
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def report(figures: dict, line: str) -> None:
+    """One JSON line for scripts, one line for people."""
+    print(json.dumps(figures), flush=True)
+    print(line, flush=True)
