@@ -1,16 +1,33 @@
-"""parsl-es: event-service pipelines for high-energy physics on Parsl."""
+"""parsl-es: event-service pipelines for high-energy physics on Parsl.
+
+Names are imported when first used: every Parsl worker imports this package, and
+a campaign's thousands of workers should not each pay for the campaign-file
+machinery they never touch.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from parsl_es.campaign import CampaignSpec, campaign_from_dict, load_campaign
-from parsl_es.errors import UserError
+_EXPORTS = {
+    "CampaignSpec": "parsl_es.campaign",
+    "campaign_from_dict": "parsl_es.campaign",
+    "load_campaign": "parsl_es.campaign",
+    "UserError": "parsl_es.errors",
+}
 
-__all__ = [
-    "CampaignSpec",
-    "UserError",
-    "__version__",
-    "campaign_from_dict",
-    "load_campaign",
-]
+__all__ = ["CampaignSpec", "UserError", "__version__", "campaign_from_dict", "load_campaign"]
+
+if TYPE_CHECKING:
+    from parsl_es.campaign import CampaignSpec, campaign_from_dict, load_campaign
+    from parsl_es.errors import UserError
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'parsl_es' has no attribute {name!r}")

@@ -9,6 +9,7 @@ a LocalProvider on 127.0.0.1 and as many workers as there are cores.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -109,6 +110,12 @@ class NodeTypeSpec(_Strict):
     cores_per_worker: float = Field(1.0, gt=0)
     accelerators: int | list[str] = Field(
         0, description="GPUs per node: a count or device ids; one worker per accelerator"
+    )
+    prefetch_per_worker: float = Field(
+        1.0,
+        ge=0,
+        description="tasks a worker pool holds beyond its free workers, per worker: the next "
+        "bundle is there when a worker finishes, not a round trip to the interchange away",
     )
     heartbeat_period: int = Field(5, ge=1)
     heartbeat_threshold: int = Field(20, ge=2)
@@ -451,6 +458,7 @@ def build_executor(label: str, nt: NodeTypeSpec, run_dir: Path) -> Any:
         provider=_provider(nt),
         max_workers_per_node=nt.workers(),
         cores_per_worker=nt.cores_per_worker,
+        prefetch_capacity=math.ceil(nt.workers() * nt.prefetch_per_worker),
         available_accelerators=nt.accelerator_ids,
         heartbeat_period=nt.heartbeat_period,
         heartbeat_threshold=nt.heartbeat_threshold,

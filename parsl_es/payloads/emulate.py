@@ -15,11 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import hist
 import numpy as np
 from pydantic import Field
 
-from parsl_es import rootio
 from parsl_es.payloads.base import PayloadError, PayloadParams
 from parsl_es.payloads.rootfiles import RootTreePayload
 from parsl_es.ranges import EventRange, event_seed
@@ -94,6 +92,8 @@ class EmulatePayload(RootTreePayload):
                 table[name] = column
             _save(output, table)
         else:
+            from parsl_es import rootio  # uproot loads in ~0.3 s: only where used
+
             rootio.write_events(output, columns)
         return len(numbers)
 
@@ -128,7 +128,11 @@ class EmulatePayload(RootTreePayload):
         if self.npy:
             values = np.load(path)["value"]
         else:
+            from parsl_es import rootio
+
             values = rootio.read_events(path, filter_name=["value"])["value"]
+        import hist
+
         h = hist.Hist(hist.axis.Regular(50, 0, 50, name="value", label="emulated value"))
         h.fill(value=values)
         return {"value": h}

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from parsl_es import rootio
 from parsl_es.payloads.base import Payload
 
 
@@ -21,10 +20,16 @@ class RootTreePayload(Payload):
     suffix = ".root"
 
     def merge(self, inputs: Sequence[Path], output: Path) -> int:
+        from parsl_es import rootio  # uproot and awkward load in ~0.3 s: only where used
+
         return rootio.merge_files(inputs, output)
 
     def event_numbers(self, path: Path) -> np.ndarray:
+        from parsl_es import rootio
+
         return rootio.event_numbers(path)
 
     def content_hash(self, path: Path) -> str:
+        from parsl_es import rootio
+
         return rootio.content_hash(path)

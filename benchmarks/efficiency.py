@@ -1,0 +1,199 @@
+"""Worker utilisation: how much of the workers' time goes into the payload.
+
+For 8, 32 and 128 workers and range durations of 1 s, 0.1 s and 0.02 s, a
+campaign of one-event ranges whose payload sleeps for the range duration
+(``emulate``, npy output; sleeping lets many workers share 2 cores: HTEX caps
+workers at cores / ``cores_per_worker``, so ``cores_per_worker`` is set to
+cores / workers). Next to it, on the same executor, plain Parsl running one app
+per range that sleeps as long.
+
+Utilisation = time spent in the payload / (workers x time), two ways:
+steady state (from the moment every worker has started its first range to the
+end of the last) and end to end (from submit to the end of the last range).
+For parsl-es, time in the payload is each range's recorded duration (the sleep
+plus writing its file); for plain Parsl, each app's own start to end.
+
+    python benchmarks/efficiency.py [--quick] [--seconds 20] [--plot docs/images/efficiency.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from benchmarks.common import report, scratch
+from parsl_es import run
+from parsl_es.session import SiteSession
+from parsl_es.sites import load_site
+
+WORKERS = (8, 32, 128)
+DURATIONS = (1.0, 0.1, 0.02)
+
+
+def sleeper(seconds: float) -> tuple[float, float, int]:
+    import os
+    import time
+
+    import parsl_es.apps  # noqa: F401 (what a parsl-es worker imports, for a fair warm-up)
+
+    t0 = time.time()
+    time.sleep(seconds)
+    return t0, time.time(), os.getpid()
+
+
+def utilisation(spans: list[tuple[float, float, object]], workers: int, t_submit: float) -> dict:
+    """Steady-state and end-to-end utilisation of ``(start, end, worker)`` spans."""
+    first = {}
+    for start, _, who in spans:
+        first[who] = min(first.get(who, start), start)
+    t_end = max(end for _, end, _ in spans)
+    # steady state begins once every worker has started a range (all of them, if all did)
+    t_steady = max(first.values()) if len(first) >= workers else t_end
+    busy_steady = sum(max(0.0, min(e, t_end) - max(s, t_steady)) for s, e, _ in spans)
+    busy_total = sum(e - s for s, e, _ in spans)
+    steady = busy_steady / (workers * (t_end - t_steady)) if t_end > t_steady else 0.0
+    return {
+        "steady": round(steady, 4),
+        "end_to_end": round(busy_total / (workers * (t_end - t_submit)), 4),
+        "workers_seen": len(first),
+        "ranges_per_s": round(len(spans) / (t_end - t_submit), 1),
+    }
+
+
+def parsl_es_run(session: SiteSession, workers: int, seconds: float, n: int, tmp: Path) -> dict:
+    spec = {
+        "name": f"eff-{workers}-{seconds:g}",
+        "events": n,
+        "events_per_range": 1,
+        "events_per_merge": max(1, n // 4),
+        "seed": 1,
+        "payload": {"name": "emulate", "seconds_per_event": seconds, "output_format": "npy"},
+    }
+    out = tmp / spec["name"]
+    t_submit = time.time()
+    result = run.submit(spec, out, session=session)
+    assert result.status == "complete", result.message
+    conn = sqlite3.connect(out / "ledger.sqlite")
+    spans = conn.execute("SELECT started, finished, worker FROM range_info").fetchall()
+    conn.close()
+    return utilisation(spans, workers, t_submit)
+
+
+def plain_run(session: SiteSession, workers: int, seconds: float, n: int) -> dict:
+    from parsl.app.app import python_app
+
+    app = python_app(sleeper, executors=["local"], data_flow_kernel=session.dfk)
+    t_submit = time.time()
+    futures = [app(seconds) for _ in range(n)]
+    spans = [f.result() for f in futures]
+    return utilisation(spans, workers, t_submit)
+
+
+def wait_for_workers(session: SiteSession, workers: int, timeout: float = 900.0) -> float:
+    """Seconds until every worker process has run a task (importing parsl_es).
+
+    A worker pool reports all its workers when it connects, while their processes
+    are still starting; a round of short tasks on every worker waits for them, so
+    that neither parsl-es nor plain Parsl is measured on cold workers.
+    """
+    from parsl.app.app import python_app
+
+    t0 = time.time()
+    while (session.connected_workers("local") or 0) < workers:
+        if time.time() - t0 > timeout:
+            raise RuntimeError(f"only {session.connected_workers('local')} of {workers} workers")
+        time.sleep(0.2)
+    warm = python_app(sleeper, executors=["local"], data_flow_kernel=session.dfk)
+    pids = {f.result()[2] for f in [warm(0.5) for _ in range(2 * workers)]}
+    while len(pids) < workers and time.time() - t0 < timeout:
+        pids |= {f.result()[2] for f in [warm(0.5) for _ in range(workers)]}
+    return time.time() - t0
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for seconds in sorted({r["range_seconds"] for r in results}, reverse=True):
+        rows = sorted(
+            (r for r in results if r["range_seconds"] == seconds), key=lambda r: r["workers"]
+        )
+        w = [r["workers"] for r in rows]
+        for key, style, label in (("parsl_es", "-o", "parsl-es"), ("plain", "--x", "plain Parsl")):
+            line = ax1.plot(
+                w, [r[key]["steady"] * 100 for r in rows], style, label=f"{label}, {seconds:g} s"
+            )
+            ax2.plot(w, [r[key]["ranges_per_s"] for r in rows], style, color=line[0].get_color())
+    ax1.set(xscale="log", xlabel="workers", ylabel="steady-state utilisation [%]", ylim=(0, 105))
+    ax2.set(xscale="log", yscale="log", xlabel="workers", ylabel="ranges per second (end to end)")
+    for ax in (ax1, ax2):
+        ax.set_xticks([r["workers"] for r in results], [str(r["workers"]) for r in results])
+        ax.grid(alpha=0.3)
+    ax1.legend(fontsize=7, ncol=2)
+    fig.suptitle("Weak scaling on 2 cores: workers sleeping for the range duration")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="8 and 32 workers, 0.1 and 0.02 s")
+    parser.add_argument("--seconds", type=float, help="ideal campaign length (default 20, quick 5)")
+    parser.add_argument("--plot", type=Path, help="write the figure here (PNG)")
+    args = parser.parse_args()
+    workers_list = (8, 32) if args.quick else WORKERS
+    durations = (0.1, 0.02) if args.quick else DURATIONS
+    length = args.seconds or (5.0 if args.quick else 20.0)
+    cores = len(os.sched_getaffinity(0))
+    results = []
+    with scratch("es-efficiency-") as tmp:
+        for workers in workers_list:
+            site = load_site(
+                "local", [f"workers_per_node={workers}", f"cores_per_worker={cores / workers}"]
+            )
+            t0 = time.time()
+            with SiteSession(site, tmp / f"parsl-{workers}") as session:
+                startup = wait_for_workers(session, workers)
+                for seconds in durations:
+                    n = max(4 * workers, int(workers * length / seconds))
+                    es = parsl_es_run(session, workers, seconds, n, tmp)
+                    plain = plain_run(session, workers, seconds, n)
+                    results.append(
+                        {
+                            "workers": workers,
+                            "range_seconds": seconds,
+                            "ranges": n,
+                            "workers_started_s": round(startup, 1),
+                            "parsl_es": es,
+                            "plain": plain,
+                        }
+                    )
+                    print(
+                        f"  {workers:4d} workers x {seconds:5.2f} s, {n} ranges: parsl-es "
+                        f"{es['steady']:.1%} steady / {es['end_to_end']:.1%} end to end "
+                        f"({es['ranges_per_s']:.0f}/s); plain Parsl {plain['steady']:.1%} / "
+                        f"{plain['end_to_end']:.1%} ({plain['ranges_per_s']:.0f}/s)",
+                        flush=True,
+                    )
+            print(f"  {workers} workers: {startup:.1f} s to start ({time.time() - t0:.0f} s)")
+    if args.plot:
+        plot(results, args.plot)
+    lines = [
+        f"{r['workers']}x{r['range_seconds']:g}s: {r['parsl_es']['steady']:.1%} "
+        f"(plain {r['plain']['steady']:.1%})"
+        for r in results
+    ]
+    report(
+        {"benchmark": "efficiency", "results": results}, "efficiency, steady: " + "; ".join(lines)
+    )
+
+
+if __name__ == "__main__":
+    main()
