@@ -26,22 +26,12 @@ from pathlib import Path
 
 from benchmarks.common import report, scratch
 from parsl_es import run
+from parsl_es.apps import probe
 from parsl_es.session import SiteSession
 from parsl_es.sites import load_site
 
 WORKERS = (8, 32, 128)
 DURATIONS = (1.0, 0.1, 0.02)
-
-
-def sleeper(seconds: float) -> tuple[float, float, int]:
-    import os
-    import time
-
-    import parsl_es.apps  # noqa: F401 (what a parsl-es worker imports, for a fair warm-up)
-
-    t0 = time.time()
-    time.sleep(seconds)
-    return t0, time.time(), os.getpid()
 
 
 def utilisation(spans: list[tuple[float, float, object]], workers: int, t_submit: float) -> dict:
@@ -85,7 +75,7 @@ def parsl_es_run(session: SiteSession, workers: int, seconds: float, n: int, tmp
 def plain_run(session: SiteSession, workers: int, seconds: float, n: int) -> dict:
     from parsl.app.app import python_app
 
-    app = python_app(sleeper, executors=["local"], data_flow_kernel=session.dfk)
+    app = python_app(probe, executors=["local"], data_flow_kernel=session.dfk)
     t_submit = time.time()
     futures = [app(seconds) for _ in range(n)]
     spans = [f.result() for f in futures]
@@ -106,7 +96,7 @@ def wait_for_workers(session: SiteSession, workers: int, timeout: float = 900.0)
         if time.time() - t0 > timeout:
             raise RuntimeError(f"only {session.connected_workers('local')} of {workers} workers")
         time.sleep(0.2)
-    warm = python_app(sleeper, executors=["local"], data_flow_kernel=session.dfk)
+    warm = python_app(probe, executors=["local"], data_flow_kernel=session.dfk)
     pids = {f.result()[2] for f in [warm(0.5) for _ in range(2 * workers)]}
     while len(pids) < workers and time.time() - t0 < timeout:
         pids |= {f.result()[2] for f in [warm(0.5) for _ in range(workers)]}

@@ -111,6 +111,13 @@ def unpack(data: bytes) -> Any:
     return pickle.loads(data)
 
 
+def probe(seconds: float = 0.0) -> tuple[float, float, int]:
+    """Sleep, and say when and in which worker process: for checks and benchmarks."""
+    started = time.time()
+    time.sleep(seconds)
+    return started, time.time(), os.getpid()
+
+
 def simulate_ranges(
     payload_name: str,
     params: dict[str, Any],

@@ -1,0 +1,61 @@
+"""Ranges travel in bundles when they are short; retries, progress and output stay per range."""
+
+from __future__ import annotations
+
+from parsl_es import run
+from parsl_es.bundling import MAX_BUNDLE, bundle_size
+from parsl_es.ledger import Ledger
+from tests.helpers import assert_every_event_once
+
+
+def test_bundle_size_follows_range_duration_and_the_tail():
+    assert bundle_size(None, workers=8, remaining=10_000) == 1  # nothing known yet
+    assert bundle_size(0.0005, workers=8, remaining=100_000) == MAX_BUNDLE
+    assert bundle_size(0.05, workers=8, remaining=100_000) == 5  # about 0.25 s per task
+    assert bundle_size(2.0, workers=8, remaining=100_000) == 1  # long ranges travel alone
+    # near the end no bundle holds more than its share of what is left
+    assert bundle_size(0.001, workers=8, remaining=64) == 4
+    assert bundle_size(0.001, workers=8, remaining=3) == 1
+
+
+def test_bundled_campaign_keeps_retries_progress_and_output_per_range(local_session, tmp_path):
+    spec = {
+        "name": "bundled",
+        "events": 3000,
+        "events_per_range": 1,
+        "events_per_merge": 500,
+        "seed": 4,
+        "payload": {
+            "name": "emulate",
+            "output_format": "npy",
+            "fail_events": [1500, 2999],  # one mid-campaign, one in the very last range
+            "fail_times": 1,
+        },
+    }
+    seen = []
+    out = tmp_path / "o"
+    result = run.submit(spec, out, session=local_session, on_progress=seen.append)
+    assert result.status == "complete", result.message
+    assert result.failures == 2 and result.ranges_this_run == 3000
+    assert_every_event_once(out, 0, 3000)
+    # bundles really happened: fewer tasks than ranges, several ranges per task
+    led = Ledger.open(out / "ledger.sqlite", readonly=True)
+    try:
+        tasks = led.conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+        per_task = led.conn.execute(
+            "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM ranges GROUP BY task)"
+        ).fetchone()[0]
+        failed = led.conn.execute(
+            "SELECT range_idx, attempt, outcome FROM attempts ORDER BY range_idx"
+        ).fetchall()
+        retried = {r["idx"]: r["attempts"] for r in led.range_rows() if r["attempts"] > 1}
+    finally:
+        led.close()
+    assert tasks < 3000 / 4 and per_task > 4, (tasks, per_task)
+    # the failing ranges alone were retried, each on its own
+    assert [tuple(f) for f in failed] == [(1500, 1, "failed"), (2999, 1, "failed")]
+    assert retried == {1500: 2, 2999: 2}
+    # progress counted range by range, never more than the campaign
+    done = [p.events_done for p in seen]
+    assert done == sorted(done) and done[-1] == 3000
+    assert len(set(done)) > 10, "progress moved in a few big jumps"
