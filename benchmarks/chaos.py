@@ -17,8 +17,8 @@ line of figures is printed (then the same as JSON):
     ranges, kills of each kind, events lost, events duplicated, ranges done
     before a kill that were run again, ranges in flight at driver kills
 
-    python benchmarks/chaos.py                 # 3,000 ranges, >= 20 worker kills, 3 driver kills
-    python benchmarks/chaos.py --quick         # 300 ranges, a few of each
+    python -m benchmarks.chaos                 # 3,000 ranges, >= 20 worker kills, 3 driver kills
+    python -m benchmarks.chaos --quick         # 300 ranges, a few of each
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the same payload in a plain ``multiprocessing.Pool`` of as many processes,
 writing range files only: no Parsl, no ledger, no merge, no validation. The
 ratio is what the event service costs (or saves) end to end on this machine.
 
-    python benchmarks/demo_campaign.py [--quick] [--campaign demo]
+    python -m benchmarks.demo_campaign [--quick] [--campaign demo]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ executor. Both are measured by the driver process's CPU time (all its threads,
 Parsl's included; the interchange and the workers are other processes) and by
 wall time. Outputs go to tmpfs, so the figure is the engine's, not the disk's.
 
-    python benchmarks/dispatch.py [--ranges 100000] [--quick]
+    python -m benchmarks.dispatch [--ranges 100000] [--quick]
 """
 
 from __future__ import annotations

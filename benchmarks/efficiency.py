@@ -13,7 +13,7 @@ end of the last) and end to end (from submit to the end of the last range).
 For parsl-es, time in the payload is each range's recorded duration (the sleep
 plus writing its file); for plain Parsl, each app's own start to end.
 
-    python benchmarks/efficiency.py [--quick] [--seconds 20] [--plot docs/images/efficiency.png]
+    python -m benchmarks.efficiency [--quick] [--seconds 20] [--plot docs/images/efficiency.png]
 """
 
 from __future__ import annotations
@@ -137,9 +137,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="8 and 32 workers, 0.1 and 0.02 s")
     parser.add_argument("--seconds", type=float, help="ideal campaign length (default 20, quick 5)")
     parser.add_argument("--plot", type=Path, help="write the figure here (PNG)")
+    parser.add_argument("--workers", type=int, nargs="+", help="worker counts (default 8 32 128)")
+    parser.add_argument("--durations", type=float, nargs="+", help="range seconds (1 0.1 0.02)")
     args = parser.parse_args()
-    workers_list = (8, 32) if args.quick else WORKERS
-    durations = (0.1, 0.02) if args.quick else DURATIONS
+    workers_list = args.workers or ((8, 32) if args.quick else WORKERS)
+    durations = args.durations or ((0.1, 0.02) if args.quick else DURATIONS)
     length = args.seconds or (5.0 if args.quick else 20.0)
     cores = len(os.sched_getaffinity(0))
     results = []

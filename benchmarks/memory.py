@@ -5,7 +5,7 @@ npy output, 10 events per range, 1,000 events per merge). The baseline, in the
 same process, is the RSS after the site is loaded and before the campaign starts:
 what the campaign adds on top of Parsl.
 
-    python benchmarks/memory.py [--quick]       # --quick: 10k and 100k events
+    python -m benchmarks.memory [--quick]       # --quick: 10k and 100k events
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Both include initialising the payload (Pythia's ``init``) in every process. The
 simulation-only figures (submit to the last range done, against the loop without
 its merges) are printed too.
 
-    python benchmarks/overhead.py [--events 400] [--quick]
+    python -m benchmarks.overhead [--events 400] [--quick]
 """
 
 from __future__ import annotations

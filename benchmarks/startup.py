@@ -4,7 +4,7 @@ Next to it, in the same run, plain Parsl: from starting a Python process to the
 first result of a no-op app on the same local executor configuration. Both
 include interpreter start, imports and the worker pool coming up.
 
-    python benchmarks/startup.py [--quick] [--repeat 3]
+    python -m benchmarks.startup [--quick] [--repeat 3]
 """
 
 from __future__ import annotations

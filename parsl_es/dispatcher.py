@@ -336,7 +336,10 @@ class Dispatcher:
                     self._pools.observe(managers, now)
                     self._workers_now[nt] = workers or 0
                 if workers:
-                    factor = self.session.site.in_flight_per_worker
+                    # Until a range of this node type has finished, one single-range
+                    # task per worker: bundles are sized from the first durations.
+                    known = self.cutoff.range_estimate(nt).count > 0
+                    factor = self.session.site.in_flight_per_worker if known else 1.0
                     self._window[nt] = max(1, math.ceil(workers * factor))
                 else:
                     # Nobody connected yet (a block still queued): queue only what the
