@@ -806,27 +806,12 @@ def _lost_or_failed(bundle: _Bundle, exc: BaseException, now: float) -> list[Ran
 
 
 def _outcome_from_result(res: RangeResult, node_type: str, where: dict[str, Any]) -> RangeOutcome:
-    if res.ok:
-        return RangeOutcome(
-            res.index,
-            res.attempt,
-            "done",
-            node_type,
-            where.get("host"),
-            where.get("worker"),
-            where.get("slurm_job"),
-            where.get("accelerator"),
-            res.started,
-            res.finished,
-            res.output,
-            res.size,
-            res.checksum,
-            res.n_events,
-        )
+    """A range's result as a ledger outcome (used for failures and late results)."""
+    outcome = "done" if res.ok else _FAILURE_OUTCOMES.get(res.failure or "", "failed")
     return RangeOutcome(
         res.index,
         res.attempt,
-        _FAILURE_OUTCOMES.get(res.failure or "", "failed"),
+        outcome,
         node_type,
         where.get("host"),
         where.get("worker"),
@@ -834,7 +819,11 @@ def _outcome_from_result(res: RangeResult, node_type: str, where: dict[str, Any]
         where.get("accelerator"),
         res.started,
         res.finished,
-        error=res.error,
+        res.output,
+        res.size,
+        res.checksum,
+        res.n_events,
+        res.error,
     )
 
 
