@@ -284,6 +284,21 @@ sites_app = typer.Typer(help="Site configurations.", invoke_without_command=True
 app.add_typer(sites_app, name="sites")
 
 
+@app.command()
+def report(
+    output: Annotated[Path, typer.Argument(help="the campaign's output directory")],
+    to: Annotated[
+        Path | None, typer.Option("--to", help="where to write the report (default DIR/report)")
+    ] = None,
+) -> None:
+    """Write the campaign report: HTML page with timeline, throughput, physics; jobReport.json."""
+    from parsl_es.report import build_report
+
+    page = _guarded(lambda: build_report(output, to))
+    out.print(f"report: {page}", highlight=False)
+    out.print(f"provenance: {page.parent / 'jobReport.json'}", highlight=False)
+
+
 @sites_app.callback()
 def sites(ctx: typer.Context) -> None:
     """List the shipped site configurations."""

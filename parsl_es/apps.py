@@ -270,9 +270,16 @@ def validate_merge(
     """Check one merged file and fill its physics histograms (chained to its merge)."""
     from parsl_es import validation
 
+    started = time.time()
     payload, _ = worker_payload(payload_name, params, setup=False)
     report = validation.validate_merged_file(payload, group, Path(output_dir), merged)
-    return report | {"pool": _where()["pool"]}
+    where = _where()
+    return report | {
+        "pool": where["pool"],
+        "worker": where["worker"],
+        "started": started,
+        "finished": time.time(),
+    }
 
 
 def validate_campaign(
@@ -290,5 +297,27 @@ def validate_campaign(
     """
     from parsl_es import validation
 
+    started = time.time()
     payload, _ = worker_payload(payload_name, params, setup=False)
-    return validation.validate_campaign_outputs(payload, plan, Path(output_dir), merges)
+    report = validation.validate_campaign_outputs(
+        payload, plan, Path(output_dir), merges, with_plots=False
+    )
+    return report | {"worker": _where()["worker"], "started": started, "finished": time.time()}
+
+
+def plot_campaign(
+    payload_name: str,
+    params: dict[str, Any],
+    plan: RangePlan,
+    output_dir: str,
+    merges: list[dict[str, Any]],
+    inputs: list[Any] = (),
+) -> dict[str, Any]:
+    """The campaign's summed physics histograms as PNGs, beside its validation."""
+    from parsl_es import validation
+
+    started = time.time()
+    payload, _ = worker_payload(payload_name, params, setup=False)
+    plots = validation.campaign_histograms(payload, plan, Path(output_dir), merges)
+    where = _where()
+    return {"plots": plots, "worker": where["worker"], "started": started, "finished": time.time()}

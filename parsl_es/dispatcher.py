@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import itertools
+import json
 import logging
 import math
 import queue
@@ -182,6 +183,7 @@ class Dispatcher:
         self._validation_futures: list[Future] = []
         self._merge_attempts: dict[int, int] = {}
         self._campaign_validation: Future | None = None
+        self._campaign_plots: Future | None = None
         self._validation_result: dict[str, Any] | None = None
         self._already_validated = False
         self._fatal: set[int] = set()
@@ -283,9 +285,10 @@ class Dispatcher:
     def _finished(self, stopping: bool) -> bool:
         sims = sum(self._in_flight.values())
         busy = sims or self._merges_in_flight or self._validations_in_flight
+        finishing = self._campaign_validation is not None or self._campaign_plots is not None
         if stopping:
-            return not busy and self._campaign_validation is None
-        if busy or self._campaign_validation is not None:
+            return not busy and not finishing
+        if busy or finishing:
             return False
         if self._cut or self._deferred_merges:
             return True
@@ -323,6 +326,8 @@ class Dispatcher:
                 self._handle_validation(info, fut)
             elif kind == "campaign":
                 self._handle_campaign_validation(fut)
+            elif kind == "plots":
+                self._handle_campaign_plots(fut)
 
     # --- simulation --------------------------------------------------------------
     def _window_for(self, node_type: str) -> int:
@@ -434,7 +439,7 @@ class Dispatcher:
                     failures.extend(_lost_or_failed(bundle, exc, now))
                 continue
             task = fut.result()
-            where = task["where"]
+            where = {**task["where"], "setup": task["setup_time"] or None}
             results: list[RangeResult] = unpack(task["results"])
             self._pools.result_from(where.get("pool"), now)
             if bundle is None:  # given up on (timed out) and redone: keep a record only
@@ -651,7 +656,7 @@ class Dispatcher:
             return
         res = fut.result()
         self._pools.result_from(res.get("pool"), time.time())
-        self.ledger.record_validation(g, res["passed"], "; ".join(res["problems"]) or None)
+        self.ledger.record_validation(g, res["passed"], "; ".join(res["problems"]) or None, res)
         if res["passed"]:
             self._validated += 1
             self._validation_futures.append(fut)
@@ -667,12 +672,28 @@ class Dispatcher:
         if self._validated < self.plan.n_merges or not self._needs_validation():
             return
         merges = [dict(m) for m in self.ledger.merge_rows()]
-        app = self.session.app("validate_campaign", self.steps.validate)
-        fut = app(
-            *self.payload, self.plan, str(self.output_dir), merges, inputs=self._validation_futures
-        )
+        # The exactly-once proof and the physics plots run side by side (two workers):
+        # at the end of a campaign everything else is idle.
+        args = (*self.payload, self.plan, str(self.output_dir), merges)
+        validate = self.session.app("validate_campaign", self.steps.validate)
+        fut = validate(*args, inputs=self._validation_futures)
         self._campaign_validation = fut
         fut.add_done_callback(lambda f: self._done_q.put(("campaign", None, f)))
+        plots = self.session.app("plot_campaign", self.steps.validate)(
+            *args, inputs=self._validation_futures
+        )
+        self._campaign_plots = plots
+        plots.add_done_callback(lambda f: self._done_q.put(("plots", None, f)))
+
+    def _handle_campaign_plots(self, fut: Future) -> None:
+        self._campaign_plots = None
+        exc = fut.exception()
+        if exc is not None:  # the proof stands without its pictures
+            log.warning("campaign histograms could not be plotted: %s", exc)
+            return
+        res = fut.result()
+        run = {k: res.get(k) for k in ("worker", "started", "finished")}
+        self.ledger.set_meta("campaign_plots_run", json.dumps(run))
 
     def _handle_campaign_validation(self, fut: Future) -> None:
         self._campaign_validation = None
@@ -685,6 +706,9 @@ class Dispatcher:
         self._validation_result = res
         for group, problem in res.get("bad_groups", {}).items():
             self.ledger.record_validation(group, False, problem)  # redone by resume
+        if res.get("started"):  # where and when, for the report's timeline
+            run = {k: res.get(k) for k in ("worker", "started", "finished")}
+            self.ledger.set_meta("campaign_validation_run", json.dumps(run))
         self.ledger.set_meta("campaign_validation", "passed" if res["passed"] else "failed")
 
     # --- reporting ---------------------------------------------------------------

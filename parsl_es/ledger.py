@@ -60,7 +60,8 @@ _TASKS = """
 CREATE TABLE IF NOT EXISTS tasks (
     task INTEGER PRIMARY KEY,
     node_type TEXT, host TEXT, worker TEXT, slurm_job TEXT, accelerator TEXT,
-    pool TEXT, block TEXT, recorded REAL
+    pool TEXT, block TEXT, recorded REAL,
+    setup REAL  -- seconds this task spent initialising the payload (a worker's first task)
 )
 """
 
@@ -73,8 +74,8 @@ _MARK_DONE = (
     "checksum=?, n_events=? WHERE idx=? AND attempts=? AND state='running'"
 )
 _INSERT_TASK = (
-    "INSERT INTO tasks (node_type, host, worker, slurm_job, accelerator, pool, block, recorded) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO tasks (node_type, host, worker, slurm_job, accelerator, pool, block, recorded, "
+    "setup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _SCHEMA = """
@@ -113,9 +114,9 @@ CREATE TABLE merges (
     state TEXT NOT NULL CHECK (state IN ('waiting','running','done','failed')),
     attempts INTEGER NOT NULL DEFAULT 0,
     node_type TEXT, host TEXT, started REAL, finished REAL, duration REAL,
-    output TEXT, size INTEGER, checksum TEXT, n_events INTEGER, error TEXT,
+    output TEXT, size INTEGER, checksum TEXT, n_events INTEGER, error TEXT, worker TEXT,
     validation TEXT CHECK (validation IN ('passed','failed')),
-    validated_at REAL, validation_error TEXT
+    validated_at REAL, validation_error TEXT, validation_worker TEXT, validation_started REAL
 );
 """
 
@@ -443,6 +444,7 @@ class Ledger:
                 where.get("pool"),
                 where.get("block"),
                 time.time(),
+                where.get("setup"),
             ),
         )
         return int(cursor.lastrowid)
@@ -544,10 +546,12 @@ class Ledger:
         """Record a merged file (already on disk) and mark its ranges merged."""
         with self.transaction():
             self.conn.execute(
-                "UPDATE merges SET state='done', host=?, started=?, finished=?, duration=?, "
-                "output=?, size=?, checksum=?, n_events=?, error=NULL WHERE group_idx=?",
+                "UPDATE merges SET state='done', host=?, worker=?, started=?, finished=?, "
+                "duration=?, output=?, size=?, checksum=?, n_events=?, error=NULL "
+                "WHERE group_idx=?",
                 (
                     result["host"],
+                    result.get("worker"),
                     result["started"],
                     result["finished"],
                     result["finished"] - result["started"],
@@ -570,12 +574,27 @@ class Ledger:
                 (error, time.time(), group),
             )
 
-    def record_validation(self, group: int, passed: bool, error: str | None = None) -> None:
+    def record_validation(
+        self,
+        group: int,
+        passed: bool,
+        error: str | None = None,
+        run: dict[str, Any] | None = None,
+    ) -> None:
+        """The verdict on a merged file; ``run`` says where and when it was checked."""
+        run = run or {}
         with self.transaction():
             self.conn.execute(
-                "UPDATE merges SET validation=?, validated_at=?, validation_error=? "
-                "WHERE group_idx=?",
-                ("passed" if passed else "failed", time.time(), error, group),
+                "UPDATE merges SET validation=?, validated_at=?, validation_error=?, "
+                "validation_worker=?, validation_started=? WHERE group_idx=?",
+                (
+                    "passed" if passed else "failed",
+                    run.get("finished", time.time()),
+                    error,
+                    run.get("worker"),
+                    run.get("started"),
+                    group,
+                ),
             )
 
     # --- queries -------------------------------------------------------------
@@ -737,6 +756,14 @@ def _upgrade(conn: sqlite3.Connection, readonly: bool) -> None:
             conn.execute("ALTER TABLE ranges ADD COLUMN task INTEGER")
         conn.execute(_TASKS)
         conn.execute(_RANGE_INFO)
+        for table, column, kind in (
+            ("tasks", "setup", "REAL"),
+            ("merges", "worker", "TEXT"),
+            ("merges", "validation_worker", "TEXT"),
+            ("merges", "validation_started", "REAL"),
+        ):
+            if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         return
     has_view = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='view' AND name='range_info'"

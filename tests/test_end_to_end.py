@@ -73,7 +73,7 @@ def test_output_layout_and_validation_report(finished):
     report = json.loads((output / "validation" / "campaign.json").read_text())
     assert report["passed"] and report["events_found"] == 45
     assert report["events_missing"] == 0 and report["events_duplicated"] == 0
-    assert (output / "validation" / "value.png").stat().st_size > 1000
+    assert (output / "validation" / "physics.png").stat().st_size > 1000
     assert (output / "logs" / "driver.log").is_file()
     assert not list(output.rglob(".tmp-*"))
 

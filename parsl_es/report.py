@@ -1,0 +1,390 @@
+"""The campaign report: an HTML page with pictures, and a job report for provenance.
+
+Read from the ledger alone (it works during and after a run, and on a copy):
+
+- a timeline per worker of payload initialisation, ranges (coloured by what came
+  of them) and merges, like the AthenaMP worker pictures of the Raythena talk;
+- events per second over time;
+- range durations per node type;
+- failed, lost, timed-out and damaged attempts;
+- the physics histograms of the campaign validation;
+- ``jobReport.json``: inputs, outputs with checksums and event counts, seeds,
+  software versions, the driver runs.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import platform
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parsl_es import fileio
+from parsl_es.errors import UserError
+from parsl_es.ledger import LEDGER_NAME, Ledger
+
+#: Colours of the timeline, by what a bar is.
+COLOURS = {
+    "init": "#9e9e9e",
+    "done": "#2e7d32",
+    "failed": "#c62828",
+    "fatal": "#6a1b9a",
+    "lost": "#ef6c00",
+    "timeout": "#ad1457",
+    "merge": "#1565c0",
+    "validation": "#00838f",
+}
+#: Packages whose versions go into the job report.
+SOFTWARE = ("parsl-es", "parsl", "numpy", "awkward", "uproot", "hist", "pythia8mc", "torch")
+
+
+@dataclass
+class Timeline:
+    """Bars per worker: (start, duration, kind)."""
+
+    bars: dict[str, list[tuple[float, float, str]]] = field(default_factory=dict)
+    node_type: dict[str, str] = field(default_factory=dict)
+
+    def add(self, worker: str | None, start: float | None, end: float | None, kind: str) -> None:
+        if worker and start and end and end >= start:
+            self.bars.setdefault(worker, []).append((start, end - start, kind))
+
+    def t0(self) -> float:
+        return min((s for bars in self.bars.values() for s, _, _ in bars), default=0.0)
+
+    def idle(self) -> dict[str, float]:
+        """Per worker: the share of its span (first bar to last) not covered by any bar."""
+        out = {}
+        for worker, bars in self.bars.items():
+            spans = sorted((s, s + d) for s, d, _ in bars)
+            start, end = spans[0][0], max(e for _, e in spans)
+            busy, cursor = 0.0, start
+            for s, e in spans:
+                s = max(s, cursor)
+                if e > s:
+                    busy += e - s
+                    cursor = e
+            out[worker] = 1.0 - busy / (end - start) if end > start else 0.0
+        return out
+
+
+def collect(conn: sqlite3.Connection) -> tuple[Timeline, dict[str, Any]]:
+    """The timeline and the figures the report shows, from a ledger connection."""
+    tl = Timeline()
+    rows = conn.execute(
+        "SELECT r.worker, r.node_type, r.started, r.finished, r.n_events, r.state, r.task, "
+        "t.setup FROM range_info r LEFT JOIN tasks t ON t.task = r.task "
+        "WHERE r.state IN ('done','merged') ORDER BY r.started"
+    ).fetchall()
+    first_of_task: dict[int, float] = {}
+    for worker, nt, started, finished, _, _, task, _ in rows:
+        tl.add(worker, started, finished, "done")
+        if worker:
+            tl.node_type.setdefault(worker, nt or "?")
+        if task is not None and started is not None:
+            first_of_task.setdefault(task, started)
+    for task, worker, setup in conn.execute(
+        "SELECT task, worker, setup FROM tasks WHERE setup IS NOT NULL AND setup > 0"
+    ):
+        if task in first_of_task:
+            tl.add(worker, first_of_task[task] - setup, first_of_task[task], "init")
+    attempts = conn.execute(
+        "SELECT range_idx, attempt, outcome, node_type, worker, started, finished, error "
+        "FROM attempts WHERE outcome NOT IN ('done','late') ORDER BY finished"
+    ).fetchall()
+    for _, _, outcome, _, worker, started, finished, _ in attempts:
+        tl.add(worker, started, finished, outcome)
+    merges = conn.execute(
+        "SELECT group_idx, worker, host, started, finished, state, n_events, output, checksum, "
+        "size, validation FROM merges ORDER BY group_idx"
+    ).fetchall()
+    for _, worker, host, started, finished, state, *_ in merges:
+        if state == "done":
+            tl.add(worker or host, started, finished, "merge")
+    for worker, started, finished in conn.execute(
+        "SELECT validation_worker, validation_started, validated_at FROM merges"
+    ):
+        tl.add(worker, started, finished, "validation")
+    for (run,) in conn.execute(
+        "SELECT value FROM meta WHERE key IN ('campaign_validation_run', 'campaign_plots_run')"
+    ):
+        v = json.loads(run)
+        tl.add(v.get("worker"), v.get("started"), v.get("finished"), "validation")
+    figures = {
+        "ranges": rows,
+        "attempts": attempts,
+        "merges": merges,
+        "durations": _durations(rows),
+    }
+    return tl, figures
+
+
+def _durations(rows: list[tuple]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for _, nt, started, finished, *_ in rows:
+        if started and finished:
+            out.setdefault(nt or "?", []).append(finished - started)
+    return out
+
+
+# --- pictures --------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> str:
+    with fileio.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    _pyplot().close(fig)
+    return path.name
+
+
+def plot_timeline(tl: Timeline, path: Path) -> str:
+    plt = _pyplot()
+    workers = sorted(
+        tl.bars, key=lambda w: (tl.node_type.get(w, "~"), min(s for s, _, _ in tl.bars[w]))
+    )
+    t0 = tl.t0()
+    fig, ax = plt.subplots(figsize=(11, max(2.5, 0.28 * len(workers) + 1.2)))
+    for row, worker in enumerate(workers):
+        by_kind: dict[str, list[tuple[float, float]]] = {}
+        for start, width, kind in tl.bars[worker]:
+            by_kind.setdefault(kind, []).append((start - t0, max(width, 1e-3)))
+        for kind, spans in by_kind.items():
+            ax.broken_barh(spans, (row - 0.4, 0.8), facecolors=COLOURS.get(kind, "black"))
+    ax.set_yticks(range(len(workers)), [f"{tl.node_type.get(w, '')} {w}" for w in workers])
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_xlabel("seconds since the first range")
+    ax.set_title("Workers over time: initialisation, event ranges and merges")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()]
+    fig.legend(handles, list(COLOURS), ncol=len(COLOURS), fontsize=7, loc="lower center")
+    fig.tight_layout(rect=(0, 0.08 if len(workers) > 8 else 0.14, 1, 1))
+    return _save(fig, path)
+
+
+def plot_throughput(ranges: list[tuple], t0: float, path: Path) -> str:
+    plt = _pyplot()
+    finished = np.array([r[3] for r in ranges if r[3]]) - t0
+    events = np.array([r[4] or 0 for r in ranges if r[3]])
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    if len(finished):
+        bins = max(5, min(80, len(finished) // 5))
+        counts, edges = np.histogram(finished, bins=bins, weights=events)
+        ax.stairs(counts / np.diff(edges), edges, fill=True, alpha=0.6)
+        ax.axhline(events.sum() / max(finished.max(), 1e-9), ls="--", c="k", lw=1, label="mean")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="seconds since the first range", ylabel="events / s", title="Throughput")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_durations(durations: dict[str, list[float]], path: Path) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    values = [v for vs in durations.values() for v in vs]
+    if values:
+        edges = np.histogram_bin_edges(values, bins=40)
+        for nt, vs in sorted(durations.items()):
+            ax.hist(vs, bins=edges, histtype="step", lw=1.5, label=f"{nt} ({len(vs)} ranges)")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="range duration [s]", ylabel="ranges", title="Range durations per node type")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_failures(attempts: list[tuple], path: Path) -> str:
+    plt = _pyplot()
+    counts: dict[str, int] = {}
+    for _, _, outcome, *_ in attempts:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    kinds = ["failed", "lost", "timeout", "damaged", "fatal"]
+    ax.bar(kinds, [counts.get(k, 0) for k in kinds], color=[COLOURS.get(k, "#555") for k in kinds])
+    ax.set(ylabel="attempts", title="Attempts that did not succeed (then retried)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# --- the job report -------------------------------------------------------------------------
+
+
+def job_report(ledger: Ledger, output: Path, merges: list[tuple]) -> dict[str, Any]:
+    """Provenance: what went in, what came out, with which software and seeds."""
+    spec = ledger.campaign_json()
+    versions = {}
+    for name in SOFTWARE:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    runs = [json.loads(p.read_text()) for p in sorted((output / "logs").glob("run-*.json"))]
+    validation_file = output / "validation" / "campaign.json"
+    validation = json.loads(validation_file.read_text()) if validation_file.is_file() else None
+    plan = ledger.plan
+    return {
+        "campaign": spec,
+        "site": ledger.meta("site"),
+        "created": float(ledger.meta("created") or 0),
+        "inputs": {
+            "payload": spec["payload"],
+            "events": plan.events,
+            "first_event": plan.first_event,
+            "events_per_range": plan.events_per_range,
+            "events_per_merge": plan.events_per_merge,
+        },
+        "seeds": {
+            "campaign": plan.seed,
+            "rule": "event seed = sha256('<campaign seed>:event:<event number>'); "
+            "range seed = sha256('<campaign seed>:range:<first event>') (parsl_es.ranges)",
+        },
+        "outputs": [
+            {
+                "file": out,
+                "merge_group": g,
+                "events": n,
+                "first_event": plan.group(g).first_event,
+                "last_event": plan.group(g).last_event,
+                "adler32": checksum,
+                "size": size,
+                "validation": validation_state,
+            }
+            for g, _, _, _, _, state, n, out, checksum, size, validation_state in merges
+            if state == "done"
+        ],
+        "events_merged": sum(m[6] or 0 for m in merges if m[5] == "done"),
+        "validation": None
+        if validation is None
+        else {
+            k: validation.get(k)
+            for k in (
+                "passed",
+                "problems",
+                "events_found",
+                "events_missing",
+                "events_duplicated",
+                "event_check",
+            )
+        },
+        "software": {"python": platform.python_version(), **versions},
+        "host": platform.node(),
+        "runs": runs,
+        "written": time.time(),
+    }
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+def build_report(output: str | Path, dest: str | Path | None = None) -> Path:
+    """Write ``index.html``, its PNGs and ``jobReport.json``; return the page's path."""
+    output = Path(output)
+    if not (output / LEDGER_NAME).is_file():
+        raise UserError("no campaign ledger here (expected ledger.sqlite)", file=output)
+    dest = Path(dest) if dest else output / "report"
+    dest.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger.open(output / LEDGER_NAME, readonly=True)
+    try:
+        tl, fig = collect(ledger.conn)
+        summary = ledger.summary()
+        jr = job_report(ledger, output, fig["merges"])
+    finally:
+        ledger.close()
+    images = {
+        "timeline": plot_timeline(tl, dest / "timeline.png"),
+        "throughput": plot_throughput(fig["ranges"], tl.t0(), dest / "throughput.png"),
+        "durations": plot_durations(fig["durations"], dest / "durations.png"),
+        "failures": plot_failures(fig["attempts"], dest / "failures.png"),
+    }
+    physics = []
+    for png in sorted((output / "validation").glob("*.png")):
+        shutil.copyfile(png, dest / f"physics-{png.name}")
+        physics.append(f"physics-{png.name}")
+    fileio.write_text_atomic(dest / "jobReport.json", json.dumps(jr, indent=1, default=str))
+    idle = tl.idle()
+    page = _html(jr, summary, images, physics, idle, fig["attempts"])
+    fileio.write_text_atomic(dest / "index.html", page)
+    return dest / "index.html"
+
+
+def _html(
+    jr: dict[str, Any],
+    summary: Any,
+    images: dict[str, str],
+    physics: list[str],
+    idle: dict[str, float],
+    attempts: list[tuple],
+) -> str:
+    e = html.escape
+    name = jr["campaign"]["name"]
+    mean_idle = sum(idle.values()) / len(idle) if idle else 0.0
+    rows = "".join(
+        f"<tr><td>{e(str(o['file']))}</td><td>{o['events']}</td><td>{o['first_event']}"
+        f"-{o['last_event']}</td><td><code>{e(str(o['adler32']))}</code></td>"
+        f"<td>{e(str(o['validation']))}</td></tr>"
+        for o in jr["outputs"]
+    )
+    fails = "".join(
+        f"<tr><td>{idx}</td><td>{attempt}</td><td>{e(outcome)}</td><td>{e(str(nt))}</td>"
+        f"<td>{e((err or '')[:160])}</td></tr>"
+        for idx, attempt, outcome, nt, _, _, _, err in attempts[:50]
+    )
+    img = "".join(
+        f'<figure><img src="{e(src)}" alt="{e(key)}"><figcaption>{e(key)}</figcaption></figure>'
+        for key, src in images.items()
+    )
+    phys = "".join(f'<img class="physics" src="{e(src)}" alt="{e(src)}">' for src in physics)
+    validation = jr.get("validation") or {}
+    verdict = {True: "passed", False: "FAILED", None: "not yet run"}[validation.get("passed")]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>parsl-es report: {e(name)}</title>
+<style>
+ body {{ font-family: sans-serif; margin: 1.5em; max-width: 1200px; }}
+ img {{ max-width: 100%; border: 1px solid #ddd; }}
+ img.physics {{ width: 32%; }}
+ table {{ border-collapse: collapse; font-size: 0.85em; }}
+ td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: left; }}
+ figure {{ margin: 1em 0; }}
+</style></head>
+<body>
+<h1>Campaign {e(name)}</h1>
+<p>{summary.events_done}/{summary.events_total} events simulated, {summary.events_merged} merged
+in {summary.merges.get("done", 0)}/{summary.n_merges} files; campaign validation: <b>{verdict}</b>.
+Site {e(str(jr.get("site")))}. Workers idle on average {mean_idle:.1%} of their time between
+their first and last bar.</p>
+{img}
+<h2>Physics</h2>
+<div>{phys or "<p>No validation histograms yet.</p>"}</div>
+<h2>Merged outputs</h2>
+<table><tr><th>file</th><th>events</th><th>event numbers</th><th>adler32</th>
+<th>validation</th></tr>
+{rows}</table>
+<h2>Attempts that did not succeed</h2>
+<table><tr><th>range</th><th>attempt</th><th>outcome</th><th>node type</th><th>error</th></tr>
+{fails or '<tr><td colspan="5">none</td></tr>'}</table>
+<p>Provenance: <a href="jobReport.json">jobReport.json</a>
+(software: {e(", ".join(f"{k} {v}" for k, v in jr["software"].items()))}).</p>
+<script>
+ window.addEventListener("load", () => {{
+   const imgs = Array.from(document.images);
+   document.body.dataset.images = imgs.length;
+   document.body.dataset.loaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+ }});
+</script>
+</body></html>
+"""
