@@ -16,13 +16,22 @@ _EXPORTS = {
     "campaign_from_dict": "parsl_es.campaign",
     "load_campaign": "parsl_es.campaign",
     "UserError": "parsl_es.errors",
+    "submit": "parsl_es.notebook",
 }
 
-__all__ = ["CampaignSpec", "UserError", "__version__", "campaign_from_dict", "load_campaign"]
+__all__ = [
+    "CampaignSpec",
+    "UserError",
+    "__version__",
+    "campaign_from_dict",
+    "load_campaign",
+    "submit",
+]
 
 if TYPE_CHECKING:
     from parsl_es.campaign import CampaignSpec, campaign_from_dict, load_campaign
     from parsl_es.errors import UserError
+    from parsl_es.notebook import submit
 
 
 def __getattr__(name: str) -> Any:

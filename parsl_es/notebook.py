@@ -1,0 +1,354 @@
+"""Campaigns from Python and Jupyter: ``parsl_es.submit`` returns at once with a handle.
+
+The campaign runs in a background thread of the kernel; the handle shows live
+progress (a display that updates itself in Jupyter, a line now and then
+elsewhere), answers ``status()``, ``wait()`` and ``cancel()``, gives a future per
+merged file, and draws the report inline. The site is loaded once per kernel
+(Parsl takes seconds to start) and reused by every later campaign on it; the
+sessions are closed when the kernel exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import html
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from parsl_es import run
+from parsl_es.campaign import CampaignSpec, campaign_from_dict, load_campaign
+from parsl_es.dispatcher import Progress, RunResult
+from parsl_es.ledger import LEDGER_NAME, Ledger, Summary
+from parsl_es.session import SiteSession
+from parsl_es.sites import SiteSpec, load_site
+
+_SESSIONS: dict[str, SiteSession] = {}
+_LOCK = threading.Lock()
+
+
+def session_for(
+    site: str | Path | SiteSpec = "local", run_dir: str | Path | None = None
+) -> SiteSession:
+    """This kernel's loaded session for ``site``, started on first use."""
+    spec = site if isinstance(site, SiteSpec) else load_site(site)
+    key = spec.model_dump_json()
+    with _LOCK:
+        session = _SESSIONS.get(key)
+        if session is None or session.closed:
+            run.require_usable(spec)
+            directory = Path(run_dir) if run_dir else Path.cwd() / "parsl-es-runs" / spec.name
+            session = _SESSIONS[key] = SiteSession(spec, directory)
+        return session
+
+
+@atexit.register
+def close_sessions() -> None:
+    """Stop every loaded site's interchange and workers (also run when the kernel exits)."""
+    with _LOCK:
+        for session in _SESSIONS.values():
+            session.close()
+        _SESSIONS.clear()
+
+
+def submit(
+    campaign: str | Path | dict | CampaignSpec,
+    output: str | Path | None = None,
+    *,
+    site: str | Path | SiteSpec = "local",
+    resume: bool = False,
+    show: bool = True,
+    **options: Any,
+) -> CampaignHandle:
+    """Start a campaign (or, with ``resume=True``, continue one) and return at once.
+
+    ``campaign`` is a file, a shipped name, a dict or a ``CampaignSpec``; the
+    output defaults to the campaign's ``output`` key, else ``<name>-output``.
+    Bad input raises ``parsl_es.UserError`` before anything is written.
+    """
+    if resume:
+        out = Path(campaign if output is None else output)
+        spec = None
+    else:
+        if isinstance(campaign, CampaignSpec):
+            spec = campaign
+        elif isinstance(campaign, dict):
+            spec = campaign_from_dict(campaign)
+        else:
+            spec = load_campaign(campaign)
+        out = Path(output or spec.output or f"{spec.name}-output")
+        run.check_new_output(out)
+    session = session_for(site)
+    handle = CampaignHandle(out, spec, session, resume, options)
+    handle.start(show=show)
+    return handle
+
+
+class CampaignHandle:
+    """A campaign running in the background of this Python process."""
+
+    def __init__(
+        self,
+        output: Path,
+        spec: CampaignSpec | None,
+        session: SiteSession,
+        resume: bool,
+        options: dict[str, Any],
+    ) -> None:
+        self.output = output
+        self.spec = spec
+        self.session = session
+        self._resume = resume
+        self._options = options
+        self._stop = threading.Event()
+        self._done: Future[RunResult] = Future()
+        self._progress: Progress | None = None
+        self._merged: dict[int, Future[Path]] = {}
+        self._merges_seen = -1
+        self._display: Any = None
+        self._last_shown = 0.0
+        self._thread: threading.Thread | None = None
+
+    # --- running ---------------------------------------------------------------------
+    def start(self, show: bool = True) -> None:
+        if show:
+            self._display = _Display(self)
+        self._thread = threading.Thread(target=self._run, name="parsl-es campaign", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        options = dict(self._options, session=self.session, stop=self._stop)
+        options["on_progress"] = self._on_progress
+        try:
+            if self._resume:
+                result = run.resume(self.output, **options)
+            else:
+                result = run.submit(self.spec, self.output, **options)
+        except BaseException as exc:
+            self._done.set_exception(exc)
+            self._show(force=True)
+            return
+        self._resolve_merged(final=True)
+        self._done.set_result(result)
+        self._show(force=True)
+
+    def _on_progress(self, progress: Progress) -> None:
+        self._progress = progress
+        if progress.merges_done != self._merges_seen:
+            self._merges_seen = progress.merges_done
+            self._resolve_merged()
+        self._show()
+
+    def _show(self, force: bool = False) -> None:
+        now = time.time()
+        if self._display is not None and (force or now - self._last_shown > 1.0):
+            self._last_shown = now
+            self._display.update()
+
+    # --- asking ----------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self._done.done()
+
+    @property
+    def progress(self) -> Progress | None:
+        return self._progress
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        """The run's result once it ends. Interrupting the wait stops the campaign gracefully."""
+        try:
+            return self._done.result(timeout)
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        """Stop gracefully: no new ranges, in-flight ones finish, the ledger is written.
+
+        ``parsl_es.submit(DIR, resume=True)`` (or ``es-run resume DIR``) continues.
+        """
+        self._stop.set()
+
+    def status(self) -> CampaignStatus:
+        """Ranges and merges by state, and where the ranges ran, from the ledger."""
+        ledger = Ledger.open(self.output / LEDGER_NAME, readonly=True)
+        try:
+            return CampaignStatus(ledger.plan.campaign, ledger.summary())
+        finally:
+            ledger.close()
+
+    @property
+    def merged_outputs(self) -> list[Future[Path]]:
+        """One future per merge group, resolved with its merged file when it is written."""
+        if not self._merged:
+            n = (self.spec.plan if self.spec else self.status_plan()).n_merges
+            self._merged = {g: Future() for g in range(n)}
+            self._resolve_merged()
+        return [self._merged[g] for g in sorted(self._merged)]
+
+    def status_plan(self) -> Any:
+        ledger = Ledger.open(self.output / LEDGER_NAME, readonly=True)
+        try:
+            return ledger.plan
+        finally:
+            ledger.close()
+
+    def _resolve_merged(self, final: bool = False) -> None:
+        if not self._merged or not (self.output / LEDGER_NAME).exists():
+            return
+        ledger = Ledger.open(self.output / LEDGER_NAME, readonly=True)
+        try:
+            for m in ledger.merge_rows():
+                fut = self._merged.get(m["group_idx"])
+                if fut is not None and not fut.done() and m["state"] == "done":
+                    fut.set_result(self.output / m["output"])
+        finally:
+            ledger.close()
+        if final:
+            for g, fut in self._merged.items():
+                if not fut.done():
+                    fut.set_exception(RuntimeError(f"merge group {g} was not merged in this run"))
+
+    def report(self) -> Report:
+        """Write the campaign report and show its pictures here (inline in Jupyter)."""
+        from parsl_es.report import build_report
+
+        return Report(build_report(self.output))
+
+    # --- showing ----------------------------------------------------------------------------
+    def summary_line(self) -> str:
+        p = self._progress
+        state = "finished" if self.done else ("stopping" if self._stop.is_set() else "running")
+        if p is None:
+            return f"campaign {self.output.name}: starting ({state})"
+        eta = "--" if p.eta_seconds is None else f"{p.eta_seconds:.0f} s"
+        return (
+            f"campaign {self.output.name}: {p.events_done}/{p.events_total} events, "
+            f"{p.events_per_second:.1f} events/s, ETA {eta}, in flight {p.ranges_in_flight}, "
+            f"merges {p.merges_done}/{p.merges_total} (validated {p.merges_validated}), "
+            f"failures {p.failures} [{state}]"
+        )
+
+    def __repr__(self) -> str:
+        return self.summary_line()
+
+    def _repr_html_(self) -> str:
+        p = self._progress
+        share = 0.0 if p is None or not p.events_total else p.events_done / p.events_total
+        line = html.escape(self.summary_line())
+        return (
+            f'<div><progress value="{share:.4f}" max="1" style="width:24em"></progress> '
+            f"{share:.0%}<br><code>{line}</code></div>"
+        )
+
+
+class _Display:
+    """A display that updates itself in Jupyter; occasional plain lines elsewhere."""
+
+    def __init__(self, handle: CampaignHandle) -> None:
+        self.handle = handle
+        self._ipython = None
+        try:
+            from IPython import get_ipython
+            from IPython.display import HTML, display
+        except ImportError:
+            pass
+        else:
+            shell = get_ipython()
+            if shell is not None and getattr(shell, "kernel", None) is not None:  # a Jupyter kernel
+                self._html = HTML
+                self._ipython = display(HTML(handle._repr_html_()), display_id=True)
+        self._last_line = 0.0
+
+    def update(self) -> None:
+        if self._ipython is not None:
+            self._ipython.update(self._html(self.handle._repr_html_()))
+            return
+        now = time.time()
+        if now - self._last_line > 10.0 or self.handle.done:
+            self._last_line = now
+            print(self.handle.summary_line(), flush=True)
+
+
+class CampaignStatus:
+    """A campaign's state, as a table in Jupyter and as text elsewhere."""
+
+    def __init__(self, name: str, summary: Summary) -> None:
+        self.name = name
+        self.summary = summary
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self.summary) | {"campaign": self.name, "complete": self.summary.complete}
+
+    def _rows(self) -> list[tuple[str, dict[str, Any]]]:
+        s = self.summary
+        return [
+            ("event ranges", {**s.ranges, "total": s.n_ranges}),
+            ("merge groups", {**s.merges, "total": s.n_merges}),
+        ]
+
+    def __repr__(self) -> str:
+        s = self.summary
+        lines = [
+            f"campaign {self.name}: {s.events_done}/{s.events_total} events simulated, "
+            f"{s.events_merged} merged, validation {s.campaign_validation or 'not yet run'}"
+        ]
+        for title, row in self._rows():
+            lines.append(f"  {title}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
+        for nt, row in s.by_node_type.items():
+            lines.append(
+                f"  node type {nt}: {row['ranges']} ranges, {row['events']} events, "
+                f"{row['hosts']} hosts, {row['lost_attempts']} lost"
+            )
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        parts = [
+            f"<b>campaign {e(self.name)}</b>: {e(repr(self).splitlines()[0].split(': ', 1)[1])}"
+        ]
+        for title, row in self._rows():
+            head = "".join(f"<th>{e(str(k))}</th>" for k in row)
+            cells = "".join(f"<td>{v}</td>" for v in row.values())
+            parts.append(f"<p>{e(title)}</p><table><tr>{head}</tr><tr>{cells}</tr></table>")
+        if self.summary.by_node_type:
+            keys = next(iter(self.summary.by_node_type.values())).keys()
+            head = "<th>node type</th>" + "".join(f"<th>{e(k)}</th>" for k in keys)
+            body = "".join(
+                f"<tr><td>{e(nt)}</td>" + "".join(f"<td>{row[k]}</td>" for k in keys) + "</tr>"
+                for nt, row in self.summary.by_node_type.items()
+            )
+            parts.append(f"<p>by node type</p><table><tr>{head}</tr>{body}</table>")
+        return "\n".join(parts)
+
+
+class Report:
+    """The campaign report's pictures, inline in Jupyter (images embedded)."""
+
+    def __init__(self, page: Path) -> None:
+        self.page = page
+
+    def images(self) -> list[Path]:
+        names = ["timeline.png", "throughput.png", "durations.png", "failures.png"]
+        physics = sorted(self.page.parent.glob("physics-*.png"))
+        return [self.page.parent / n for n in names if (self.page.parent / n).exists()] + physics
+
+    def __repr__(self) -> str:
+        return f"report: {self.page}"
+
+    def _repr_html_(self) -> str:
+        imgs = "".join(
+            f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
+            f'style="max-width:100%"><br>'
+            for p in self.images()
+        )
+        return f"<div><p>{html.escape(str(self.page))}</p>{imgs}</div>"
+
+    def _repr_png_(self) -> bytes:
+        """The timeline alone, for front ends that take PNG rather than HTML."""
+        return self.images()[0].read_bytes()
