@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from parsl_es import UserError
 from parsl_es.dispatcher import RunResult
@@ -41,7 +42,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(exc: UserError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -130,6 +131,14 @@ WalltimeOpt = Annotated[
 EndOpt = Annotated[
     str | None, typer.Option("--end", help="the allocation ends at this time (ISO or epoch)")
 ]
+MonitoringOpt = Annotated[
+    bool,
+    typer.Option(
+        "--monitoring",
+        help="record tasks and resource use with Parsl's MonitoringHub in DIR/monitoring.db "
+        "(open with parsl-visualize)",
+    ),
+]
 MarginOpt = Annotated[
     float,
     typer.Option("--margin", help="seconds before the end by which started work must be done"),
@@ -159,6 +168,7 @@ def submit(
     walltime: WalltimeOpt = None,
     end: EndOpt = None,
     margin: MarginOpt = 300.0,
+    monitoring: MonitoringOpt = False,
 ) -> None:
     """Start a campaign and follow it until it is complete."""
     from parsl_es import run
@@ -190,6 +200,7 @@ def submit(
                 stop=stop,
                 allocation_end=ends,
                 margin_seconds=margin,
+                monitoring=monitoring,
             )
         )
     _finish(result, out_dir)
@@ -205,6 +216,7 @@ def resume(
     walltime: WalltimeOpt = None,
     end: EndOpt = None,
     margin: MarginOpt = 300.0,
+    monitoring: MonitoringOpt = False,
 ) -> None:
     """Continue an interrupted campaign, re-running only what is not done."""
     from parsl_es import run
@@ -227,6 +239,7 @@ def resume(
                 stop=stop,
                 allocation_end=ends,
                 margin_seconds=margin,
+                monitoring=monitoring,
             )
         )
     _finish(result, output)

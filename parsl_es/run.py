@@ -33,6 +33,8 @@ from parsl_es.walltime import Cutoff
 log = logging.getLogger("parsl_es")
 
 OUTPUT_DIRS = ("ranges", "merged", "validation", "logs")
+#: Parsl's monitoring database, when monitoring is on.
+MONITORING_DB = "monitoring.db"
 #: Ranges that would end closer than this to the allocation's end are not started.
 DEFAULT_MARGIN_SECONDS = 300.0
 
@@ -159,6 +161,7 @@ class DriverOptions(TypedDict, total=False):
     bundle_size: int | None
     allocation_end: float | None
     margin_seconds: float
+    monitoring: bool  # Parsl's MonitoringHub, database OUTPUT/monitoring.db (own session only)
 
 
 def drive(
@@ -174,7 +177,10 @@ def drive(
         if options.get("allocation_end"):
             log.info("allocation ends at %s", time.ctime(options["allocation_end"]))
         if session is None:
-            session = SiteSession(site, output / "logs" / "parsl")
+            monitoring_db = output / MONITORING_DB if options.get("monitoring") else None
+            session = SiteSession(site, output / "logs" / "parsl", monitoring_db=monitoring_db)
+        elif options.get("monitoring") and session.monitoring_db is None:
+            log.warning("monitoring is set when a site is loaded; this session was loaded without")
         try:
             dispatcher = Dispatcher(
                 ledger=ledger,

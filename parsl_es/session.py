@@ -25,13 +25,14 @@ def workers_of(managers: list[dict[str, Any]]) -> int:
 class SiteSession:
     """Parsl loaded for one site; apps are bound per (step function, node type)."""
 
-    def __init__(self, site: SiteSpec, run_dir: Path) -> None:
+    def __init__(self, site: SiteSpec, run_dir: Path, monitoring_db: Path | None = None) -> None:
         from parsl.dataflow.dflow import DataFlowKernel
 
         self.site = site
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.dfk = DataFlowKernel(build_config(site, self.run_dir))
+        self.monitoring_db = monitoring_db
+        self.dfk = DataFlowKernel(build_config(site, self.run_dir, monitoring_db=monitoring_db))
         self._apps: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self.closed = False

@@ -472,8 +472,17 @@ def build_executor(label: str, nt: NodeTypeSpec, run_dir: Path) -> Any:
     )
 
 
-def build_config(site: SiteSpec, run_dir: Path, node_types: list[str] | None = None) -> Any:
-    """The ``parsl.Config`` of a site: one HighThroughputExecutor per node type."""
+def build_config(
+    site: SiteSpec,
+    run_dir: Path,
+    node_types: list[str] | None = None,
+    monitoring_db: Path | None = None,
+) -> Any:
+    """The ``parsl.Config`` of a site: one HighThroughputExecutor per node type.
+
+    With ``monitoring_db``, Parsl's MonitoringHub records every task and the
+    workers' resource use in that SQLite file (open it with ``parsl-visualize``).
+    """
     import logging
 
     from parsl.config import Config
@@ -492,6 +501,23 @@ def build_config(site: SiteSpec, run_dir: Path, node_types: list[str] | None = N
         strategy_period=site.strategy_period,
         retries=0,
         initialize_logging=FileLogging(level=logging.INFO),
+        monitoring=None if monitoring_db is None else _monitoring(site, monitoring_db),
+    )
+
+
+def _monitoring(site: SiteSpec, database: Path) -> Any:
+    try:
+        import sqlalchemy  # noqa: F401 - Parsl's monitoring database needs it
+        from parsl.monitoring import MonitoringHub
+    except ImportError:
+        raise UserError(
+            "monitoring needs Parsl's monitoring extra: pip install 'parsl-es[monitoring]'"
+        ) from None
+    return MonitoringHub(
+        hub_address="127.0.0.1",
+        logging_endpoint=f"sqlite:///{Path(database).absolute()}",
+        workflow_name=f"parsl-es {site.name}",
+        resource_monitoring_interval=10,
     )
 
 
