@@ -169,6 +169,14 @@ def submit(
     end: EndOpt = None,
     margin: MarginOpt = 300.0,
     monitoring: MonitoringOpt = False,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint",
+            help="run the whole driver on this Globus Compute endpoint (UUID), with a site of "
+            "that machine (--site); prints the task id to follow with status and fetch",
+        ),
+    ] = None,
 ) -> None:
     """Start a campaign and follow it until it is complete."""
     from parsl_es import run
@@ -177,6 +185,9 @@ def submit(
 
     spec = _guarded(lambda: load_campaign(campaign))
     source = str(resolve_campaign_path(campaign))
+    if endpoint:
+        _submit_remote(spec, endpoint, output, site, overrides or [])
+        return
     site_spec = _guarded(lambda: load_site(site, overrides))
     out_dir = _guarded(lambda: run.output_for(spec, output))
     _guarded(lambda: run.resolve_steps(spec, site_spec, source))
@@ -245,15 +256,67 @@ def resume(
     _finish(result, output)
 
 
+def _submit_remote(spec: Any, endpoint: str, output: Path | None, site: str, sets: list) -> None:
+    from parsl_es.remote import RemoteCampaigns
+
+    if output is None and not spec.output:
+        _fail(UserError("a remote campaign needs --output: a directory on the endpoint's machine"))
+    target = str(output or spec.output)
+    campaign = json.loads(spec.to_json())
+    remote = _guarded(RemoteCampaigns)
+    task = _guarded(lambda: remote.submit(campaign, endpoint, target, site, sets))
+    out.print(f"submitted to endpoint {endpoint}: task {task}", highlight=False)
+    out.print(
+        f"follow it with: es-run status {task} --endpoint; fetch it with: es-run fetch {task}",
+        highlight=False,
+    )
+
+
+@app.command()
+def fetch(
+    task: Annotated[str, typer.Argument(help="the Globus Compute task id es-run submit printed")],
+    to: Annotated[Path, typer.Option("--to", help="where to put summary and report")] = Path("."),
+) -> None:
+    """Bring back a remote campaign's summary, job report and timeline."""
+    from parsl_es.remote import RemoteCampaigns
+
+    remote = _guarded(RemoteCampaigns)
+    summary = _guarded(lambda: remote.fetch(task, to))
+    result = summary["result"]
+    out.print(
+        f"{result['message']} ({summary['host']}:{summary['output']}); "
+        f"summary, jobReport.json and timeline.png in {to}",
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_OK if result["status"] == "complete" else EXIT_FAILED)
+
+
 @app.command()
 def status(
-    output: Annotated[Path, typer.Argument(help="the campaign's output directory")],
+    output: Annotated[
+        Path,
+        typer.Argument(help="the campaign's output directory (or, with --endpoint, a task id)"),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    endpoint: Annotated[
+        bool, typer.Option("--endpoint", help="OUTPUT is a remote campaign's Globus Compute task")
+    ] = False,
 ) -> None:
     """Ranges and merges by state, from the ledger (also while the campaign runs)."""
     from dataclasses import asdict
 
     from parsl_es import run
+
+    if endpoint:
+        from parsl_es.remote import RemoteCampaigns
+
+        state = _guarded(lambda: RemoteCampaigns().status(str(output)))
+        if as_json:
+            print(json.dumps(state, default=str))
+        else:
+            error = f" ({state['error']})" if state.get("error") else ""
+            out.print(f"task {output}: {state.get('status')}{error}", highlight=False)
+        return
 
     ledger = _guarded(lambda: run.open_campaign(output, readonly=True))
     try:

@@ -1,0 +1,206 @@
+"""Remote submission through Globus Compute: the whole driver runs on an endpoint.
+
+A physicist on a laptop sends a campaign to a Globus Compute endpoint on, say, a
+NERSC login or workflow node. The endpoint runs ``run_campaign_remotely``: it
+loads a site of *that* machine (``perlmutter``), drives the campaign there, and
+returns a summary, the job report and the timeline picture. The laptop only
+submits (``es-run submit CAMPAIGN --endpoint UUID``), follows (``es-run status
+TASK --endpoint``) and fetches (``es-run fetch TASK``).
+
+The client is the Globus Compute SDK's ``Client``: it registers the function,
+packs the arguments with the SDK's ``ComputeSerializer``, submits a batch and
+unpacks results, exactly as any SDK user does. Both sides need the same Python
+(major.minor) and parsl-es versions: the remote function checks and says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from parsl_es import __version__
+from parsl_es.errors import UserError
+
+#: Environment variable naming a ``module:callable`` that returns the SDK client to
+#: use (sites with their own authentication; the offline tests).
+CLIENT_FACTORY_ENV = "PARSL_ES_COMPUTE_CLIENT"
+
+
+class VersionMismatch(RuntimeError):
+    """The endpoint's Python or parsl-es differs from the submitter's."""
+
+
+def run_campaign_remotely(
+    campaign: dict[str, Any],
+    output: str,
+    site: str,
+    overrides: list[str],
+    submitter: dict[str, str],
+    resume: bool = False,
+) -> dict[str, Any]:
+    """On the endpoint: run (or resume) a campaign with a site of this machine.
+
+    Returns what the submitter fetches: the run's result, the ledger's summary,
+    the job report and the timeline PNG (base64).
+    """
+    import platform as _platform
+    from dataclasses import asdict
+    from pathlib import Path as _Path
+
+    import parsl_es
+    from parsl_es import run as _run
+    from parsl_es.ledger import Ledger
+    from parsl_es.report import build_report
+    from parsl_es.sites import load_site
+
+    here = {"python": _platform.python_version(), "parsl_es": parsl_es.__version__}
+    if _minor(here["python"]) != _minor(submitter.get("python", "")) or here[
+        "parsl_es"
+    ] != submitter.get("parsl_es"):
+        raise VersionMismatch(
+            f"the endpoint runs Python {here['python']} and parsl-es {here['parsl_es']}, "
+            f"the submitter Python {submitter.get('python')} and parsl-es "
+            f"{submitter.get('parsl_es')}: install the same versions on both sides"
+        )
+    out = _Path(output).expanduser()
+    site_spec = load_site(site, overrides)
+    if resume:
+        result = _run.resume(out, site=site_spec)
+    else:
+        result = _run.submit(campaign, out, site=site_spec)
+    ledger = Ledger.open(out / "ledger.sqlite", readonly=True)
+    try:
+        summary = asdict(ledger.summary())
+    finally:
+        ledger.close()
+    page = build_report(out)
+    timeline = page.parent / "timeline.png"
+    return {
+        "result": asdict(result),
+        "summary": summary,
+        "output": str(out.absolute()),
+        "host": _platform.node(),
+        "job_report": json.loads((page.parent / "jobReport.json").read_text()),
+        "timeline_png": base64.b64encode(timeline.read_bytes()).decode(),
+    }
+
+
+def _minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def submitter_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "parsl_es": __version__}
+
+
+# --- the submitting side -----------------------------------------------------------------
+
+
+def compute_client() -> Any:
+    """The Globus Compute SDK client (or the one ``PARSL_ES_COMPUTE_CLIENT`` names)."""
+    factory = os.environ.get(CLIENT_FACTORY_ENV)
+    if factory:
+        module, _, name = factory.partition(":")
+        return getattr(import_module(module), name)()
+    try:
+        from globus_compute_sdk import Client
+    except ImportError:
+        raise UserError(
+            "remote submission needs the Globus Compute SDK: pip install 'parsl-es[globus]'"
+        ) from None
+    return Client()
+
+
+class RemoteCampaigns:
+    """Submit campaigns to endpoints and follow them, through an SDK ``Client``."""
+
+    def __init__(self, client: Any | None = None) -> None:
+        self.client = client if client is not None else compute_client()
+
+    def submit(
+        self,
+        campaign: dict[str, Any],
+        endpoint: str,
+        output: str,
+        site: str = "local",
+        overrides: list[str] | None = None,
+        resume: bool = False,
+    ) -> str:
+        """Ship the driver to ``endpoint``; return the Globus Compute task id."""
+        with _translated_errors(endpoint):
+            function_id = self.client.register_function(run_campaign_remotely)
+            batch = self.client.create_batch()
+            batch.add(
+                function_id,
+                args=(campaign, output, site, overrides or [], submitter_versions()),
+                kwargs={"resume": resume},
+            )
+            reply = self.client.batch_run(endpoint, batch)
+        return reply["tasks"][function_id][0]
+
+    def status(self, task_id: str) -> dict[str, Any]:
+        """``{"pending": bool, "status": ...}``; with ``"error"`` if the task failed."""
+        with _translated_errors(task_id):
+            try:
+                task = self.client.get_task(task_id)
+            except Exception as exc:  # the SDK raises the remote exception for failed tasks
+                if type(exc).__name__ == "TaskExecutionFailed":
+                    return {"pending": False, "status": "failed", "error": _remote_error(exc)}
+                raise
+        return {k: v for k, v in task.items() if k != "result"}
+
+    def fetch(self, task_id: str, dest: str | Path) -> dict[str, Any]:
+        """The finished campaign's summary; job report and timeline written into ``dest``."""
+        status = self.status(task_id)
+        if status.get("pending"):
+            raise UserError(f"task {task_id} is still {status.get('status', 'pending')}")
+        if status.get("error"):
+            raise UserError(f"the remote campaign failed: {status['error']}")
+        with _translated_errors(task_id):
+            got = self.client.get_result(task_id)
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "jobReport.json").write_text(json.dumps(got["job_report"], indent=1))
+        (dest / "timeline.png").write_bytes(base64.b64decode(got["timeline_png"]))
+        summary = {k: got[k] for k in ("result", "summary", "output", "host")}
+        (dest / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        return summary
+
+
+class _translated_errors:
+    """Turn the SDK's authentication and lookup errors into one clear message."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, _tb: Any) -> bool:
+        if exc is None or isinstance(exc, UserError):
+            return False
+        status = getattr(exc, "http_status", None)
+        name = type(exc).__name__
+        if status in (401, 403) or "Auth" in name or "Login" in name:
+            raise UserError(
+                f"Globus authentication failed ({exc}): log in with "
+                "`globus-compute-endpoint login` or set GLOBUS_COMPUTE_CLIENT_ID and "
+                "GLOBUS_COMPUTE_CLIENT_SECRET for a confidential client"
+            ) from None
+        if status == 404:
+            raise UserError(f"Globus Compute knows no {self.what} ({exc})") from None
+        if name == "VersionMismatch" or "VersionMismatch" in str(exc):
+            raise UserError(str(exc)) from None
+        return False
+
+
+def _remote_error(exc: BaseException) -> str:
+    """The last line of a remote traceback: what went wrong over there."""
+    text = str(getattr(exc, "remote_data", "") or exc)
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
