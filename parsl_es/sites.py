@@ -98,7 +98,23 @@ class SlurmProviderSpec(_Strict):
         return v.splitlines() if isinstance(v, str) else v
 
 
-ProviderSpec = Annotated[LocalProviderSpec | SlurmProviderSpec, Field(discriminator="kind")]
+class GlobusComputeSpec(_Strict):
+    """Tasks of this node type go to a Globus Compute endpoint (Parsl's GlobusComputeExecutor).
+
+    For steps that belong elsewhere: merges at a site with the storage, say. The
+    endpoint runs them with its own configuration; ``workers`` is how many tasks
+    to keep in flight there.
+    """
+
+    kind: Literal["globus-compute"]
+    endpoint_id: str = Field(pattern=r"^[0-9a-fA-F-]{36}$")
+    workers: int = Field(4, ge=1)
+    init_blocks: int = 1
+
+
+ProviderSpec = Annotated[
+    LocalProviderSpec | SlurmProviderSpec | GlobusComputeSpec, Field(discriminator="kind")
+]
 
 
 class NodeTypeSpec(_Strict):
@@ -151,6 +167,8 @@ class NodeTypeSpec(_Strict):
 
     def workers(self) -> int:
         """Workers per node: explicit, one per accelerator, or cores / cores_per_worker."""
+        if isinstance(self.provider, GlobusComputeSpec):
+            return self.provider.workers
         if self.workers_per_node != "auto":
             n = int(self.workers_per_node)
         else:
@@ -344,6 +362,14 @@ def check_site(site: SiteSpec) -> tuple[list[str], list[str]]:
                     f"node type {name}: drain_margin_seconds ({nt.drain_margin_seconds}) is not "
                     f"shorter than the walltime ({p.walltime})"
                 )
+        if isinstance(p, GlobusComputeSpec):
+            try:
+                import globus_compute_sdk  # noqa: F401
+            except ImportError:
+                problems.append(
+                    f"node type {name}: Globus Compute SDK not installed "
+                    "(pip install 'parsl-es[globus]')"
+                )
         if nt.container and not shutil.which(nt.container.runtime):
             warnings.append(
                 f"node type {name}: container runtime '{nt.container.runtime}' is not on PATH here"
@@ -447,6 +473,9 @@ def _drain_period(nt: NodeTypeSpec) -> int | None:
 def build_executor(label: str, nt: NodeTypeSpec, run_dir: Path) -> Any:
     from parsl.executors import HighThroughputExecutor
 
+    if isinstance(nt.provider, GlobusComputeSpec):
+        return _globus_compute_executor(label, nt.provider)
+
     kwargs: dict[str, Any] = {}
     launch_cmd = _launch_cmd(nt)
     if launch_cmd:
@@ -470,6 +499,21 @@ def build_executor(label: str, nt: NodeTypeSpec, run_dir: Path) -> Any:
         interchange_launch_cmd=_interchange_cmd(),
         **kwargs,
     )
+
+
+def _globus_compute_executor(label: str, spec: GlobusComputeSpec) -> Any:
+    from parsl.executors import GlobusComputeExecutor
+
+    from parsl_es.remote import compute_client
+
+    try:
+        from globus_compute_sdk import Executor
+    except ImportError:
+        raise UserError(
+            "node types on Globus Compute need the SDK: pip install 'parsl-es[globus]'"
+        ) from None
+    executor = Executor(endpoint_id=spec.endpoint_id, client=compute_client())
+    return GlobusComputeExecutor(executor=executor, label=label)
 
 
 def build_config(

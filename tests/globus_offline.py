@@ -130,3 +130,11 @@ CURRENT: OfflineCloud | None = None
 def cli_client() -> Any:
     assert CURRENT is not None, "no offline cloud started"
     return client_for(CURRENT)
+
+
+def unconnected_client() -> Any:
+    """A real SDK client that never reaches the network (for building configurations)."""
+    import globus_sdk
+    from globus_compute_sdk import Client
+
+    return Client(do_version_check=False, authorizer=globus_sdk.NullAuthorizer())

@@ -166,3 +166,29 @@ def test_cli_sites_show_and_check():
     unknown = runner.invoke(app, ["sites", "show", "perlmuter"])
     assert unknown.exit_code == 2
     assert "did you mean 'perlmutter'" in unknown.output
+
+
+def test_a_step_on_a_globus_compute_endpoint(tmp_path, monkeypatch):
+    """Merges at a site with the storage: that node type is Parsl's GlobusComputeExecutor."""
+    from parsl.executors import GlobusComputeExecutor
+
+    monkeypatch.setenv("PARSL_ES_COMPUTE_CLIENT", "tests.globus_offline:unconnected_client")
+    endpoint = "2b1e7d0c-4a57-4c6e-9a55-1f0e3e9a1b2c"
+    site_file = tmp_path / "split.yaml"
+    site_file.write_text(
+        "name: split\n"
+        "node_types:\n"
+        "  cpu: {provider: {kind: local}}\n"
+        f"  store: {{provider: {{kind: globus-compute, endpoint_id: '{endpoint}', workers: 2}}}}\n"
+        "steps: {simulate: [cpu], merge: store, validate: cpu}\n"
+    )
+    site = load_site(site_file)
+    built = executors(site, tmp_path)
+    store = built["store"]
+    assert isinstance(store, GlobusComputeExecutor)
+    assert str(store.executor.endpoint_id) == endpoint
+    assert site.node_types["store"].workers() == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(site_file.read_text().replace(endpoint, "not-a-uuid"))
+    with pytest.raises(UserError, match="endpoint_id"):
+        load_site(bad)
