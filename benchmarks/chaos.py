@@ -66,6 +66,7 @@ class Figures:
     driver_kills: int = 0
     wedged_pools: int = 0
     hung_ranges: int = 0
+    hung_ranges_redone: int = 0  # hung ranges given up on (timed out, or lost with a killed pool)
     events_lost: int = 0
     events_duplicated: int = 0
     reruns_of_done_ranges: int = 0
@@ -282,6 +283,13 @@ def _account(out: Path, plan: Plan, figures: Figures, done_at_kills: dict[int, i
     figures.reruns_of_done_ranges = sum(
         1 for idx, n in done_at_kills.items() if final.get(idx) != n and idx not in damaged
     )
+    hung = yaml.safe_load((out.parent / "chaos.yaml").read_text())["payload"]["hang_events"]
+    given_up = query(
+        out,
+        "SELECT DISTINCT range_idx FROM attempts WHERE outcome IN ('timeout','lost') "
+        f"AND range_idx IN ({','.join(str(int(e)) for e in hung) or '-1'})",
+    )
+    figures.hung_ranges_redone = len(given_up)
     outcomes = dict(query(out, "SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome"))
     figures.lost_attempts = outcomes.get("lost", 0)
     figures.timeout_attempts = outcomes.get("timeout", 0)

@@ -34,7 +34,7 @@ from parsl_es.bundling import bundle_size
 from parsl_es.crashpoints import crash_point
 from parsl_es.failures import INFRASTRUCTURE, LOST_WORKER_ERRORS, NO_SPACE, PERMANENT, TIMEOUT
 from parsl_es.hung import PoolWatch, RangeTimeouts, TimeoutPolicy
-from parsl_es.ledger import Ledger, RangeOutcome
+from parsl_es.ledger import LOST_FACTOR, Ledger, RangeOutcome
 from parsl_es.ranges import RangePlan
 from parsl_es.session import SiteSession, workers_of
 from parsl_es.walltime import Cutoff
@@ -182,6 +182,7 @@ class Dispatcher:
         self._validations_in_flight: dict[int, float] = {}
         self._validation_futures: list[Future] = []
         self._merge_attempts: dict[int, int] = {}
+        self._lost_steps: dict[tuple[str, int], int] = {}  # merges/validations lost with workers
         self._campaign_validation: Future | None = None
         self._campaign_plots: Future | None = None
         self._validation_result: dict[str, Any] | None = None
@@ -625,12 +626,26 @@ class Dispatcher:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             self._no_space = f"merge {g}: {exc}"
             return
+        if self._lost_again(exc, ("merge", g)):
+            log.warning("merge %d lost with its worker; submitting it again", g)
+            self._submit_merge(g)
+            return
         if self._merge_attempts.get(g, 0) < self.attempts and not self.stop.is_set():
             log.warning("merge %d failed (%s); retrying", g, err)
             self._submit_merge(g)
         else:
             log.error("merge %d failed for good: %s", g, err)
             self._failed_merges.add(g)
+
+    def _lost_again(self, exc: BaseException, step: tuple[str, int]) -> bool:
+        """A merge or validation lost with its worker (not its own fault): run it again?
+
+        Up to ``LOST_FACTOR`` times the campaign's attempts, as for ranges.
+        """
+        if type(exc).__name__ not in LOST_WORKER_ERRORS or self.stop.is_set():
+            return False
+        self._lost_steps[step] = self._lost_steps.get(step, 0) + 1
+        return self._lost_steps[step] <= LOST_FACTOR * self.attempts
 
     def _redo_damaged(self, g: int, problems: dict[int, str]) -> None:
         """Simulate a group's damaged range files again; the group merges once they are done."""
@@ -650,6 +665,10 @@ class Dispatcher:
         if exc is not None:
             if _is_dependency_failure(exc):
                 return  # its merge failed; the merge's own handling retries it
+            if self._lost_again(exc, ("validate", g)):
+                log.warning("validation of merge %d lost with its worker; again", g)
+                self._submit_validation(g, dict(self.ledger.merge_row(g)))
+                return
             self.ledger.record_validation(g, False, f"{type(exc).__name__}: {exc}"[:2000])
             log.error("validation of merge %d raised: %s", g, exc)
             self._failed_merges.add(g)
@@ -699,6 +718,9 @@ class Dispatcher:
         self._campaign_validation = None
         self._validation_futures = []
         exc = fut.exception()
+        if exc is not None and self._lost_again(exc, ("campaign", 0)):
+            log.warning("campaign validation lost with its worker; it runs again")
+            return  # _maybe_validate_campaign submits it again
         if exc is not None:
             res = {"passed": False, "problems": [f"{type(exc).__name__}: {exc}"]}
         else:

@@ -31,3 +31,49 @@ def test_quickstart_notebook_runs_and_shows_progress_and_pictures(tmp_path):
     assert (tmp_path / "quickstart-output" / "report" / "index.html").is_file()
     # a second campaign in the same kernel
     assert "complete" in nb.cells[-1].outputs[-1].get("text", "")
+
+
+def test_interrupting_a_wait_cancels_gracefully_and_leaves_no_workers(tmp_path):
+    """Ctrl-C (a kernel interrupt) while waiting: the campaign stops, the workers go."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = f"""
+import os, signal, threading, time
+import parsl_es
+h = parsl_es.submit(dict(name="intr", events=400, events_per_range=1, events_per_merge=100,
+                         seed=1, payload=dict(name="emulate", seconds_per_event=0.05)),
+                    output={str(tmp_path / "out")!r}, show=False)
+while (h.progress is None or h.progress.events_done < 10) and not h.done:
+    time.sleep(0.1)
+threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    h.wait()
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+result = h.wait()
+print("STATUS", result.status, flush=True)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "interrupted" in proc.stdout and "STATUS stopped" in proc.stdout, proc.stdout
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        left = [
+            p.pid
+            for p in psutil.process_iter(["cmdline"])
+            if str(tmp_path) in " ".join(p.info.get("cmdline") or [])
+        ]
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, "worker pools left behind"
