@@ -369,16 +369,18 @@ class Dispatcher:
         return len(self._retry) + self.plan.n_ranges - self._cursor
 
     def _bundle_size(self, node_type: str) -> int:
-        if self.bundle_size is not None:
-            return self.bundle_size
-        est = self.cutoff.range_estimate(node_type)
-        workers = (
-            self._workers_now.get(node_type)
-            or self.session.site.node_types[node_type].expected_workers()
-        )
-        return bundle_size(
-            est.mean(), workers, self._ranges_left(), self.session.site.in_flight_per_worker
-        )
+        size = self.bundle_size
+        if size is None:
+            est = self.cutoff.range_estimate(node_type)
+            workers = (
+                self._workers_now.get(node_type)
+                or self.session.site.node_types[node_type].expected_workers()
+            )
+            size = bundle_size(
+                est.mean(), workers, self._ranges_left(), self.session.site.in_flight_per_worker
+            )
+        fit = self.cutoff.ranges_that_fit(node_type)  # near the allocation's end
+        return size if fit is None else max(1, min(size, fit))
 
     def _top_up(self) -> None:
         """Fill every node type's window of tasks; all new starts go to the ledger at once."""

@@ -135,6 +135,17 @@ class Cutoff:
             self.reached_at = now
         return ok
 
+    def ranges_that_fit(self, node_type: str, now: float | None = None) -> int | None:
+        """How many ranges of ``node_type`` one after another still fit (None: no limit).
+
+        A bundle of ranges runs them in turn: it must not outlast the allocation.
+        """
+        p90 = self.range_estimate(node_type).p90()
+        if self.end is None or not p90:
+            return None
+        now = time.time() if now is None else now
+        return int((self.end - self.margin - now) // p90)
+
     def may_start_merge(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         return self._fits(self.merges.p90(), now)

@@ -58,4 +58,4 @@ def test_bundled_campaign_keeps_retries_progress_and_output_per_range(local_sess
     # progress counted range by range, never more than the campaign
     done = [p.events_done for p in seen]
     assert done == sorted(done) and done[-1] == 3000
-    assert len(set(done)) > 10, "progress moved in a few big jumps"
+    assert any(0 < d < 3000 for d in done), "no progress reported during the campaign"
