@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from parsl_es import run
-from parsl_es.campaign import CampaignSpec, campaign_from_dict, load_campaign
+from parsl_es.campaign import CampaignSpec, as_campaign
 from parsl_es.dispatcher import Progress, RunResult
 from parsl_es.ledger import LEDGER_NAME, Ledger, Summary
 from parsl_es.session import SiteSession
@@ -73,12 +73,7 @@ def submit(
         out = Path(campaign if output is None else output)
         spec = None
     else:
-        if isinstance(campaign, CampaignSpec):
-            spec = campaign
-        elif isinstance(campaign, dict):
-            spec = campaign_from_dict(campaign)
-        else:
-            spec = load_campaign(campaign)
+        spec = as_campaign(campaign)
         out = Path(output or spec.output or f"{spec.name}-output")
         run.check_new_output(out)
     session = session_for(site)

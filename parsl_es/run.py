@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypedDict, Unpack
 
 from parsl_es import __version__
-from parsl_es.campaign import CampaignSpec, campaign_from_dict
+from parsl_es.campaign import CampaignSpec, as_campaign
 from parsl_es.dispatcher import Dispatcher, Progress, RunResult, Steps
 from parsl_es.errors import UserError, allowed
 from parsl_es.fileio import write_text_atomic
@@ -229,14 +229,7 @@ def submit(
     **options: Unpack[DriverOptions],
 ) -> RunResult:
     """Start a new campaign and run it to completion (or until stopped)."""
-    from parsl_es.campaign import load_campaign
-
-    if isinstance(campaign, CampaignSpec):
-        spec = campaign
-    elif isinstance(campaign, dict):
-        spec = campaign_from_dict(campaign)
-    else:
-        spec = load_campaign(campaign)
+    spec = as_campaign(campaign)
     session = options.get("session")
     if session is not None:
         site_spec = session.site
