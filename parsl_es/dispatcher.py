@@ -47,8 +47,6 @@ WORKER_POLL_SECONDS = 1.0
 RATE_WINDOW_SECONDS = 30.0
 #: How often in-flight bundles are checked against their deadlines.
 HUNG_CHECK_SECONDS = 1.0
-#: The duration estimate merges are timed with (next to one per node type for ranges).
-MERGE_CLOCK = "merge"
 #: Default range timeout policy (the campaign's ``range_timeout`` replaces it).
 DEFAULT_TIMEOUTS = TimeoutPolicy(factor=5.0, floor=60.0, ceiling=3600.0)
 
@@ -161,7 +159,8 @@ class Dispatcher:
         self._deferred_merges: set[int] = set()
         self._last_range_start: float | None = None
 
-        self.timeouts = RangeTimeouts(timeouts)
+        # one estimate of range durations per node type, for the cut-off and the timeouts
+        self.timeouts = RangeTimeouts(timeouts, self.cutoff.range_estimate)
         self._pools = PoolWatch()
         self._bundles: dict[int, _Bundle] = {}
         self._bundle_ids = itertools.count()
@@ -535,7 +534,7 @@ class Dispatcher:
         It is not abandoned (a late merge would overwrite the redone file); the pools
         of its node type that stopped answering are ended, which returns it as lost.
         """
-        allowance = 2 * self.timeouts.current(MERGE_CLOCK) + 10.0
+        allowance = 2 * self.timeouts.timeout_for(self.cutoff.merges) + 10.0
         for tasks, nt in (
             (self._merges_in_flight, self.steps.merge),
             (self._validations_in_flight, self.steps.validate),
@@ -570,8 +569,7 @@ class Dispatcher:
         self._stats["ranges"] += len(done)
         self._per_node_type[node_type] = self._per_node_type.get(node_type, 0) + len(done)
         durations = [r.finished - r.started for r in done if r.started and r.finished]
-        self.cutoff.range_estimate(node_type).extend(durations)
-        self.timeouts.observe_many(node_type, durations)
+        self.cutoff.range_estimate(node_type).extend(durations)  # the timeouts' too
         per_merge = self.plan.ranges_per_merge
         left = self._group_left
         for r in done:
@@ -613,7 +611,6 @@ class Dispatcher:
             merged = fut.result()
             self._pools.result_from(merged.get("pool"), time.time())
             self.cutoff.merges.add(merged["finished"] - merged["started"])
-            self.timeouts.observe(MERGE_CLOCK, merged["finished"] - merged["started"])
             self.ledger.finish_merge(g, merged)
             crash_point("merge-recorded")
             self._merges_done += 1

@@ -14,7 +14,7 @@ any range should take, and ends its block; its tasks come back as lost.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,15 +34,20 @@ class TimeoutPolicy:
 class RangeTimeouts:
     """The current range timeout of each node type."""
 
-    def __init__(self, policy: TimeoutPolicy) -> None:
+    def __init__(
+        self,
+        policy: TimeoutPolicy,
+        estimates: Callable[[str], DurationEstimate] | None = None,
+    ) -> None:
+        """``estimates`` gives a node type's duration estimate (the driver shares the
+        walltime cut-off's); by default the timeouts keep their own, fed by ``observe``.
+        """
         self.policy = policy
-        self._durations: dict[str, DurationEstimate] = {}
+        own: dict[str, DurationEstimate] = {}
+        self._estimate = estimates or (lambda nt: own.setdefault(nt, DurationEstimate()))
 
     def observe(self, node_type: str, seconds: float) -> None:
-        self._durations.setdefault(node_type, DurationEstimate()).add(seconds)
-
-    def observe_many(self, node_type: str, seconds: list[float]) -> None:
-        self._durations.setdefault(node_type, DurationEstimate()).extend(seconds)
+        self._estimate(node_type).add(seconds)
 
     def bundle_allowance(self, node_type: str, n_ranges: int) -> float:
         """How long a bundle of ``n_ranges`` may take from submission to result.
@@ -51,16 +56,19 @@ class RangeTimeouts:
         range timeout, together at most ``factor`` times their expected time), plus
         slack for a busy machine.
         """
-        timeout = self.current(node_type)
-        est = self._durations.get(node_type)
-        p99 = (est.percentile(0.99) if est is not None else None) or timeout
+        est = self._estimate(node_type)
+        timeout = self.timeout_for(est)
+        p99 = est.percentile(0.99) or timeout
         own = max(timeout, self.policy.factor * n_ranges * p99)
         return 2 * own + max(10.0, 0.5 * timeout)
 
     def current(self, node_type: str) -> float:
+        return self.timeout_for(self._estimate(node_type))
+
+    def timeout_for(self, est: DurationEstimate) -> float:
+        """``factor`` x the p99 of ``est`` within floor and ceiling (the ceiling until trusted)."""
         p = self.policy
-        est = self._durations.get(node_type)
-        if est is None or est.count < MIN_SAMPLES:
+        if est.count < MIN_SAMPLES:
             return p.ceiling
         return min(p.ceiling, max(p.floor, p.factor * (est.percentile(0.99) or 0.0)))
 

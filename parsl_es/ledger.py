@@ -377,20 +377,7 @@ class Ledger:
             if done:
                 first = outcomes[done[0]]
                 task = self._record_task(first.node_type, asdict(first))
-                rows = [
-                    (
-                        task,
-                        o.started,
-                        o.finished,
-                        o.output,
-                        o.size,
-                        o.checksum,
-                        o.n_events,
-                        o.index,
-                        o.attempt,
-                    )
-                    for o in (outcomes[i] for i in done)
-                ]
+                rows = [_done_row(task, outcomes[i]) for i in done]
                 for i, ok in zip(done, self._apply_successes(rows), strict=True):
                     states[i] = "done" if ok else "stale"
             for i, o in enumerate(outcomes):
@@ -412,24 +399,7 @@ class Ledger:
             applied = []
             for results, node_type, where in tasks:
                 task = self._record_task(node_type, where)
-                applied.append(
-                    self._apply_successes(
-                        [
-                            (
-                                task,
-                                r.started,
-                                r.finished,
-                                r.output,
-                                r.size,
-                                r.checksum,
-                                r.n_events,
-                                r.index,
-                                r.attempt,
-                            )
-                            for r in results
-                        ]
-                    )
-                )
+                applied.append(self._apply_successes([_done_row(task, r) for r in results]))
             return applied
 
     def _record_task(self, node_type: str | None, where: dict[str, Any]) -> int:
@@ -743,6 +713,21 @@ class Ledger:
             if unproven:  # an earlier campaign validation no longer speaks for the outputs
                 self.conn.execute("DELETE FROM meta WHERE key='campaign_validation'")
         return counts
+
+
+def _done_row(task: int, r: Any) -> tuple:
+    """``_MARK_DONE``'s parameters for a finished range (a ``RangeOutcome`` or ``RangeResult``)."""
+    return (
+        task,
+        r.started,
+        r.finished,
+        r.output,
+        r.size,
+        r.checksum,
+        r.n_events,
+        r.index,
+        r.attempt,
+    )
 
 
 def _upgrade(conn: sqlite3.Connection, readonly: bool) -> None:

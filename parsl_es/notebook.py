@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import html
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -167,41 +169,41 @@ class CampaignHandle:
         """
         self._stop.set()
 
-    def status(self) -> CampaignStatus:
-        """Ranges and merges by state, and where the ranges ran, from the ledger."""
+    @contextlib.contextmanager
+    def _ledger(self) -> Iterator[Ledger]:
+        """The campaign's ledger, read-only (the driver thread is its writer)."""
         ledger = Ledger.open(self.output / LEDGER_NAME, readonly=True)
         try:
-            return CampaignStatus(ledger.plan.campaign, ledger.summary())
+            yield ledger
         finally:
             ledger.close()
+
+    def status(self) -> CampaignStatus:
+        """Ranges and merges by state, and where the ranges ran, from the ledger."""
+        with self._ledger() as ledger:
+            return CampaignStatus(ledger.plan.campaign, ledger.summary())
 
     @property
     def merged_outputs(self) -> list[Future[Path]]:
         """One future per merge group, resolved with its merged file when it is written."""
         if not self._merged:
-            n = (self.spec.plan if self.spec else self.status_plan()).n_merges
+            if self.spec is not None:
+                n = self.spec.plan.n_merges
+            else:
+                with self._ledger() as ledger:
+                    n = ledger.plan.n_merges
             self._merged = {g: Future() for g in range(n)}
             self._resolve_merged()
         return [self._merged[g] for g in sorted(self._merged)]
 
-    def status_plan(self) -> Any:
-        ledger = Ledger.open(self.output / LEDGER_NAME, readonly=True)
-        try:
-            return ledger.plan
-        finally:
-            ledger.close()
-
     def _resolve_merged(self, final: bool = False) -> None:
         if not self._merged or not (self.output / LEDGER_NAME).exists():
             return
-        ledger = Ledger.open(self.output / LEDGER_NAME, readonly=True)
-        try:
+        with self._ledger() as ledger:
             for m in ledger.merge_rows():
                 fut = self._merged.get(m["group_idx"])
                 if fut is not None and not fut.done() and m["state"] == "done":
                     fut.set_result(self.output / m["output"])
-        finally:
-            ledger.close()
         if final:
             for g, fut in self._merged.items():
                 if not fut.done():
@@ -329,9 +331,12 @@ class Report:
         self.page = page
 
     def images(self) -> list[Path]:
-        names = ["timeline.png", "throughput.png", "durations.png", "failures.png"]
-        physics = sorted(self.page.parent.glob("physics-*.png"))
-        return [self.page.parent / n for n in names if (self.page.parent / n).exists()] + physics
+        from parsl_es.report import FIGURES, PHYSICS_PREFIX
+
+        here = self.page.parent
+        figures = [here / f"{name}.png" for name in FIGURES]
+        physics = sorted(here.glob(f"{PHYSICS_PREFIX}*.png"))
+        return [p for p in figures if p.exists()] + physics
 
     def __repr__(self) -> str:
         return f"report: {self.page}"

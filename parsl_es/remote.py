@@ -52,13 +52,13 @@ def run_campaign_remotely(
     from dataclasses import asdict
     from pathlib import Path as _Path
 
-    import parsl_es
     from parsl_es import run as _run
-    from parsl_es.ledger import Ledger
+    from parsl_es.ledger import LEDGER_NAME, Ledger
+    from parsl_es.remote import _minor, versions
     from parsl_es.report import build_report
     from parsl_es.sites import load_site
 
-    here = {"python": _platform.python_version(), "parsl_es": parsl_es.__version__}
+    here = versions()
     if _minor(here["python"]) != _minor(submitter.get("python", "")) or here[
         "parsl_es"
     ] != submitter.get("parsl_es"):
@@ -73,7 +73,7 @@ def run_campaign_remotely(
         result = _run.resume(out, site=site_spec)
     else:
         result = _run.submit(campaign, out, site=site_spec)
-    ledger = Ledger.open(out / "ledger.sqlite", readonly=True)
+    ledger = Ledger.open(out / LEDGER_NAME, readonly=True)
     try:
         summary = asdict(ledger.summary())
     finally:
@@ -94,7 +94,8 @@ def _minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
 
-def submitter_versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """This side's Python and parsl-es versions (both sides must agree)."""
     return {"python": platform.python_version(), "parsl_es": __version__}
 
 
@@ -137,7 +138,7 @@ class RemoteCampaigns:
             batch = self.client.create_batch()
             batch.add(
                 function_id,
-                args=(campaign, output, site, overrides or [], submitter_versions()),
+                args=(campaign, output, site, overrides or [], versions()),
                 kwargs={"resume": resume},
             )
             reply = self.client.batch_run(endpoint, batch)

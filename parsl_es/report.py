@@ -290,6 +290,12 @@ def job_report(ledger: Ledger, output: Path, merges: list[tuple]) -> dict[str, A
 # --- the page ---------------------------------------------------------------------------------
 
 
+#: The report's own figures (``NAME.png``), in page order; the validation's physics
+#: pictures are copied beside them as ``physics-NAME.png``.
+FIGURES = ("timeline", "throughput", "durations", "failures")
+PHYSICS_PREFIX = "physics-"
+
+
 def build_report(output: str | Path, dest: str | Path | None = None) -> Path:
     """Write ``index.html``, its PNGs and ``jobReport.json``; return the page's path."""
     output = Path(output)
@@ -304,16 +310,17 @@ def build_report(output: str | Path, dest: str | Path | None = None) -> Path:
         jr = job_report(ledger, output, fig["merges"])
     finally:
         ledger.close()
+    timeline, throughput, durations, failures = (dest / f"{name}.png" for name in FIGURES)
     images = {
-        "timeline": plot_timeline(tl, dest / "timeline.png"),
-        "throughput": plot_throughput(fig["ranges"], tl.t0(), dest / "throughput.png"),
-        "durations": plot_durations(fig["durations"], dest / "durations.png"),
-        "failures": plot_failures(fig["attempts"], dest / "failures.png"),
+        "timeline": plot_timeline(tl, timeline),
+        "throughput": plot_throughput(fig["ranges"], tl.t0(), throughput),
+        "durations": plot_durations(fig["durations"], durations),
+        "failures": plot_failures(fig["attempts"], failures),
     }
     physics = []
     for png in sorted((output / "validation").glob("*.png")):
-        shutil.copyfile(png, dest / f"physics-{png.name}")
-        physics.append(f"physics-{png.name}")
+        shutil.copyfile(png, dest / f"{PHYSICS_PREFIX}{png.name}")
+        physics.append(f"{PHYSICS_PREFIX}{png.name}")
     fileio.write_text_atomic(dest / "jobReport.json", json.dumps(jr, indent=1, default=str))
     idle = tl.idle()
     page = _html(jr, summary, images, physics, idle, fig["attempts"])

@@ -185,7 +185,7 @@ def validate_campaign_outputs(
 def campaign_histograms(
     payload: Payload, plan: RangePlan, output_dir: Path, merges: list[dict[str, Any]]
 ) -> list[str]:
-    """Sum the merged files' physics histograms; write ``histograms.json`` and one PNG each.
+    """Sum the merged files' physics histograms; write ``histograms.json`` and ``physics.png``.
 
     Separate from the exactly-once proof so the two can run side by side on two
     workers at the end of a campaign (plotting is the slower part).

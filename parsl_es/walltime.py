@@ -83,13 +83,16 @@ class DurationEstimate:
 
     def __init__(self) -> None:
         self._seen: deque[float] = deque(maxlen=HISTORY)
+        self._sorted: list[float] | None = None  # asked for per bundle, changed per batch
 
     def add(self, seconds: float) -> None:
         if seconds >= 0:
             self._seen.append(seconds)
+            self._sorted = None
 
     def extend(self, seconds: list[float]) -> None:
         self._seen.extend(s for s in seconds if s >= 0)
+        self._sorted = None
 
     @property
     def count(self) -> int:
@@ -106,7 +109,9 @@ class DurationEstimate:
         """The ``q`` quantile (0..1) of recent durations (None before the first)."""
         if not self._seen:
             return None
-        ordered = sorted(self._seen)
+        if self._sorted is None:
+            self._sorted = sorted(self._seen)
+        ordered = self._sorted
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 

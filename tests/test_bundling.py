@@ -59,3 +59,25 @@ def test_bundled_campaign_keeps_retries_progress_and_output_per_range(local_sess
     done = [p.events_done for p in seen]
     assert done == sorted(done) and done[-1] == 3000
     assert any(0 < d < 3000 for d in done), "no progress reported during the campaign"
+
+
+def test_emulate_npy_outputs_merge_and_hash_like_root_ones(tmp_path):
+    """The benchmarks' npy format keeps the payload interface: merge, event numbers, hash."""
+    from parsl_es.payloads import make_payload
+    from parsl_es.ranges import RangePlan
+
+    plan = RangePlan("npy", 6, 10, 3, 6, 7)
+    npy = make_payload("emulate", {"output_format": "npy"})
+    parts = []
+    for i in range(plan.n_ranges):
+        path = tmp_path / f"r{i}.npy"
+        assert npy.simulate(plan.range(i), path) == 3
+        parts.append(path)
+    merged = tmp_path / "merged.npy"
+    assert npy.merge(parts, merged) == 6
+    assert list(npy.event_numbers(merged)) == list(range(10, 16))
+    again = tmp_path / "again.npy"
+    npy.simulate(plan.range(0), again)
+    assert npy.content_hash(again) == npy.content_hash(parts[0])
+    assert npy.content_hash(parts[0]) != npy.content_hash(parts[1])
+    assert npy.histograms(merged)["value"].sum() == 6

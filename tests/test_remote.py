@@ -13,7 +13,7 @@ import json
 import pytest
 
 from parsl_es import UserError
-from parsl_es.remote import RemoteCampaigns, submitter_versions
+from parsl_es.remote import RemoteCampaigns, versions
 from tests.globus_offline import OfflineCloud, client_for
 from tests.helpers import assert_every_event_once
 
@@ -80,8 +80,8 @@ def test_version_mismatch_is_reported_from_the_endpoint(cloud, tmp_path, monkeyp
 
     monkeypatch.setattr(
         parsl_es.remote,
-        "submitter_versions",
-        lambda: {**submitter_versions(), "parsl_es": "0.0.1"},
+        "versions",
+        lambda: {**versions(), "parsl_es": "0.0.1"},
     )
     remote = RemoteCampaigns(client_for(cloud))
     task_id = remote.submit(CAMPAIGN, cloud.endpoint_id, str(tmp_path / "z"))
