@@ -19,6 +19,7 @@ plus writing its file); for plain Parsl, each app's own start to end.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sqlite3
 import time
@@ -100,9 +101,46 @@ def parsl_es_run(session: SiteSession, workers: int, seconds: float, n: int, tmp
     busy = cpu.busy()
     assert result.status == "complete", result.message
     conn = sqlite3.connect(out / "ledger.sqlite")
-    spans = conn.execute("SELECT started, finished, worker FROM range_info").fetchall()
+    rows = conn.execute("SELECT started, finished, worker, task FROM range_info").fetchall()
     conn.close()
-    return {**utilisation(spans, workers, t_submit), "machine_cpu_busy": busy}
+    spans = [(s, e, w) for s, e, w, _ in rows]
+    return {**utilisation(spans, workers, t_submit), **waits(rows), "machine_cpu_busy": busy}
+
+
+def waits(rows: list[tuple[float, float, str, int]]) -> dict:
+    """Where a worker's time between ranges goes, from the ledger.
+
+    Between two ranges of one bundle the wait is parsl-es's own loop; between the
+    last range of one bundle and the first of the next it is the way back through
+    Parsl's worker pool (result out, next task in). ``wait_share`` is all of it
+    over the workers' time from their first to their last range.
+    """
+    by_worker: dict[str, list[tuple[float, float, int]]] = {}
+    for started, finished, worker, task in rows:
+        by_worker.setdefault(worker, []).append((started, finished, task))
+    within, between, span = [], [], 0.0
+    for ranges in by_worker.values():
+        ranges.sort()
+        span += ranges[-1][1] - ranges[0][0]
+        for (_, end, task), (start, _, next_task) in itertools.pairwise(ranges):
+            (within if task == next_task else between).append(max(0.0, start - end))
+
+    def ms(values: list[float], q: float) -> float | None:
+        if not values:
+            return None
+        ordered = sorted(values)
+        return round(1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {
+        "wait_in_bundle_ms_median": ms(within, 0.5),
+        "wait_between_bundles_ms": {
+            "median": ms(between, 0.5),
+            "mean": round(1e3 * sum(between) / len(between), 2) if between else None,
+            "p90": ms(between, 0.9),
+            "count": len(between),
+        },
+        "wait_share": round((sum(within) + sum(between)) / span, 4) if span else 0.0,
+    }
 
 
 def plain_run(session: SiteSession, workers: int, seconds: float, n: int) -> dict:
@@ -207,7 +245,10 @@ def main() -> None:
                         f"({es['ranges_per_s']:.0f}/s); plain Parsl {plain['steady']:.1%} / "
                         f"{plain['end_to_end']:.1%} ({plain['ranges_per_s']:.0f}/s); parsl-es "
                         f"{es['before_tail']:.1%} before its {es['tail_s']:.1f} s tail, machine "
-                        f"CPU {es['machine_cpu_busy']:.0%} busy",
+                        f"CPU {es['machine_cpu_busy']:.0%} busy; waits between bundles "
+                        f"{es['wait_between_bundles_ms']['median']} ms median, "
+                        f"{es['wait_between_bundles_ms']['mean']} ms mean "
+                        f"({es['wait_share']:.1%} of worker time)",
                         flush=True,
                     )
             print(f"  {workers} workers: {startup:.1f} s to start ({time.time() - t0:.0f} s)")
