@@ -1,0 +1,1 @@
+"""Where work runs: the backend protocol and its Parsl and simulated implementations."""

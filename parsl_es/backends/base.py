@@ -1,0 +1,85 @@
+"""The backend protocol: what the engine needs from wherever work runs.
+
+The engine decides *what* to run and *when*; a backend runs a step's function
+on a node type's workers and says what its worker pools look like. Two
+implementations: ``ParslBackend`` (a loaded site: one HighThroughputExecutor
+per node type) and ``SimulatedBackend`` (in-process, on a virtual clock, for
+policy tests and scale runs without a thread per worker). The engine sees only
+this protocol, so every decision it makes can be tested without Parsl.
+"""
+
+from __future__ import annotations
+
+import queue
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from parsl_es.records import PoolInfo
+
+
+class WorkLost(Exception):
+    """A task's worker, worker pool, node or block went away (not the task's fault).
+
+    Backends raise this (or report their own executor's equivalent through
+    ``Backend.lost``) for every task that was running where the loss happened.
+    """
+
+
+class DependencyFailed(Exception):
+    """A task could not start because a task it was chained to failed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Call:
+    """One step's work for one node type: ``apps.<function>(*args)``, after ``inputs``.
+
+    ``args`` may hold futures of earlier calls (the task starts once they resolve
+    and receives their results); ``inputs`` are futures it only waits for.
+    """
+
+    function: str
+    args: tuple[Any, ...] = ()
+    inputs: tuple[Future, ...] = ()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where work runs. Every method is called from the engine's one thread."""
+
+    def now(self) -> float:
+        """The time, in epoch seconds, on this backend's clock."""
+
+    def node_types(self) -> list[str]:
+        """The node types work can be sent to."""
+
+    def submit(self, node_type: str, call: Call) -> Future:
+        """Run ``call`` on one worker of ``node_type``; the future holds its return value."""
+
+    def pools(self, node_type: str) -> list[PoolInfo] | None:
+        """The node type's connected worker pools now; None when it cannot say."""
+
+    def end_block(self, node_type: str, block: str) -> bool:
+        """End a block (its tasks come back lost): for a pool that stopped answering."""
+
+    def expected_workers(self, node_type: str) -> int:
+        """Workers the node type will have once its blocks run (before any connects)."""
+
+    def in_flight_per_worker(self) -> float:
+        """Tasks held per connected worker: one running and the prefetched ones."""
+
+    def lost(self, exc: BaseException) -> bool:
+        """Whether a task's exception means its worker, pool, node or block was lost."""
+
+    def dependency_failed(self, exc: BaseException) -> bool:
+        """Whether a task's exception means a task it was chained to failed."""
+
+    def wait(self, completions: queue.SimpleQueue, timeout: float) -> None:
+        """Return once ``completions`` holds something, or after ``timeout`` seconds.
+
+        Futures' done-callbacks put into ``completions``; a simulated backend lets
+        its clock run to the next completion instead of sleeping.
+        """
+
+    def close(self) -> None:
+        """Stop the workers (no orphans left behind)."""

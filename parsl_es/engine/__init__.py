@@ -1,0 +1,1 @@
+"""The event-service engine: one loop, and the policies around it."""

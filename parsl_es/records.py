@@ -1,0 +1,181 @@
+"""What crosses between workers and the driver: frozen records, built with keywords.
+
+Workers return these from the step functions in ``apps``; backends report
+worker pools as ``PoolInfo``; the ledger stores them. Nothing is read by key
+from a dict on either side, so a renamed field is an error at once, not a
+silently missing value. The range records are plain (not slotted) frozen
+dataclasses: thousands travel per second, and the C pickler handles those
+almost as cheaply as tuples.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from parsl_es.states import FailureKind, MergeState, Outcome, Verdict
+
+
+@dataclass(frozen=True, kw_only=True)
+class Where:
+    """Where a task ran: node, worker process, batch job, accelerator, worker pool."""
+
+    host: str | None = None
+    worker: str | None = None
+    slurm_job: str | None = None
+    accelerator: str | None = None
+    pool: str | None = None  # HTEX's manager: how the driver spots a wedged pool
+    block: str | None = None
+
+    @classmethod
+    def here(cls) -> Where:
+        """This process, as a worker reports itself."""
+        host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        return cls(
+            host=host,
+            worker=f"{host}:{os.getpid()}",
+            slurm_job=os.environ.get("SLURM_JOB_ID"),
+            accelerator=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            pool=os.environ.get("PARSL_WORKER_POOL_ID"),
+            block=os.environ.get("PARSL_WORKER_BLOCK_ID"),
+        )
+
+
+NOWHERE = Where()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RangeResult:
+    """What one attempt of one event range came to.
+
+    Made by the worker (``DONE`` with its file, or a failure with its kind), or by
+    the driver for attempts that never reported (``LOST``, ``TIMEOUT``).
+    """
+
+    index: int
+    attempt: int
+    outcome: Outcome
+    started: float | None = None
+    finished: float | None = None
+    output: str | None = None  # relative to the campaign's output directory
+    size: int | None = None
+    checksum: str | None = None  # adler32, hex
+    n_events: int | None = None
+    failure: FailureKind | None = None  # the worker's classification, when not DONE
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.DONE
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundleResult:
+    """A simulate task's reply: where it ran once, and every range of its bundle."""
+
+    where: Where
+    setup_seconds: float  # payload initialisation paid by this task (a worker's first)
+    results: tuple[RangeResult, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskOutcomes:
+    """Range results of one task as the ledger records them: with node type and place."""
+
+    node_type: str
+    where: Where
+    results: tuple[RangeResult, ...]
+    setup_seconds: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergedFile:
+    """One merge group's merged file, complete on disk under its attempt's name."""
+
+    group: int
+    attempt: int
+    output: str  # relative to the campaign's output directory
+    size: int
+    checksum: str
+    n_events: int
+    started: float
+    finished: float
+    where: Where = NOWHERE
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeVerdict:
+    """The validation of one merged file."""
+
+    group: int
+    passed: bool
+    problems: tuple[str, ...] = ()
+    n_events: int = 0
+    started: float | None = None
+    finished: float | None = None
+    where: Where = NOWHERE
+
+
+@dataclass(frozen=True, kw_only=True)
+class CampaignVerdict:
+    """The campaign-wide proof: every event exactly once across merged files."""
+
+    passed: bool
+    problems: tuple[str, ...] = ()
+    #: Merge groups whose merged file is missing, damaged or wrong: redone by resume.
+    bad_groups: dict[int, str] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)  # the full report (campaign.json)
+    started: float | None = None
+    finished: float | None = None
+    where: Where = NOWHERE
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plots:
+    """The campaign's summed physics histograms, drawn beside its validation."""
+
+    files: tuple[str, ...]
+    started: float
+    finished: float
+    where: Where = NOWHERE
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolInfo:
+    """One worker pool (an HTEX manager, or a simulated one) as the backend sees it."""
+
+    pool: str
+    block: str | None
+    workers: int
+    tasks: int  # tasks it holds now
+    active: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeRecord:
+    """A merge group as the ledger holds it (sent to the campaign validation's worker)."""
+
+    group: int
+    first_range: int
+    last_range: int
+    first_event: int
+    last_event: int
+    state: MergeState
+    attempts: int = 0
+    output: str | None = None
+    size: int | None = None
+    checksum: str | None = None
+    n_events: int | None = None
+    validation: Verdict | None = None
+    node_type: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
