@@ -15,7 +15,7 @@ import argparse
 
 from benchmarks.common import Clock, report, scratch
 from parsl_es import run
-from parsl_es.session import SiteSession
+from parsl_es.backends.parsl import ParslBackend
 from parsl_es.sites import load_site
 
 
@@ -23,7 +23,7 @@ def noop() -> int:
     return 0
 
 
-def plain_parsl(session: SiteSession, n: int) -> Clock:
+def plain_parsl(session: ParslBackend, n: int) -> Clock:
     from parsl.app.app import python_app
 
     app = python_app(noop, executors=["local"], data_flow_kernel=session.dfk)
@@ -35,7 +35,7 @@ def plain_parsl(session: SiteSession, n: int) -> Clock:
     return clock
 
 
-def parsl_es(session: SiteSession, n: int, directory, bundle_size: int | None) -> tuple:
+def parsl_es(session: ParslBackend, n: int, directory, bundle_size: int | None) -> tuple:
     spec = {
         "name": "dispatch",
         "events": n,
@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     n = 10_000 if args.quick else args.ranges
     n_plain = args.baseline_tasks or (5_000 if args.quick else n)
-    with scratch("es-dispatch-") as tmp, SiteSession(load_site("local"), tmp / "p") as session:
+    with scratch("es-dispatch-") as tmp, ParslBackend(load_site("local"), tmp / "p") as session:
         plain = plain_parsl(session, n_plain)
         es, result = parsl_es(session, n, tmp, args.bundle_size)
     es_us = 1e6 * es.cpu / n

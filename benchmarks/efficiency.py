@@ -28,7 +28,7 @@ from pathlib import Path
 from benchmarks.common import report, scratch
 from parsl_es import run
 from parsl_es.apps import probe
-from parsl_es.session import SiteSession
+from parsl_es.backends.parsl import ParslBackend
 from parsl_es.sites import load_site
 
 WORKERS = (8, 32, 128)
@@ -85,7 +85,7 @@ def utilisation(spans: list[tuple[float, float, object]], workers: int, t_submit
     }
 
 
-def parsl_es_run(session: SiteSession, workers: int, seconds: float, n: int, tmp: Path) -> dict:
+def parsl_es_run(session: ParslBackend, workers: int, seconds: float, n: int, tmp: Path) -> dict:
     spec = {
         "name": f"eff-{workers}-{seconds:g}",
         "events": n,
@@ -143,7 +143,7 @@ def waits(rows: list[tuple[float, float, str, int]]) -> dict:
     }
 
 
-def plain_run(session: SiteSession, workers: int, seconds: float, n: int) -> dict:
+def plain_run(session: ParslBackend, workers: int, seconds: float, n: int) -> dict:
     from parsl.app.app import python_app
 
     app = python_app(probe, executors=["local"], data_flow_kernel=session.dfk)
@@ -154,7 +154,7 @@ def plain_run(session: SiteSession, workers: int, seconds: float, n: int) -> dic
     return {**utilisation(spans, workers, t_submit), "machine_cpu_busy": cpu.busy()}
 
 
-def wait_for_workers(session: SiteSession, workers: int, timeout: float = 900.0) -> float:
+def wait_for_workers(session: ParslBackend, workers: int, timeout: float = 900.0) -> float:
     """Seconds until every worker process has run a task (importing parsl_es).
 
     A worker pool reports all its workers when it connects, while their processes
@@ -223,7 +223,7 @@ def main() -> None:
                 "local", [f"workers_per_node={workers}", f"cores_per_worker={cores / workers}"]
             )
             t0 = time.time()
-            with SiteSession(site, tmp / f"parsl-{workers}") as session:
+            with ParslBackend(site, tmp / f"parsl-{workers}") as session:
                 startup = wait_for_workers(session, workers)
                 for seconds in durations:
                     n = max(4 * workers, int(workers * length / seconds))

@@ -24,13 +24,13 @@ DRIVER = textwrap.dedent(
     from pathlib import Path
     import psutil
     from parsl_es import run
-    from parsl_es.session import SiteSession
+    from parsl_es.backends.parsl import ParslBackend
     from parsl_es.sites import load_site
     events, directory = int(sys.argv[1]), Path(sys.argv[2])
     spec = {"name": "memory", "events": events, "events_per_range": 10,
             "events_per_merge": 1000, "seed": 1,
             "payload": {"name": "emulate", "output_format": "npy"}}
-    with SiteSession(load_site("local"), directory / "parsl") as session:
+    with ParslBackend(load_site("local"), directory / "parsl") as session:
         import parsl_es.payloads.emulate  # noqa: F401 (loaded before the baseline)
         baseline = psutil.Process().memory_info().rss
         result = run.submit(spec, directory / "out", session=session)

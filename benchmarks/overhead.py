@@ -30,9 +30,9 @@ from pathlib import Path
 from benchmarks.common import report, scratch
 from benchmarks.efficiency import wait_for_workers
 from parsl_es import run
+from parsl_es.backends.parsl import ParslBackend
 from parsl_es.campaign import campaign_from_dict
 from parsl_es.payloads import make_payload
-from parsl_es.session import SiteSession
 from parsl_es.sites import load_site
 
 _PAYLOAD = None
@@ -97,7 +97,7 @@ def main() -> None:
     with scratch("es-overhead-") as tmp:
         (tmp / "loop").mkdir()
         loop_sim_s, loop_s = plain_loop(spec, workers, tmp / "loop")
-        with SiteSession(site, tmp / "parsl") as session:
+        with ParslBackend(site, tmp / "parsl") as session:
             wait_for_workers(session, workers)
             t0 = time.time()
             result = run.submit(spec, tmp / "es", session=session)

@@ -27,11 +27,11 @@ PLAIN = textwrap.dedent(
     import sys, time
     t0 = float(sys.argv[1])
     from parsl.app.app import python_app
-    from parsl_es.session import SiteSession
+    from parsl_es.backends.parsl import ParslBackend
     from parsl_es.sites import load_site
     def noop():
         return 0
-    with SiteSession(load_site("local"), sys.argv[2]) as s:
+    with ParslBackend(load_site("local"), sys.argv[2]) as s:
         app = python_app(noop, executors=["local"], data_flow_kernel=s.dfk)
         app().result()
         print(time.time() - t0, flush=True)

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from parsl_es import UserError
-from parsl_es.dispatcher import RunResult
+from parsl_es.engine.result import RunResult
 
 from .progress import ProgressDisplay
 from .tables import status_tables, summary_lines

@@ -12,16 +12,26 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 import time
 import traceback
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from parsl_es import fileio
 from parsl_es.failures import classify, range_deadline
 from parsl_es.payloads import Payload, PayloadError, make_payload
 from parsl_es.ranges import EventRange, MergeGroup, RangePlan
+from parsl_es.records import (
+    BundleResult,
+    CampaignVerdict,
+    MergedFile,
+    MergeRecord,
+    MergeVerdict,
+    Plots,
+    RangeResult,
+    Where,
+)
+from parsl_es.states import OUTCOME_OF_FAILURE, Outcome
 
 #: Range directories this worker process has made (or found): one mkdir each.
 _MADE_DIRS: set[Path] = set()
@@ -64,37 +74,18 @@ def range_output_path(output_dir: Path, r: EventRange, attempt: int, suffix: str
 
 
 def merged_output_path(output_dir: Path, group: MergeGroup, suffix: str) -> Path:
+    """The group's merged file, where the driver puts the current attempt's file."""
     return output_dir / "merged" / f"{group.campaign}.merge-{group.index:06d}{suffix}"
 
 
-def _where() -> dict[str, Any]:
-    """Where this task runs: node, worker process, batch job, accelerator."""
-    host = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-    return {
-        "host": host,
-        "worker": f"{host}:{os.getpid()}",
-        "slurm_job": os.environ.get("SLURM_JOB_ID"),
-        "accelerator": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        # HTEX's manager (worker pool) and block: how the driver spots a wedged pool
-        "pool": os.environ.get("PARSL_WORKER_POOL_ID"),
-        "block": os.environ.get("PARSL_WORKER_BLOCK_ID"),
-    }
+def merge_attempt_path(output_dir: Path, group: MergeGroup, attempt: int, suffix: str) -> Path:
+    """Where one merge attempt writes, beside the group's range files.
 
-
-class RangeResult(NamedTuple):
-    """What one range attempt came to on the worker (compact: thousands per second travel)."""
-
-    index: int
-    attempt: int
-    ok: bool
-    output: str | None
-    size: int | None
-    checksum: str | None
-    n_events: int | None
-    started: float
-    finished: float
-    failure: str | None = None  # a kind from ``failures`` when not ok
-    error: str | None = None
+    Only the driver renames it to ``merged_output_path``, and only while the
+    attempt is current: a late attempt can never replace a recorded merged file.
+    """
+    name = f"{group.campaign}.merge-{group.index:06d}.attempt-{attempt}{suffix}"
+    return output_dir / "ranges" / f"group-{group.index:06d}" / name
 
 
 def pack(obj: Any) -> bytes:
@@ -125,24 +116,24 @@ def simulate_ranges(
     work: bytes,
     output_dir: str,
     timeout: float | None = None,
-) -> dict[str, Any]:
+) -> bytes:
     """Simulate a bundle of ranges, ``pack``ed ``(index, attempt)`` pairs, each to its file.
 
-    Returns where the task ran (once) and the ``pack``ed ``RangeResult`` of each range. A
-    failing range does not fail the bundle: its result says what went wrong and
-    what kind of failure it was. Only losing the worker loses the whole task. A
-    range running longer than ``timeout`` seconds is stopped (see
-    ``failures.range_deadline``).
+    Returns a ``pack``ed ``BundleResult``: where the task ran (once) and the
+    ``RangeResult`` of each range. A failing range does not fail the bundle: its
+    result says what went wrong and what kind of failure it was. Only losing the
+    worker loses the whole task. A range running longer than ``timeout`` seconds is
+    stopped (see ``failures.range_deadline``).
     """
-    where = _where()
+    where = Where.here()
     out = Path(output_dir)
     work = unpack(work)
     try:
         payload, setup_time = worker_payload(payload_name, params)
     except PayloadError as exc:
         now = time.time()
-        failed = [_failure(i, a, exc, now) for i, a in work]
-        return {"where": where, "setup_time": 0.0, "results": pack(failed)}
+        failed = tuple(_failure(i, a, exc, now) for i, a in work)
+        return pack(BundleResult(where=where, setup_seconds=0.0, results=failed))
     results = []
     for index, attempt in work:
         started = time.time()
@@ -158,36 +149,34 @@ def simulate_ranges(
                     raise PayloadError(f"payload wrote {n_events} events, expected {r.n_events}")
             results.append(
                 RangeResult(
-                    index,
-                    attempt,
-                    True,
-                    str(final.relative_to(out)),
-                    final.stat().st_size,
-                    fileio.adler32(final),
-                    n_events,
-                    started,
-                    time.time(),
+                    index=index,
+                    attempt=attempt,
+                    outcome=Outcome.DONE,
+                    started=started,
+                    finished=time.time(),
+                    output=str(final.relative_to(out)),
+                    size=final.stat().st_size,
+                    checksum=fileio.adler32(final),
+                    n_events=n_events,
                 )
             )
         except Exception as exc:
             results.append(_failure(index, attempt, exc, started))
-    return {"where": where, "setup_time": setup_time, "results": pack(results)}
+    reply = BundleResult(where=where, setup_seconds=setup_time, results=tuple(results))
+    return pack(reply)
 
 
 def _failure(index: int, attempt: int, exc: BaseException, started: float) -> RangeResult:
     detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    kind = classify(exc)
     return RangeResult(
-        index,
-        attempt,
-        False,
-        None,
-        None,
-        None,
-        None,
-        started,
-        time.time(),
-        classify(exc),
-        detail[:2000],
+        index=index,
+        attempt=attempt,
+        outcome=OUTCOME_OF_FAILURE[kind],
+        started=started,
+        finished=time.time(),
+        failure=kind,
+        error=detail[:2000],
     )
 
 
@@ -212,13 +201,15 @@ def merge_group(
     group: MergeGroup,
     output_dir: str,
     known: bytes,
-) -> dict[str, Any]:
+    attempt: int,
+) -> MergedFile:
     """Merge a complete group's range files into one file, in event order.
 
     Range records (``pack``ed: output, checksum) come from the ledger: the driver submits
     the merge once every range of the group is recorded done. Each file's
     checksum is verified before merging, so a damaged range file cannot slip
-    into a merged output.
+    into a merged output. The file is written under the attempt's own name
+    (``merge_attempt_path``); the driver renames it into ``merged/``.
     """
     started = time.time()
     records = {
@@ -246,40 +237,46 @@ def merge_group(
     if damaged:
         raise DamagedRangeFiles(damaged)
     payload, _ = worker_payload(payload_name, params, setup=False)
-    final = merged_output_path(out_dir, group, payload.suffix)
+    final = merge_attempt_path(out_dir, group, attempt, payload.suffix)
     n_events = fileio.write_with(final, lambda tmp: payload.merge(paths, tmp))
     if n_events != group.n_events:
         final.unlink()
         raise RuntimeError(f"merge wrote {n_events} events, group has {group.n_events}")
-    return {
-        "group": group.index,
-        "output": str(final.relative_to(out_dir)),
-        "size": final.stat().st_size,
-        "checksum": fileio.adler32(final),
-        "n_events": n_events,
-        "ranges": list(group.range_indices),
-        "started": started,
-        "finished": time.time(),
-        **_where(),
-    }
+    return MergedFile(
+        group=group.index,
+        attempt=attempt,
+        output=str(final.relative_to(out_dir)),
+        size=final.stat().st_size,
+        checksum=fileio.adler32(final),
+        n_events=n_events,
+        started=started,
+        finished=time.time(),
+        where=Where.here(),
+    )
 
 
 def validate_merge(
-    payload_name: str, params: dict[str, Any], group: MergeGroup, output_dir: str, merged: dict
-) -> dict[str, Any]:
-    """Check one merged file and fill its physics histograms (chained to its merge)."""
+    payload_name: str,
+    params: dict[str, Any],
+    group: MergeGroup,
+    output_dir: str,
+    merged: MergedFile,
+) -> MergeVerdict:
+    """Check one merged file and fill its physics histograms."""
     from parsl_es import validation
 
     started = time.time()
     payload, _ = worker_payload(payload_name, params, setup=False)
     report = validation.validate_merged_file(payload, group, Path(output_dir), merged)
-    where = _where()
-    return report | {
-        "pool": where["pool"],
-        "worker": where["worker"],
-        "started": started,
-        "finished": time.time(),
-    }
+    return MergeVerdict(
+        group=group.index,
+        passed=report["passed"],
+        problems=tuple(report["problems"]),
+        n_events=report["n_events"],
+        started=started,
+        finished=time.time(),
+        where=Where.here(),
+    )
 
 
 def validate_campaign(
@@ -287,9 +284,9 @@ def validate_campaign(
     params: dict[str, Any],
     plan: RangePlan,
     output_dir: str,
-    merges: list[dict[str, Any]],
+    merges: list[MergeRecord],
     inputs: list[Any] = (),
-) -> dict[str, Any]:
+) -> CampaignVerdict:
     """The campaign-wide check: every event exactly once across merged files.
 
     The merge records come from the driver's ledger as an argument: workers on
@@ -302,7 +299,15 @@ def validate_campaign(
     report = validation.validate_campaign_outputs(
         payload, plan, Path(output_dir), merges, with_plots=False
     )
-    return report | {"worker": _where()["worker"], "started": started, "finished": time.time()}
+    return CampaignVerdict(
+        passed=report["passed"],
+        problems=tuple(report["problems"]),
+        bad_groups={int(g): p for g, p in report.get("bad_groups", {}).items()},
+        report=report,
+        started=started,
+        finished=time.time(),
+        where=Where.here(),
+    )
 
 
 def plot_campaign(
@@ -310,14 +315,13 @@ def plot_campaign(
     params: dict[str, Any],
     plan: RangePlan,
     output_dir: str,
-    merges: list[dict[str, Any]],
+    merges: list[MergeRecord],
     inputs: list[Any] = (),
-) -> dict[str, Any]:
+) -> Plots:
     """The campaign's summed physics histograms as PNGs, beside its validation."""
     from parsl_es import validation
 
     started = time.time()
     payload, _ = worker_payload(payload_name, params, setup=False)
     plots = validation.campaign_histograms(payload, plan, Path(output_dir), merges)
-    where = _where()
-    return {"plots": plots, "worker": where["worker"], "started": started, "finished": time.time()}
+    return Plots(files=tuple(plots), started=started, finished=time.time(), where=Where.here())

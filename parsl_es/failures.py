@@ -11,7 +11,7 @@ Kinds, as workers report them and the ledger counts them:
 ``permanent``      ``FatalPayloadError``: the range is fatal at once
 ``infrastructure`` an I/O error, a lost worker, node or block: retried, not counted
                    as a payload failure (a range that keeps killing its workers is
-                   stopped after ``LOST_FACTOR`` times its attempts)
+                   stopped after ``RetryBudget.lost_factor`` times its attempts)
 ``timeout``        the range ran far longer than ranges do: presumed hung, redone
                    elsewhere, counted like ``infrastructure``
 ``no_space``       the disk is full: the campaign stops (nothing more can be written)
@@ -29,16 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from parsl_es.payloads.base import PayloadError
+from parsl_es.states import FailureKind
 
-PAYLOAD, PERMANENT, INFRASTRUCTURE, TIMEOUT, NO_SPACE = (
-    "payload",
-    "permanent",
-    "infrastructure",
-    "timeout",
-    "no_space",
-)
-#: Parsl exceptions that mean the worker, its manager or its block went away.
-LOST_WORKER_ERRORS = {"WorkerLost", "ManagerLost", "BadStateException"}
 #: Exit status of a worker that the hard watchdog ended.
 HUNG_EXIT_STATUS = 75
 
@@ -47,17 +39,20 @@ class RangeTimeout(PayloadError):
     """The range outlived its timeout on the worker."""
 
 
-def classify(exc: BaseException) -> str:
-    """The kind of a failure raised while simulating a range on a worker."""
+def classify(exc: BaseException) -> FailureKind:
+    """The kind of a failure raised while simulating a range on a worker.
+
+    (A lost worker never reaches this: the driver learns of it from its backend.)
+    """
     if isinstance(exc, RangeTimeout):
-        return TIMEOUT
+        return FailureKind.TIMEOUT
     if isinstance(exc, PayloadError):
-        return PAYLOAD if exc.transient else PERMANENT
+        return FailureKind.PAYLOAD if exc.transient else FailureKind.PERMANENT
     if isinstance(exc, OSError):
-        return NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else INFRASTRUCTURE
-    if type(exc).__name__ in LOST_WORKER_ERRORS:
-        return INFRASTRUCTURE
-    return PAYLOAD
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return FailureKind.NO_SPACE
+        return FailureKind.INFRASTRUCTURE
+    return FailureKind.PAYLOAD
 
 
 @contextmanager

@@ -22,19 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from parsl_es import run
+from parsl_es.backends.parsl import ParslBackend
 from parsl_es.campaign import CampaignSpec, as_campaign
-from parsl_es.dispatcher import Progress, RunResult
+from parsl_es.engine.result import Progress, RunResult
 from parsl_es.ledger import LEDGER_NAME, Ledger, Summary
-from parsl_es.session import SiteSession
 from parsl_es.sites import SiteSpec, load_site
 
-_SESSIONS: dict[str, SiteSession] = {}
+_SESSIONS: dict[str, ParslBackend] = {}
 _LOCK = threading.Lock()
 
 
 def session_for(
     site: str | Path | SiteSpec = "local", run_dir: str | Path | None = None
-) -> SiteSession:
+) -> ParslBackend:
     """This kernel's loaded session for ``site``, started on first use."""
     spec = site if isinstance(site, SiteSpec) else load_site(site)
     key = spec.model_dump_json()
@@ -43,7 +43,7 @@ def session_for(
         if session is None or session.closed:
             run.require_usable(spec)
             directory = Path(run_dir) if run_dir else Path.cwd() / "parsl-es-runs" / spec.name
-            session = _SESSIONS[key] = SiteSession(spec, directory)
+            session = _SESSIONS[key] = ParslBackend(spec, directory)
         return session
 
 
@@ -91,7 +91,7 @@ class CampaignHandle:
         self,
         output: Path,
         spec: CampaignSpec | None,
-        session: SiteSession,
+        session: ParslBackend,
         resume: bool,
         options: dict[str, Any],
     ) -> None:

@@ -19,16 +19,17 @@ from pathlib import Path
 from typing import TypedDict, Unpack
 
 from parsl_es import __version__
+from parsl_es.backends.base import Backend
 from parsl_es.campaign import CampaignSpec, as_campaign
-from parsl_es.dispatcher import Dispatcher, Progress, RunResult, Steps
+from parsl_es.engine.dispatcher import Dispatcher, Settings
+from parsl_es.engine.result import Progress, RunResult
+from parsl_es.engine.steps import Placement
+from parsl_es.engine.timeouts import TimeoutPolicy
 from parsl_es.errors import UserError, allowed
 from parsl_es.fileio import write_text_atomic
-from parsl_es.hung import TimeoutPolicy
 from parsl_es.ledger import LEDGER_NAME, Ledger
 from parsl_es.lock import LOCK_NAME, campaign_lock
-from parsl_es.session import SiteSession
 from parsl_es.sites import SiteSpec, check_site, load_site
-from parsl_es.walltime import Cutoff
 
 log = logging.getLogger("parsl_es")
 
@@ -39,7 +40,7 @@ MONITORING_DB = "monitoring.db"
 DEFAULT_MARGIN_SECONDS = 300.0
 
 
-def resolve_steps(spec: CampaignSpec, site: SiteSpec, source: str = "campaign") -> Steps:
+def resolve_steps(spec: CampaignSpec, site: SiteSpec, source: str = "campaign") -> Placement:
     """The node types for each step: the campaign's choice, else the site's default."""
     known = site.node_types
     simulate = spec.steps.simulate or site.steps.simulate
@@ -53,7 +54,7 @@ def resolve_steps(spec: CampaignSpec, site: SiteSpec, source: str = "campaign") 
                     file=source,
                     field=f"steps.{step}",
                 )
-    return Steps(simulate=list(dict.fromkeys(simulate)), merge=merge, validate=validate)
+    return Placement(simulate=list(dict.fromkeys(simulate)), merge=merge, validate=validate)
 
 
 def require_usable(site: SiteSpec) -> None:
@@ -155,7 +156,7 @@ class DriverLog:
 class DriverOptions(TypedDict, total=False):
     """How a run is driven; the same for a new campaign and a resumed one."""
 
-    session: SiteSession | None
+    session: Backend | None  # a loaded backend to run on (else the site is loaded here)
     on_progress: Callable[[Progress], None] | None
     stop: threading.Event | None
     bundle_size: int | None
@@ -167,46 +168,48 @@ class DriverOptions(TypedDict, total=False):
 def drive(
     ledger: Ledger, output: Path, site: SiteSpec, **options: Unpack[DriverOptions]
 ) -> RunResult:
-    """Run the dispatcher on a (new or resumed) campaign output directory."""
+    """Run the engine on a (new or resumed) campaign output directory."""
     spec = CampaignSpec.model_validate(ledger.campaign_json())
-    steps = resolve_steps(spec, site)
-    session = options.get("session")
-    own_session = session is None
+    placement = resolve_steps(spec, site)
+    backend = options.get("session")
+    own_backend = backend is None
     with DriverLog(output):
-        log.info("campaign %s on site %s: %s", spec.name, site.name, steps)
+        log.info("campaign %s on site %s: %s", spec.name, site.name, placement)
         if options.get("allocation_end"):
             log.info("allocation ends at %s", time.ctime(options["allocation_end"]))
-        if session is None:
+        if backend is None:
+            from parsl_es.backends.parsl import ParslBackend
+
             monitoring_db = output / MONITORING_DB if options.get("monitoring") else None
-            session = SiteSession(site, output / "logs" / "parsl", monitoring_db=monitoring_db)
-        elif options.get("monitoring") and session.monitoring_db is None:
+            backend = ParslBackend(site, output / "logs" / "parsl", monitoring_db=monitoring_db)
+        elif options.get("monitoring") and getattr(backend, "monitoring_db", None) is None:
             log.warning("monitoring is set when a site is loaded; this session was loaded without")
+        timeouts = spec.range_timeout
+        settings = Settings(
+            attempts=spec.attempts,
+            timeouts=TimeoutPolicy(
+                factor=timeouts.factor,
+                floor=timeouts.floor_seconds,
+                ceiling=timeouts.ceiling_seconds,
+            ),
+            bundle_size=options.get("bundle_size"),
+            allocation_end=options.get("allocation_end"),
+            margin_seconds=options.get("margin_seconds", DEFAULT_MARGIN_SECONDS),
+        )
         try:
-            dispatcher = Dispatcher(
+            result = Dispatcher(
                 ledger=ledger,
-                session=session,
+                backend=backend,
                 output_dir=output,
-                payload_name=spec.payload.name,
-                payload_params=spec.payload.params,
-                steps=steps,
-                attempts=spec.attempts,
-                bundle_size=options.get("bundle_size"),
+                payload=(spec.payload.name, spec.payload.params),
+                placement=placement,
+                settings=settings,
                 on_progress=options.get("on_progress"),
                 stop=options.get("stop"),
-                cutoff=Cutoff(
-                    end=options.get("allocation_end"),
-                    margin=options.get("margin_seconds", DEFAULT_MARGIN_SECONDS),
-                ),
-                timeouts=TimeoutPolicy(
-                    factor=spec.range_timeout.factor,
-                    floor=spec.range_timeout.floor_seconds,
-                    ceiling=spec.range_timeout.ceiling_seconds,
-                ),
-            )
-            result = dispatcher.run()
+            ).run()
         finally:
-            if own_session:
-                session.close()
+            if own_backend:
+                backend.close()
         log.info("run finished: %s", result.message)
     _write_run_record(output, result)
     return result

@@ -1,6 +1,6 @@
 """Shared fixtures: one loaded Parsl site for every test that needs workers.
 
-Starting HTEX costs seconds, so the whole session shares one ``SiteSession`` on
+Starting HTEX costs seconds, so the whole session shares one ``ParslBackend`` on
 the local site (real interchange and worker pool on 127.0.0.1), the way a
 notebook kernel shares one for all its campaigns.
 """
@@ -12,14 +12,14 @@ import time
 import psutil
 import pytest
 
-from parsl_es.session import SiteSession
+from parsl_es.backends.parsl import ParslBackend
 from parsl_es.sites import load_site
 
 
 @pytest.fixture(scope="session")
 def local_session(tmp_path_factory: pytest.TempPathFactory):
     run_dir = tmp_path_factory.mktemp("parsl-run")
-    session = SiteSession(load_site("local"), run_dir)
+    session = ParslBackend(load_site("local"), run_dir)
     yield session
     session.close()
 

@@ -3,19 +3,8 @@
 from __future__ import annotations
 
 from parsl_es import run
-from parsl_es.bundling import MAX_BUNDLE, bundle_size
 from parsl_es.ledger import Ledger
 from tests.helpers import assert_every_event_once
-
-
-def test_bundle_size_follows_range_duration_and_the_tail():
-    assert bundle_size(None, workers=8, remaining=10_000) == 1  # nothing known yet
-    assert bundle_size(0.0005, workers=8, remaining=100_000) == MAX_BUNDLE
-    assert bundle_size(0.05, workers=8, remaining=100_000) == 5  # about 0.25 s per task
-    assert bundle_size(2.0, workers=8, remaining=100_000) == 1  # long ranges travel alone
-    # near the end no bundle holds more than its share of what is left
-    assert bundle_size(0.001, workers=8, remaining=64) == 4
-    assert bundle_size(0.001, workers=8, remaining=3) == 1
 
 
 def test_bundled_campaign_keeps_retries_progress_and_output_per_range(local_session, tmp_path):

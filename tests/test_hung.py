@@ -10,7 +10,6 @@ import pytest
 
 from parsl_es import run
 from parsl_es.failures import HUNG_EXIT_STATUS, RangeTimeout, range_deadline
-from parsl_es.hung import MIN_SAMPLES, PoolWatch, RangeTimeouts, TimeoutPolicy
 from parsl_es.ledger import Ledger
 from tests.helpers import assert_every_event_once, done_ranges
 
@@ -35,34 +34,6 @@ def test_hard_deadline_ends_a_worker_deaf_to_signals():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == HUNG_EXIT_STATUS
     assert "ending worker" in done.stderr
-
-
-def test_timeout_follows_observed_durations_within_floor_and_ceiling():
-    t = RangeTimeouts(TimeoutPolicy(factor=5, floor=10, ceiling=600))
-    assert t.current("cpu") == 600  # nothing seen yet: the ceiling
-    for _ in range(MIN_SAMPLES):
-        t.observe("cpu", 1.0)
-    assert t.current("cpu") == 10  # 5 x 1 s, raised to the floor
-    for _ in range(50):
-        t.observe("cpu", 30.0)
-    assert t.current("cpu") == 150
-    for _ in range(200):
-        t.observe("cpu", 500.0)
-    assert t.current("cpu") == 600  # capped
-    assert t.current("gpu") == 600  # its own estimate
-
-
-def test_a_pool_holding_tasks_without_results_is_wedged():
-    watch = PoolWatch()
-    idle = {"manager": "a", "block_id": "0", "tasks": 0, "active": True}
-    busy = {"manager": "b", "block_id": "1", "tasks": 2, "active": True}
-    watch.observe([idle, busy], now=0.0)
-    watch.result_from("b", now=50.0)
-    assert watch.wedged([idle, busy], quiet_for=100, now=120.0) == []
-    assert watch.wedged([idle, busy], quiet_for=100, now=151.0) == [busy]
-    # a pool that was idle until now has not been quiet for long
-    idle_now_busy = {**idle, "tasks": 3}
-    assert watch.wedged([idle_now_busy], quiet_for=100, now=151.0) == []
 
 
 def _campaign(name: str, **payload) -> dict:

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from parsl_es import run
+from parsl_es.backends.parsl import ParslBackend
 from parsl_es.ledger import Ledger
-from parsl_es.session import SiteSession
 from parsl_es.sites import load_site
 from tests.helpers import assert_every_event_once, done_ranges
 from tests.slurm_cluster import slurm_status
@@ -38,7 +38,7 @@ def require_cluster() -> None:
 @pytest.fixture(scope="module")
 def slurm_session(tmp_path_factory):
     require_cluster()
-    session = SiteSession(load_site("local-slurm"), tmp_path_factory.mktemp("slurm-run"))
+    session = ParslBackend(load_site("local-slurm"), tmp_path_factory.mktemp("slurm-run"))
     yield session
     session.close()
 

@@ -9,7 +9,7 @@ import pytest
 from parsl_es import run
 from parsl_es.errors import UserError
 from parsl_es.ledger import Ledger
-from parsl_es.walltime import Cutoff, DurationEstimate, allocation_end, parse_end
+from parsl_es.walltime import allocation_end, parse_end
 from tests.helpers import assert_every_event_once, done_ranges
 
 
@@ -27,26 +27,6 @@ def test_allocation_end_sources(monkeypatch):
     with pytest.raises(UserError, match="ISO"):
         parse_end("tomorrow")
     assert parse_end("2026-11-22T18:30:00+00:00") == 1795372200.0
-
-
-def test_estimate_is_a_pessimistic_percentile():
-    est = DurationEstimate()
-    assert est.p90() is None
-    for x in [1.0] * 9 + [10.0]:
-        est.add(x)
-    assert est.p90() == 10.0
-
-
-def test_cutoff_rules():
-    cut = Cutoff(end=1000.0, margin=100.0)
-    assert cut.may_start_range("cpu", now=850.0)  # nothing observed yet: optimistic
-    cut.range_estimate("cpu").add(60.0)
-    assert cut.may_start_range("cpu", now=840.0)
-    assert not cut.may_start_range("cpu", now=841.0)
-    assert cut.reached_at == 841.0
-    assert cut.may_start_range("gpu", now=841.0)  # its own estimate
-    assert not cut.must_leave(now=949.0) and cut.must_leave(now=950.0)
-    assert Cutoff(end=None, margin=100.0).may_start_range("cpu", now=1e12)
 
 
 def test_short_allocation_stops_cleanly_and_resume_completes(local_session, tmp_path):

@@ -10,7 +10,8 @@ this protocol, so every decision it makes can be tested without Parsl.
 
 from __future__ import annotations
 
-import queue
+import threading
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -74,7 +75,7 @@ class Backend(Protocol):
     def dependency_failed(self, exc: BaseException) -> bool:
         """Whether a task's exception means a task it was chained to failed."""
 
-    def wait(self, completions: queue.SimpleQueue, timeout: float) -> None:
+    def wait(self, completions: Completions, timeout: float) -> None:
         """Return once ``completions`` holds something, or after ``timeout`` seconds.
 
         Futures' done-callbacks put into ``completions``; a simulated backend lets
@@ -83,3 +84,36 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Stop the workers (no orphans left behind)."""
+
+
+class Completions:
+    """Finished futures waiting for the engine's thread, in the order they finished.
+
+    Done-callbacks (on the backend's threads) ``put``; the engine waits through
+    ``Backend.wait`` and takes everything at once, so a burst of results is
+    recorded in one ledger transaction.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._cond = threading.Condition()
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify()
+
+    def wait(self, timeout: float) -> None:
+        """Block until something is there, or ``timeout`` seconds (real time) pass."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+
+    def take_all(self) -> list[Any]:
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,169 @@
+"""The Parsl backend: a loaded site, one HighThroughputExecutor per node type.
+
+Loading Parsl costs seconds (interchange, worker pools, blocks), so a backend is
+reused for every campaign run in one process: the test suite shares one, and a
+notebook kernel keeps one for all its campaigns. Every use of a Parsl name that
+is not public API is in this module and listed in ``PARSL_INTERNALS``, checked
+against the installed Parsl by ``check_parsl_internals`` (and by a test, for the
+Parsl version the project pins).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from parsl_es import apps
+from parsl_es.backends.base import Call, Completions, DependencyFailed, WorkLost
+from parsl_es.records import PoolInfo
+from parsl_es.sites import SiteSpec, build_config
+
+log = logging.getLogger(__name__)
+
+#: Parsl names used here that are not public API: (module, class, attribute).
+PARSL_INTERNALS = (
+    ("parsl.executors.high_throughput.executor", "HighThroughputExecutor", "_hold_block"),
+    ("parsl.executors.high_throughput.executor", "HighThroughputExecutor", "connected_managers"),
+    ("parsl.executors.status_handling", "BlockProviderExecutor", "blocks_to_job_id"),
+)
+
+
+def check_parsl_internals() -> list[str]:
+    """The internal Parsl names this backend needs that the installed Parsl lacks."""
+    import importlib
+    import inspect
+
+    missing = []
+    for module, cls, attr in PARSL_INTERNALS:
+        klass = getattr(importlib.import_module(module), cls)
+        source = inspect.getsource(klass)
+        if not hasattr(klass, attr) and f"self.{attr}" not in source:
+            missing.append(f"{module}.{cls}.{attr}")
+    return missing
+
+
+def _lost_errors() -> tuple[type[BaseException], ...]:
+    from parsl.executors.errors import BadStateException
+    from parsl.executors.high_throughput.errors import ManagerLost, WorkerLost
+
+    return (WorkLost, WorkerLost, ManagerLost, BadStateException)
+
+
+class ParslBackend:
+    """Parsl loaded for one site; apps are bound per (step function, node type)."""
+
+    def __init__(self, site: SiteSpec, run_dir: Path, monitoring_db: Path | None = None) -> None:
+        from parsl.dataflow.dflow import DataFlowKernel
+
+        self.site = site
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.monitoring_db = monitoring_db
+        self.dfk = DataFlowKernel(build_config(site, self.run_dir, monitoring_db=monitoring_db))
+        self._apps: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self._lost = _lost_errors()
+        self.closed = False
+
+    # --- the backend protocol ---------------------------------------------------------------
+    def now(self) -> float:
+        return time.time()
+
+    def node_types(self) -> list[str]:
+        return list(self.site.node_types)
+
+    def submit(self, node_type: str, call: Call) -> Future:
+        app = self.app(call.function, node_type)
+        if call.inputs:
+            return app(*call.args, inputs=list(call.inputs))
+        return app(*call.args)
+
+    def pools(self, node_type: str) -> list[PoolInfo] | None:
+        """The worker pools connected to the node type's executor; None if it cannot say."""
+        try:
+            managers = list(self.executor(node_type).connected_managers())
+        except Exception:
+            return None
+        return [
+            PoolInfo(
+                pool=str(m.get("manager")),
+                block=None if m.get("block_id") is None else str(m.get("block_id")),
+                workers=int(m.get("worker_count", 0)),
+                tasks=int(m.get("tasks", 0)),
+                active=bool(m.get("active", True)),
+            )
+            for m in managers
+        ]
+
+    def end_block(self, node_type: str, block: str) -> bool:
+        """Stop giving a block tasks and cancel it; its tasks come back as lost.
+
+        For a worker pool that is wedged: Parsl only notices pools that stop
+        sending heartbeats.
+        """
+        ex = self.executor(node_type)
+        try:
+            ex._hold_block(block)  # no new tasks while it is being cancelled
+            job = ex.blocks_to_job_id.get(block)
+            if job is None:
+                return False
+            return bool(ex.provider.cancel([job])[0])
+        except Exception:
+            log.exception("could not end block %s of %s", block, node_type)
+            return False
+
+    def expected_workers(self, node_type: str) -> int:
+        return self.site.node_types[node_type].expected_workers()
+
+    def in_flight_per_worker(self) -> float:
+        return self.site.in_flight_per_worker
+
+    def lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._lost)
+
+    def dependency_failed(self, exc: BaseException) -> bool:
+        from parsl.dataflow.errors import DependencyError
+
+        return isinstance(exc, (DependencyError, DependencyFailed))
+
+    def wait(self, completions: Completions, timeout: float) -> None:
+        completions.wait(timeout)
+
+    def close(self) -> None:
+        """Stop the executors, interchange and worker pools (no orphans left behind)."""
+        if not self.closed:
+            self.closed = True
+            self.dfk.cleanup()
+
+    # --- for front ends and benchmarks -----------------------------------------------------
+    def app(self, name: str, node_type: str) -> Any:
+        """The Parsl python app running ``apps.<name>`` on ``node_type``'s executor."""
+        key = (name, node_type)
+        with self._lock:
+            if key not in self._apps:
+                from parsl.app.app import python_app
+
+                if node_type not in self.site.node_types:
+                    raise KeyError(f"site {self.site.name} has no node type {node_type}")
+                self._apps[key] = python_app(
+                    getattr(apps, name), executors=[node_type], data_flow_kernel=self.dfk
+                )
+            return self._apps[key]
+
+    def executor(self, node_type: str) -> Any:
+        return self.dfk.executors[node_type]
+
+    def connected_workers(self, node_type: str) -> int | None:
+        """Workers connected to the node type's executor; None if it cannot say now."""
+        pools = self.pools(node_type)
+        return None if pools is None else sum(p.workers for p in pools if p.active)
+
+    def __enter__(self) -> ParslBackend:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

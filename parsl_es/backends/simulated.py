@@ -1,0 +1,407 @@
+"""An in-process backend on a virtual clock: workers, durations and faults as numbers.
+
+It stands in for a machine so that every engine decision can be tested without
+Parsl, deterministically and fast, and so that the engine can be driven at the
+scale of a whole machine on a laptop. Workers are counts per worker pool (no
+thread or object per worker), tasks wait in one queue per node type as at
+HTEX's interchange, and time jumps from one event to the next instead of
+passing. Results are made up (files are not written, except the small merged
+files the engine renames into place) unless ``run_functions`` is set: then the
+real worker functions of ``parsl_es.apps`` run, in this process, at the moment
+their task finishes on the virtual clock, and write real files.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parsl_es import apps, fileio
+from parsl_es.backends.base import Call, Completions, DependencyFailed, WorkLost
+from parsl_es.records import (
+    BundleResult,
+    CampaignVerdict,
+    MergedFile,
+    MergeVerdict,
+    Plots,
+    PoolInfo,
+    RangeResult,
+    Where,
+)
+from parsl_es.states import FailureKind, Outcome
+
+#: Where the virtual clock starts (a fixed epoch time, so runs repeat exactly).
+EPOCH = 1_800_000_000.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimNodeType:
+    """One node type of the simulated machine."""
+
+    workers: int = 4  # in all
+    pools: int = 1  # worker pools (nodes, blocks) the workers are spread over
+    range_seconds: float = 1.0  # mean duration of one event range
+    spread: float = 0.0  # relative spread of range durations (log-normal)
+    startup_seconds: float = 0.0  # until a pool connects (a block starting)
+    step_seconds: float = 0.05  # duration of merges and validations on it
+    prefetch: float = 2.0  # tasks the engine keeps in flight per worker
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolEvent:
+    """Something that happens to one worker pool at a time after the start."""
+
+    at: float
+    node_type: str
+    pool: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimFaults:
+    range_failure_rate: float = 0.0  # payload failures per range attempt
+    permanent_ranges: frozenset[int] = frozenset()  # ranges that fail permanently
+    hung_ranges: frozenset[int] = frozenset()  # first attempt never returns
+    task_loss_rate: float = 0.0  # tasks whose worker dies under them
+    pool_losses: tuple[PoolEvent, ...] = ()  # a pool dies; a new one starts after start-up
+    pool_wedges: tuple[PoolEvent, ...] = ()  # a pool stops returning results, still connected
+    lost_merges: int = 0  # the first N merge tasks are lost with their worker
+
+
+@dataclass(eq=False)
+class _Pool:
+    node_type: str
+    index: int
+    block: str
+    workers: int
+    running: set[_Task] = field(default_factory=set)
+    connected: bool = False
+    wedged: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"sim-{self.node_type}-{self.block}"
+
+
+@dataclass(eq=False)
+class _Task:
+    node_type: str
+    call: Call
+    future: Future
+    pool: _Pool | None = None
+    worker: int = 0
+    durations: list[float] = field(default_factory=list)  # of its ranges, drawn at start
+
+
+class SimulatedBackend:
+    """The backend protocol on a virtual clock (see the module docstring)."""
+
+    def __init__(
+        self,
+        node_types: dict[str, SimNodeType],
+        faults: SimFaults = SimFaults(),
+        *,
+        seed: int = 1,
+        run_functions: bool = False,
+    ) -> None:
+        self.spec = node_types
+        self.faults = faults
+        self.run_functions = run_functions
+        self._rng = random.Random(seed)
+        self._now = EPOCH
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._blocks = itertools.count()
+        self._queues: dict[str, deque[_Task]] = {nt: deque() for nt in node_types}
+        self._pools: dict[str, list[_Pool]] = {nt: [] for nt in node_types}
+        self._free: dict[str, deque[_Pool]] = {nt: deque() for nt in node_types}
+        self._merges_lost = 0
+        self.tasks_submitted = 0
+        self.blocks_ended: list[tuple[str, str]] = []
+        for nt, spec in node_types.items():
+            for i in range(spec.pools):
+                self._start_pool(nt, i, spec.startup_seconds)
+        for ev in faults.pool_losses:
+            self._at(
+                EPOCH + ev.at, lambda ev=ev: self._lose_pool(self._pools[ev.node_type][ev.pool])
+            )
+        for ev in faults.pool_wedges:
+            self._at(EPOCH + ev.at, lambda ev=ev: self._wedge(self._pools[ev.node_type][ev.pool]))
+
+    # --- the backend protocol ---------------------------------------------------------------
+    def now(self) -> float:
+        return self._now
+
+    def node_types(self) -> list[str]:
+        return list(self.spec)
+
+    def submit(self, node_type: str, call: Call) -> Future:
+        self.tasks_submitted += 1
+        task = _Task(node_type, call, Future())
+        deps = [a for a in (*call.args, *call.inputs) if isinstance(a, Future)]
+        waiting = [d for d in deps if not d.done()]
+        if not waiting:
+            self._ready(task, deps)
+            return task.future
+        left = [len(waiting)]
+
+        def one_done(_: Future) -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                self._ready(task, deps)
+
+        for d in waiting:
+            d.add_done_callback(one_done)
+        return task.future
+
+    def pools(self, node_type: str) -> list[PoolInfo]:
+        return [
+            PoolInfo(pool=p.name, block=p.block, workers=p.workers, tasks=len(p.running))
+            for p in self._pools[node_type]
+            if p.connected
+        ]
+
+    def end_block(self, node_type: str, block: str) -> bool:
+        for p in self._pools[node_type]:
+            if p.block == block and p.connected:
+                self.blocks_ended.append((node_type, block))
+                self._lose_pool(p)
+                return True
+        return False
+
+    def expected_workers(self, node_type: str) -> int:
+        return self.spec[node_type].workers
+
+    def in_flight_per_worker(self) -> float:
+        return max(s.prefetch for s in self.spec.values())
+
+    def lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, WorkLost)
+
+    def dependency_failed(self, exc: BaseException) -> bool:
+        return isinstance(exc, DependencyFailed)
+
+    def wait(self, completions: Completions, timeout: float) -> None:
+        """Run the clock to the next completion, or by ``timeout`` if none comes sooner."""
+        deadline = self._now + timeout
+        while not len(completions):
+            if not self._events or self._events[0][0] > deadline:
+                self._now = max(self._now, deadline)
+                return
+            when, _, action = heapq.heappop(self._events)
+            self._now = max(self._now, when)
+            action()
+
+    def close(self) -> None:
+        self._events.clear()
+
+    # --- the machine ---------------------------------------------------------------------
+    def _at(self, when: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (when, next(self._seq), action))
+
+    def _start_pool(self, node_type: str, index: int, after: float) -> None:
+        spec = self.spec[node_type]
+        share = spec.workers // spec.pools + (1 if index < spec.workers % spec.pools else 0)
+        pool = _Pool(node_type, index, str(next(self._blocks)), max(1, share))
+        if index < len(self._pools[node_type]):
+            self._pools[node_type][index] = pool
+        else:
+            self._pools[node_type].append(pool)
+        self._at(self._now + after, lambda: self._connect(pool))
+
+    def _connect(self, pool: _Pool) -> None:
+        pool.connected = True
+        self._free[pool.node_type].append(pool)
+        self._dispatch(pool.node_type)
+
+    def _ready(self, task: _Task, deps: list[Future]) -> None:
+        failed = [d for d in deps if d.exception() is not None]
+        if failed:
+            task.future.set_exception(DependencyFailed(str(failed[0].exception())))
+            return
+        self._queues[task.node_type].append(task)
+        self._dispatch(task.node_type)
+
+    def _dispatch(self, node_type: str) -> None:
+        queue, free = self._queues[node_type], self._free[node_type]
+        while queue and free:
+            pool = free[0]
+            if not pool.connected or len(pool.running) >= pool.workers:
+                free.popleft()
+                continue
+            task = queue.popleft()
+            task.pool, task.worker = pool, len(pool.running)
+            pool.running.add(task)
+            if len(pool.running) >= pool.workers:
+                free.popleft()
+            self._start(task)
+
+    def _start(self, task: _Task) -> None:
+        duration, hangs = self._duration(task)
+        if hangs:
+            return  # holds its worker until the pool is ended
+        if self.faults.task_loss_rate and self._rng.random() < self.faults.task_loss_rate:
+            self._at(self._now + duration / 2, lambda: self._finish(task, lost=True))
+            return
+        started = self._now
+        self._at(self._now + duration, lambda: self._finish(task, started=started))
+
+    def _duration(self, task: _Task) -> tuple[float, bool]:
+        spec = self.spec[task.node_type]
+        if task.call.function != "simulate_ranges":
+            return spec.step_seconds, False
+        work = apps.unpack(task.call.args[3])
+        hangs = any(a == 1 and i in self.faults.hung_ranges for i, a in work)
+        task.durations = [self._range_seconds(spec) for _ in work]
+        return sum(task.durations), hangs
+
+    def _range_seconds(self, spec: SimNodeType) -> float:
+        if not spec.spread:
+            return spec.range_seconds
+        return spec.range_seconds * self._rng.lognormvariate(0.0, spec.spread)
+
+    def _finish(self, task: _Task, started: float = 0.0, lost: bool = False) -> None:
+        pool = task.pool
+        if pool is None or task not in pool.running or pool.wedged:
+            return  # the pool was lost or wedged meanwhile
+        self._release(task)
+        if lost:
+            task.future.set_exception(WorkLost(f"worker {pool.name}:{task.worker} died"))
+            return
+        if task.call.function == "merge_group" and self._merges_lost < self.faults.lost_merges:
+            self._merges_lost += 1
+            task.future.set_exception(WorkLost(f"worker {pool.name}:{task.worker} died"))
+            return
+        where = Where(
+            host=pool.name,
+            worker=f"{pool.name}:{task.worker}",
+            pool=pool.name,
+            block=pool.block,
+        )
+        try:
+            result = self._result(task, where, started)
+        except Exception as exc:
+            task.future.set_exception(exc)
+        else:
+            task.future.set_result(result)
+
+    def _release(self, task: _Task) -> None:
+        pool = task.pool
+        assert pool is not None
+        full = len(pool.running) >= pool.workers
+        pool.running.discard(task)
+        if full and pool.connected:
+            self._free[pool.node_type].append(pool)
+        self._dispatch(pool.node_type)
+
+    def _lose_pool(self, pool: _Pool) -> None:
+        """A pool dies: its tasks come back lost, and a new one starts in its place."""
+        if not pool.connected:
+            return
+        pool.connected = False
+        running, pool.running = pool.running, set()
+        for task in running:
+            task.future.set_exception(WorkLost(f"worker pool {pool.name} lost"))
+        self._start_pool(pool.node_type, pool.index, self.spec[pool.node_type].startup_seconds)
+
+    def _wedge(self, pool: _Pool) -> None:
+        pool.wedged = True
+
+    # --- results ------------------------------------------------------------------------
+    def _result(self, task: _Task, where: Where, started: float) -> Any:
+        args = [a.result() if isinstance(a, Future) else a for a in task.call.args]
+        if self.run_functions:
+            return getattr(apps, task.call.function)(*args)
+        if task.call.function == "simulate_ranges":
+            return self._made_up_simulate_ranges(args, where, started, task.durations)
+        return getattr(self, f"_made_up_{task.call.function}")(args, where, started)
+
+    def _made_up_simulate_ranges(
+        self, args: list, where: Where, started: float, durations: list[float]
+    ) -> bytes:
+        _, _, plan, work, _, _ = args
+        results, t = [], started
+        for (index, attempt), seconds in zip(apps.unpack(work), durations, strict=True):
+            r = plan.range(index)
+            end = t + seconds
+            if index in self.faults.permanent_ranges:
+                results.append(self._failure(index, attempt, FailureKind.PERMANENT, t, end))
+            elif self._rng.random() < self.faults.range_failure_rate:
+                results.append(self._failure(index, attempt, FailureKind.PAYLOAD, t, end))
+            else:
+                results.append(
+                    RangeResult(
+                        index=index,
+                        attempt=attempt,
+                        outcome=Outcome.DONE,
+                        started=t,
+                        finished=end,
+                        output=f"ranges/group-{r.merge_group:06d}/{r.id}.attempt-{attempt}.sim",
+                        size=100 * r.n_events,
+                        checksum="00000001",
+                        n_events=r.n_events,
+                    )
+                )
+            t = end
+        reply = BundleResult(where=where, setup_seconds=0.0, results=tuple(results))
+        return apps.pack(reply)
+
+    @staticmethod
+    def _failure(index: int, attempt: int, kind: FailureKind, t0: float, t1: float) -> RangeResult:
+        outcome = Outcome.FATAL if kind is FailureKind.PERMANENT else Outcome.FAILED
+        return RangeResult(
+            index=index,
+            attempt=attempt,
+            outcome=outcome,
+            started=t0,
+            finished=t1,
+            failure=kind,
+            error=f"simulated {kind} failure",
+        )
+
+    def _made_up_merge_group(self, args: list, where: Where, started: float) -> MergedFile:
+        _, _, group, output_dir, _, attempt = args
+        out = Path(output_dir)
+        path = apps.merge_attempt_path(out, group, attempt, ".sim")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fileio.write_text_atomic(path, f"{group.first_event}..{group.last_event}\n")
+        return MergedFile(
+            group=group.index,
+            attempt=attempt,
+            output=str(path.relative_to(out)),
+            size=path.stat().st_size,
+            checksum=fileio.adler32(path),
+            n_events=group.n_events,
+            started=started,
+            finished=self._now,
+            where=where,
+        )
+
+    def _made_up_validate_merge(self, args: list, where: Where, started: float) -> MergeVerdict:
+        group = args[2]
+        return MergeVerdict(
+            group=group.index,
+            passed=True,
+            n_events=group.n_events,
+            started=started,
+            finished=self._now,
+            where=where,
+        )
+
+    def _made_up_validate_campaign(
+        self, args: list, where: Where, started: float
+    ) -> CampaignVerdict:
+        plan = args[2]
+        report = {"events_expected": plan.events, "simulated": True}
+        return CampaignVerdict(
+            passed=True, report=report, started=started, finished=self._now, where=where
+        )
+
+    def _made_up_plot_campaign(self, args: list, where: Where, started: float) -> Plots:
+        return Plots(files=(), started=started, finished=self._now, where=where)

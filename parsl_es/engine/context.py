@@ -1,0 +1,101 @@
+"""What every step of a running campaign shares: the ledger, the backend, the policies.
+
+One object, built once per run by the dispatcher and handed to each step, so a
+step needs no reference to the dispatcher or to other steps' internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parsl_es.backends.base import Backend, Call, Completions
+from parsl_es.engine.counters import Counters
+from parsl_es.engine.cutoff import Cutoff
+from parsl_es.engine.estimates import Estimates
+from parsl_es.engine.timeouts import RangeTimeouts
+from parsl_es.engine.watchdog import PoolWatch
+from parsl_es.ledger import Ledger
+from parsl_es.ranges import RangePlan
+from parsl_es.records import CampaignVerdict
+from parsl_es.states import RetryBudget
+
+log = logging.getLogger("parsl_es.engine")
+
+#: How often in-flight work is checked against its deadlines.
+WATCHDOG_SECONDS = 1.0
+
+
+@dataclass
+class EngineContext:
+    ledger: Ledger
+    backend: Backend
+    output_dir: Path
+    plan: RangePlan
+    payload: tuple[str, dict[str, Any]]  # (name, params): every step function's first arguments
+    budget: RetryBudget
+    estimates: Estimates
+    cutoff: Cutoff
+    timeouts: RangeTimeouts
+    stop: threading.Event
+    bundle_size: int | None = None  # fixed ranges per task (benchmarks); None: adaptive
+    counters: Counters = field(default_factory=Counters)
+    pools: PoolWatch = field(default_factory=PoolWatch)
+    completions: Completions = field(default_factory=Completions)
+    no_space: str | None = None  # why the disk is full, once it is
+    campaign_verdict: CampaignVerdict | None = None
+
+    def submit(self, step: str, key: Any, node_type: str, call: Call) -> Future:
+        """Run ``call`` on ``node_type``; its completion comes back as ``(step, key, future)``."""
+        future = self.backend.submit(node_type, call)
+        future.add_done_callback(lambda f: self.completions.put((step, key, f)))
+        return future
+
+    def disk_full(self, why: str) -> None:
+        if not self.no_space:
+            self.no_space = why
+            log.error("disk full: %s; stopping", why)
+
+    def end_wedged_pools(self, node_type: str, quiet_for: float, now: float) -> None:
+        """End the blocks of the node type's pools that hold tasks and stopped answering."""
+        for p in self.pools.wedged(self.backend.pools(node_type) or [], quiet_for, now):
+            log.error(
+                "worker pool %s (block %s of %s) holds %s tasks and returned nothing for "
+                "%.0f s: ending its block",
+                p.pool,
+                p.block,
+                node_type,
+                p.tasks,
+                quiet_for,
+            )
+            if p.block is not None and self.backend.end_block(node_type, p.block):
+                self.counters.wedged_pools += 1
+
+
+class LostWork:
+    """Merges and validations lost with their worker run again, within the budget.
+
+    Not their fault, so it costs no attempt; but work that keeps losing its
+    workers stops after ``budget.max_lost`` tries, as ranges do.
+    """
+
+    def __init__(self, budget: RetryBudget, backend: Backend, stop: threading.Event) -> None:
+        self.budget = budget
+        self.backend = backend
+        self.stop = stop
+        self._lost: dict[Any, int] = {}
+
+    def again(self, exc: BaseException, key: Any) -> bool:
+        """Whether work that raised ``exc`` was lost with its worker and may run again."""
+        if not self.backend.lost(exc) or self.stop.is_set():
+            return False
+        self._lost[key] = self._lost.get(key, 0) + 1
+        return self._lost[key] <= self.budget.max_lost
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]

@@ -1,0 +1,228 @@
+"""The simulate step: pull event ranges into each node type's window, record results.
+
+The hot path of a campaign. Each top-up fills every node type's window of
+tasks with bundles of ranges, registers all their starts in one ledger
+transaction and submits one task per bundle; each batch of finished tasks is
+recorded in one ledger transaction. Ranges that failed go back to the front of
+the feed; the budget for retries is the ledger's (``states.after_outcome``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import Future
+from typing import Any
+
+from parsl_es.apps import pack, unpack
+from parsl_es.backends.base import Call
+from parsl_es.crashpoints import crash_point
+from parsl_es.engine.context import EngineContext, error_text, log
+from parsl_es.engine.feed import RangeFeed
+from parsl_es.engine.inflight import Bundle, InFlight
+from parsl_es.engine.sizing import bundle_size, window_size
+from parsl_es.engine.step import Step
+from parsl_es.engine.steps import RangesDone, StepSpec
+from parsl_es.ledger import ResumeState
+from parsl_es.records import NOWHERE, BundleResult, RangeResult, TaskOutcomes
+from parsl_es.states import FailureKind, Outcome, RangeState
+
+#: How often the connected workers of each node type are asked for.
+WORKER_POLL_SECONDS = 1.0
+
+
+class SimulateStep(Step):
+    def __init__(self, spec: StepSpec, ctx: EngineContext, node_types: list[str]) -> None:
+        super().__init__(spec, ctx, node_types)
+        self.feed = RangeFeed(ctx.plan.n_ranges)
+        self.in_flight = InFlight(node_types)
+        self.cut = False  # no range can finish before the allocation ends any more
+        self._windows: dict[str, int] = {}
+        self._workers: dict[str, int] = {}  # connected now, as last polled
+        self._polled = float("-inf")
+
+    def load(self, state: ResumeState) -> None:
+        self.feed = RangeFeed(self.ctx.plan.n_ranges, state.cursor, state.retry)
+
+    def busy(self) -> bool:
+        return bool(self.in_flight)
+
+    def held_back(self) -> bool:
+        return self.cut
+
+    def in_flight_counts(self) -> tuple[int, int]:
+        return self.in_flight.ranges(), self.in_flight.all_tasks()
+
+    def redo(self, indices: list[int]) -> None:
+        """Ranges to simulate again before any other (their merge group waits)."""
+        self.feed.redo(indices)
+
+    # --- starting ranges ---------------------------------------------------------------
+    def top_up(self, now: float) -> None:
+        """Fill every node type's window; all new starts go to the ledger at once."""
+        ctx = self.ctx
+        if not self.feed:
+            return
+        allowed = [nt for nt in self.node_types if ctx.cutoff.may_start_range(nt, now)]
+        if not allowed:
+            if not self.cut:
+                self.cut = True
+                log.warning("no range can finish before the allocation ends: starting no more")
+            return
+        self._poll_workers(now)
+        fresh_from = self.feed.cursor
+        bundles: list[tuple[str, list[int]]] = []
+        for nt in allowed:
+            free = self._windows[nt] - self.in_flight.tasks(nt)
+            while free > 0 and self.feed:
+                bundles.append((nt, self.feed.take(self._bundle_size(nt, now))))
+                free -= 1
+        if not bundles:
+            return
+        attempts = iter(
+            ctx.ledger.start_ranges(
+                [(i, nt) for nt, indices in bundles for i in indices], now, fresh_from
+            )
+        )
+        ctx.counters.last_range_started = now
+        name, params = ctx.payload
+        for nt, indices in bundles:
+            work = [(i, next(attempts)) for i in indices]
+            allowance = ctx.timeouts.bundle_allowance(nt, len(work))
+            bid = self.in_flight.add(nt, work, allowance, now)
+            args = (
+                name,
+                params,
+                ctx.plan,
+                pack(work),
+                str(ctx.output_dir),
+                ctx.timeouts.current(nt),
+            )
+            ctx.submit(self.name, bid, nt, Call(function=self.spec.function, args=args))
+            crash_point("submitted")
+
+    def _poll_workers(self, now: float) -> None:
+        """Refresh each node type's connected workers and window, once a second."""
+        if now - self._polled < WORKER_POLL_SECONDS and len(self._windows) == len(self.node_types):
+            return
+        self._polled = now
+        ctx = self.ctx
+        prefetch = ctx.backend.in_flight_per_worker()
+        for nt in self.node_types:
+            pools = ctx.backend.pools(nt)
+            workers = None
+            if pools is not None:
+                ctx.pools.observe(pools, now)
+                workers = sum(p.workers for p in pools if p.active)
+                self._workers[nt] = workers
+            known = ctx.estimates.known(nt)
+            expected = ctx.backend.expected_workers(nt)
+            self._windows[nt] = window_size(workers, expected, known, prefetch)
+
+    def _bundle_size(self, node_type: str, now: float) -> int:
+        ctx = self.ctx
+        size = ctx.bundle_size
+        if size is None:
+            workers = self._workers.get(node_type) or ctx.backend.expected_workers(node_type)
+            size = bundle_size(
+                ctx.estimates.ranges(node_type).mean(),
+                workers,
+                self.feed.left(),
+                ctx.backend.in_flight_per_worker(),
+            )
+        fit = ctx.cutoff.ranges_that_fit(node_type, now)  # near the allocation's end
+        return size if fit is None else max(1, min(size, fit))
+
+    # --- results -----------------------------------------------------------------------------
+    def handle(self, done: list[tuple[Any, Future]], now: float) -> None:
+        """Record finished tasks: every range of the batch in one ledger transaction."""
+        ctx = self.ctx
+        batches: list[TaskOutcomes] = []
+        for bid, future in done:
+            bundle = self.in_flight.pop(bid)
+            exc = future.exception()
+            if exc is not None:
+                if bundle is not None:  # (an abandoned task's loss is old news)
+                    batches.append(self._unanswered(bundle, exc, now))
+                continue
+            reply: BundleResult = unpack(future.result())
+            ctx.pools.result_from(reply.where.pool, now)
+            if bundle is None:  # given up on (timed out) and redone: keep a record only
+                late = tuple(dataclasses.replace(r, outcome=Outcome.LATE) for r in reply.results)
+                batches.append(TaskOutcomes(node_type="?", where=reply.where, results=late))
+                continue
+            ctx.counters.workers.add(reply.where.worker or "?")
+            if reply.setup_seconds:
+                ctx.counters.payload_inits += 1
+            batches.append(
+                TaskOutcomes(
+                    node_type=bundle.node_type,
+                    where=reply.where,
+                    results=reply.results,
+                    setup_seconds=reply.setup_seconds or None,
+                )
+            )
+            for r in reply.results:
+                if r.failure is FailureKind.NO_SPACE:
+                    ctx.disk_full(r.error or "no space left on device")
+        self._record(batches)
+
+    def _unanswered(self, bundle: Bundle, exc: BaseException, now: float) -> TaskOutcomes:
+        """Every range of a task that raised: lost with its worker, or failed."""
+        outcome = Outcome.LOST if self.ctx.backend.lost(exc) else Outcome.FAILED
+        err = error_text(exc)
+        results = tuple(
+            RangeResult(index=i, attempt=a, outcome=outcome, finished=now, error=err)
+            for i, a in bundle.work
+        )
+        return TaskOutcomes(node_type=bundle.node_type, where=NOWHERE, results=results)
+
+    def _record(self, batches: list[TaskOutcomes]) -> None:
+        """Record outcomes in one transaction and act on each range's new state."""
+        if not batches:
+            return
+        ctx = self.ctx
+        states = ctx.ledger.record(batches, ctx.budget)
+        for batch, new_states in zip(batches, states, strict=True):
+            done: list[RangeResult] = []
+            for r, state in zip(batch.results, new_states, strict=True):
+                if state is RangeState.DONE:
+                    done.append(r)
+                elif state is RangeState.FAILED:
+                    if r.outcome is Outcome.FAILED:
+                        ctx.counters.failures += 1
+                    log.info("range %d attempt %d %s: %s", r.index, r.attempt, r.outcome, r.error)
+                    self.feed.retry_first(r.index)  # first, so its merge group completes soon
+                elif state is RangeState.FATAL:
+                    ctx.counters.failures += 1
+                    ctx.counters.fatal_ranges.add(r.index)
+                    log.error("range %d is fatal after attempt %d: %s", r.index, r.attempt, r.error)
+            if done:
+                self._count_done(done, batch.node_type)
+
+    def _count_done(self, done: list[RangeResult], node_type: str) -> None:
+        ctx = self.ctx
+        ctx.counters.ranges_finished(node_type, len(done), sum(r.n_events or 0 for r in done))
+        durations = [d for d in (r.duration for r in done) if d is not None]
+        ctx.estimates.ranges(node_type).extend(durations)
+        self.emit(RangesDone([r.index for r in done]))
+
+    # --- hung work ---------------------------------------------------------------------------
+    def check(self, now: float) -> None:
+        """Give up on bundles past their deadline; end worker pools that stopped answering."""
+        idle = [nt for nt in self.node_types if self._workers.get(nt, 1) == 0]
+        expired = self.in_flight.expire(now, idle)
+        if not expired:
+            return
+        batches = []
+        for b in expired:
+            err = f"no result after {b.allowance:.0f} s: presumed hung, redone elsewhere"
+            results = tuple(
+                RangeResult(index=i, attempt=a, outcome=Outcome.TIMEOUT, finished=now, error=err)
+                for i, a in b.work
+            )
+            batches.append(TaskOutcomes(node_type=b.node_type, where=NOWHERE, results=results))
+            self.ctx.counters.timeouts += len(b.work)
+        log.warning("%d ranges timed out; redoing them", sum(len(b.work) for b in expired))
+        self._record(batches)
+        for nt, allowance in {(b.node_type, b.allowance) for b in expired}:
+            self.ctx.end_wedged_pools(nt, allowance, now)

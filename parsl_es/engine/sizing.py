@@ -1,0 +1,56 @@
+"""How much work a node type holds: its window of tasks, and ranges per task.
+
+Every task costs the driver, the interchange and the worker something whatever
+it carries. Ranges of a few milliseconds would spend most of the allocation on
+that, so short ranges travel in bundles: a bundle lasts about ``task_seconds``
+on a worker (longer when many workers would otherwise ask for more than
+``MAX_TASKS_PER_SECOND`` tasks). Bundles never hold the end of a campaign
+hostage: a bundle takes at most its share of what is left, so the last ranges
+go out one by one to whoever is free. The window is a small multiple of the
+connected workers, so the campaign is never submitted at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+#: Least time a bundle keeps a worker busy (s).
+TASK_SECONDS = 0.25
+#: Tasks per second a node type's workers may ask of the driver: beyond it, bundles grow.
+MAX_TASKS_PER_SECOND = 50.0
+#: Largest bundle, to bound a lost worker's cost and the size of one result.
+MAX_BUNDLE = 256
+
+
+def bundle_size(
+    mean_range_seconds: float | None,
+    workers: int,
+    remaining: int,
+    prefetch: float = 2.0,
+    task_seconds: float = TASK_SECONDS,
+    max_bundle: int = MAX_BUNDLE,
+) -> int:
+    """Ranges in the next bundle for a node type.
+
+    ``mean_range_seconds`` is None until ranges of the node type have finished:
+    then bundles are single ranges, so the first durations arrive quickly.
+    """
+    if mean_range_seconds is None or remaining <= 0:
+        return 1
+    seconds = max(task_seconds, workers / MAX_TASKS_PER_SECOND)
+    size = seconds / max(mean_range_seconds, 1e-6)
+    tail = remaining / max(1.0, workers * prefetch)
+    return max(1, min(max_bundle, int(size), math.ceil(tail)))
+
+
+def window_size(workers: int | None, expected: int, durations_known: bool, prefetch: float) -> int:
+    """Tasks a node type may hold in flight.
+
+    Until a range of the node type has finished, one single-range task per
+    worker (bundles are sized from the first durations). With nobody connected
+    yet (a block still queued), only what the expected workers will take first,
+    so other node types are not starved of ranges held here.
+    """
+    if not workers:
+        return max(1, expected)
+    return max(1, math.ceil(workers * (prefetch if durations_known else 1.0)))

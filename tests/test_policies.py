@@ -1,0 +1,235 @@
+"""The engine's policies, each on its own: pure decisions from numbers, no backend, no clock."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from parsl_es.backends.base import WorkLost
+from parsl_es.backends.simulated import SimNodeType, SimulatedBackend
+from parsl_es.engine.context import LostWork
+from parsl_es.engine.cutoff import Cutoff
+from parsl_es.engine.ending import RunEnd, decide
+from parsl_es.engine.estimates import DurationEstimate, Estimates
+from parsl_es.engine.feed import RangeFeed
+from parsl_es.engine.inflight import InFlight
+from parsl_es.engine.result import RunStatus
+from parsl_es.engine.sizing import MAX_BUNDLE, bundle_size, window_size
+from parsl_es.engine.timeouts import MIN_SAMPLES, RangeTimeouts, TimeoutPolicy
+from parsl_es.engine.watchdog import PoolWatch
+from parsl_es.records import PoolInfo
+from parsl_es.states import (
+    AttemptCounts,
+    Outcome,
+    RangeState,
+    RetryBudget,
+    after_outcome,
+    check_transition,
+)
+
+# --- the retry budget ---------------------------------------------------------------------
+
+
+def test_payload_failures_use_attempts_and_the_last_one_is_fatal():
+    budget = RetryBudget(attempts=3)
+    counts = AttemptCounts()
+    for expected in (RangeState.FAILED, RangeState.FAILED, RangeState.FATAL):
+        state, counts = after_outcome(Outcome.FAILED, counts, budget)
+        assert state is expected
+    assert counts == AttemptCounts(failures=3, lost=0)
+
+
+def test_lost_and_timed_out_attempts_are_capped_apart_from_failures():
+    budget = RetryBudget(attempts=2, lost_factor=3)
+    counts = AttemptCounts(failures=1)  # one payload failure already
+    for n in range(1, budget.max_lost):
+        outcome = Outcome.LOST if n % 2 else Outcome.TIMEOUT
+        state, counts = after_outcome(outcome, counts, budget)
+        assert state is RangeState.FAILED, n
+    state, counts = after_outcome(Outcome.LOST, counts, budget)
+    assert state is RangeState.FATAL
+    assert counts == AttemptCounts(failures=1, lost=6)
+
+
+def test_permanent_failures_are_fatal_at_once_and_done_is_done():
+    budget = RetryBudget(attempts=100)
+    assert after_outcome(Outcome.FATAL, AttemptCounts(), budget)[0] is RangeState.FATAL
+    assert after_outcome(Outcome.DONE, AttemptCounts(1, 1), budget) == (
+        RangeState.DONE,
+        AttemptCounts(1, 1),
+    )
+    with pytest.raises(ValueError):
+        after_outcome(Outcome.LATE, AttemptCounts(), budget)
+
+
+def test_the_state_machine_refuses_moves_it_does_not_know():
+    check_transition(RangeState.RUNNING, RangeState.DONE)
+    check_transition(RangeState.DONE, RangeState.MERGED)
+    with pytest.raises(RuntimeError, match="cannot go from done to running"):
+        check_transition(RangeState.DONE, RangeState.RUNNING)
+    with pytest.raises(RuntimeError):
+        check_transition(RangeState.READY, RangeState.DONE)
+
+
+def test_lost_work_runs_again_within_the_budget_only_when_lost():
+    backend = SimulatedBackend({"cpu": SimNodeType()})
+    stop = threading.Event()
+    lost = LostWork(RetryBudget(attempts=1, lost_factor=2), backend, stop)
+    assert not lost.again(RuntimeError("a bug"), "merge-0")
+    assert lost.again(WorkLost("x"), "merge-0")
+    assert lost.again(WorkLost("x"), "merge-0")
+    assert not lost.again(WorkLost("x"), "merge-0")  # 2 x 1 lost tries spent
+    assert lost.again(WorkLost("x"), "merge-1")  # counted per piece of work
+    stop.set()
+    assert not lost.again(WorkLost("x"), "merge-2")  # nothing new while stopping
+
+
+# --- sizes ---------------------------------------------------------------------------------
+
+
+def test_bundle_size_follows_range_duration_and_the_tail():
+    assert bundle_size(None, workers=8, remaining=10_000) == 1  # nothing known yet
+    assert bundle_size(0.001, workers=2, remaining=10_000) == 250  # 0.25 s of work
+    assert bundle_size(1e-6, workers=2, remaining=100_000) == MAX_BUNDLE
+    assert bundle_size(1.0, workers=2, remaining=10_000) == 1  # long ranges travel alone
+    assert bundle_size(0.001, workers=2, remaining=12, prefetch=2.0) == 3  # the tail
+    assert bundle_size(0.001, workers=2, remaining=0) == 1
+    # many workers: bundles grow so that the driver sees at most ~50 tasks/s
+    assert bundle_size(0.1, workers=1000, remaining=10**7) == 200
+    assert bundle_size(0.0005, workers=8, remaining=100_000) == MAX_BUNDLE
+    assert bundle_size(0.05, workers=8, remaining=100_000) == 5  # about 0.25 s per task
+    assert bundle_size(0.001, workers=8, remaining=64) == 4
+    assert bundle_size(0.001, workers=8, remaining=3) == 1
+
+
+def test_window_is_one_task_per_worker_until_durations_are_known():
+    assert window_size(None, expected=8, durations_known=False, prefetch=2.0) == 8
+    assert window_size(0, expected=0, durations_known=True, prefetch=2.0) == 1
+    assert window_size(10, expected=8, durations_known=False, prefetch=2.0) == 10
+    assert window_size(10, expected=8, durations_known=True, prefetch=2.0) == 20
+    assert window_size(3, expected=8, durations_known=True, prefetch=1.5) == 5
+
+
+# --- the feed and what is in flight ------------------------------------------------------------
+
+
+def test_feed_serves_retries_first_then_untouched_ranges_in_order():
+    feed = RangeFeed(n_ranges=10, cursor=4, retry=[1, 2])
+    assert feed.left() == 8
+    assert feed.take(3) == [1, 2, 4]
+    feed.retry_first(9)  # not untouched: 9 is beyond the cursor only by coincidence
+    feed.redo([0])
+    assert feed.take(2) == [0, 9]
+    assert feed.take(100) == [5, 6, 7, 8, 9]
+    assert not feed and feed.take(1) == []
+
+
+def test_in_flight_expires_late_bundles_except_where_nobody_could_run_them():
+    flight = InFlight(["cpu", "gpu"])
+    a = flight.add("cpu", [(0, 1), (1, 1)], allowance=10.0, now=0.0)
+    flight.add("gpu", [(2, 1)], allowance=10.0, now=0.0)
+    assert (flight.ranges(), flight.all_tasks(), flight.tasks("cpu")) == (3, 2, 1)
+    assert flight.expire(now=5.0) == []
+    expired = flight.expire(now=11.0, idle=["gpu"])
+    assert [b.work for b in expired] == [[(0, 1), (1, 1)]]
+    assert flight.pop(a) is None  # already given up on
+    assert flight.expire(now=20.0) == []  # gpu's deadline moved on to 21
+    assert [b.node_type for b in flight.expire(now=21.5)] == ["gpu"]
+    assert not flight
+
+
+# --- estimates, cut-off, timeouts, wedged pools ------------------------------------------------
+
+
+def test_estimate_is_a_pessimistic_percentile():
+    est = DurationEstimate()
+    assert est.p90() is None and est.mean() is None
+    for x in [1.0] * 9 + [10.0]:
+        est.add(x)
+    assert est.p90() == 10.0
+    est.add(-1.0)  # clock skew: ignored
+    assert est.count == 10
+
+
+def test_cutoff_rules():
+    estimates = Estimates()
+    cut = Cutoff(end=1000.0, margin=100.0, estimates=estimates)
+    assert cut.may_start_range("cpu", now=850.0)  # nothing observed yet: optimistic
+    estimates.ranges("cpu").add(60.0)
+    assert cut.may_start_range("cpu", now=840.0)
+    assert not cut.may_start_range("cpu", now=841.0)
+    assert cut.reached_at == 841.0
+    assert cut.may_start_range("gpu", now=841.0)  # its own estimate
+    assert cut.ranges_that_fit("cpu", now=720.0) == 3
+    estimates.merges.add(30.0)
+    assert cut.may_start_merge(now=870.0) and not cut.may_start_merge(now=871.0)
+    assert not cut.must_leave(now=949.0) and cut.must_leave(now=950.0)
+    unbounded = Cutoff(end=None, margin=100.0, estimates=estimates)
+    assert unbounded.may_start_range("cpu", now=1e12) and not unbounded.must_leave(now=1e12)
+    assert unbounded.ranges_that_fit("cpu", now=0.0) is None
+
+
+def test_timeout_follows_observed_durations_within_floor_and_ceiling():
+    estimates = Estimates()
+    t = RangeTimeouts(TimeoutPolicy(factor=5, floor=10, ceiling=600), estimates)
+    assert t.current("cpu") == 600  # nothing seen yet: the ceiling
+    estimates.ranges("cpu").extend([1.0] * MIN_SAMPLES)
+    assert t.current("cpu") == 10  # 5 x 1 s, raised to the floor
+    estimates.ranges("cpu").extend([30.0] * 50)
+    assert t.current("cpu") == 150
+    estimates.ranges("cpu").extend([500.0] * 200)
+    assert t.current("cpu") == 600  # capped
+    assert t.current("gpu") == 600  # its own estimate
+    # a bundle may take its ranges' expected time several times over, and queue once
+    assert t.bundle_allowance("cpu", 1) == 2 * (5 * 500) + 600 / 2
+
+
+def test_a_pool_holding_tasks_without_results_is_wedged():
+    watch = PoolWatch()
+    idle = PoolInfo(pool="a", block="0", workers=4, tasks=0)
+    busy = PoolInfo(pool="b", block="1", workers=4, tasks=2)
+    watch.observe([idle, busy], now=0.0)
+    watch.result_from("b", now=50.0)
+    assert watch.wedged([idle, busy], quiet_for=100, now=120.0) == []
+    assert watch.wedged([idle, busy], quiet_for=100, now=151.0) == [busy]
+    # a pool that was idle until now has not been quiet for long
+    idle_now_busy = PoolInfo(pool="a", block="0", workers=4, tasks=3)
+    assert watch.wedged([idle_now_busy], quiet_for=100, now=151.0) == []
+    inactive = PoolInfo(pool="b", block="1", workers=4, tasks=2, active=False)
+    assert watch.wedged([inactive], quiet_for=100, now=500.0) == []
+
+
+# --- how a run ended ------------------------------------------------------------------------
+
+
+def _end(**changes) -> RunEnd:
+    fields = dict(
+        campaign_passed=False,
+        no_space=None,
+        stopped=False,
+        out_of_time=False,
+        allocation_end=None,
+        events_left=10,
+        fatal_ranges=[],
+        failed_merges=0,
+        validation_problems=["3 events missing"],
+    )
+    return RunEnd(**(fields | changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "words"),
+    [
+        ({"campaign_passed": True, "stopped": True}, RunStatus.COMPLETE, "complete"),
+        ({"no_space": "ledger", "stopped": True}, RunStatus.NO_SPACE, "disk is full"),
+        ({"stopped": True, "out_of_time": True}, RunStatus.STOPPED, "stopped"),
+        ({"out_of_time": True, "fatal_ranges": ["c-0-0"]}, RunStatus.WALLTIME, "10 events left"),
+        ({"fatal_ranges": ["c-0-0"], "failed_merges": 2}, RunStatus.FAILED, "2 merge groups"),
+        ({}, RunStatus.FAILED, "3 events missing"),
+    ],
+)
+def test_run_status_precedence(changes, status, words):
+    got, message = decide(_end(**changes))
+    assert got is status
+    assert words in message
