@@ -1,0 +1,169 @@
+"""Opening, creating and closing a ledger; transactions and campaign metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Self
+
+from parsl_es.crashpoints import crash_point
+from parsl_es.errors import UserError
+from parsl_es.fileio import fsync_dir, fsync_file, temp_path_for
+from parsl_es.ledger import schema
+from parsl_es.ranges import RangePlan
+
+LEDGER_NAME = "ledger.sqlite"
+
+
+class LedgerCore:
+    """One campaign's SQLite ledger: the connection, its transactions and metadata.
+
+    Owned by one driver; readable by anyone (``open(path, readonly=True)``). The
+    SQL lives in this package alone: everyone else uses the methods.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool) -> None:
+        self.path = path
+        self._conn = conn
+        self.readonly = readonly
+        self._plan: RangePlan | None = None
+        # Ledgers written before range seeds became derivable insist on storing them.
+        self._stores_seed = any(
+            row[1] == "seed" and row[3] for row in conn.execute("PRAGMA table_info(ranges)")
+        )
+
+    # --- opening -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, meta: dict[str, str], plan: RangePlan) -> Self:
+        """Create the ledger atomically: fully initialised, or not there at all."""
+        if path.exists():
+            raise UserError("a ledger already exists here", file=path)
+        tmp = temp_path_for(path)
+        conn = sqlite3.connect(tmp)
+        try:
+            conn.executescript(schema.DDL)
+            with conn:
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("schema_version", str(schema.SCHEMA_VERSION)),
+                        ("created", str(time.time())),
+                        *meta.items(),
+                    ],
+                )
+                conn.executemany(
+                    "INSERT INTO merges (group_idx, first_range, last_range, first_event, "
+                    "last_event, state) VALUES (?, ?, ?, ?, ?, 'waiting')",
+                    (
+                        (g.index, g.first_range, g.last_range, g.first_event, g.last_event)
+                        for g in (plan.group(i) for i in range(plan.n_merges))
+                    ),
+                )
+            conn.close()
+            fsync_file(tmp)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+        finally:
+            conn.close()
+            tmp.unlink(missing_ok=True)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: Path, readonly: bool = False) -> Self:
+        """Open a ledger; read-write, an older ledger is migrated to the current schema."""
+        if not path.is_file():
+            raise UserError("no campaign ledger here (expected ledger.sqlite)", file=path)
+        uri = f"file:{path}?mode={'ro' if readonly else 'rw'}"
+        conn = None
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            if not readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            schema.prepare(conn, readonly, path)
+        except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            raise UserError(f"not a parsl-es ledger: {exc}", file=path) from None
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        return cls(path, conn, readonly)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def transaction(self) -> Transaction:
+        """``with ledger.transaction():`` one ``BEGIN IMMEDIATE`` ... ``COMMIT``."""
+        return Transaction(self._conn)
+
+    # --- metadata ----------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self._set_meta(key, value)
+
+    def _set_meta(self, key: str, value: str) -> None:
+        """Within the caller's transaction."""
+        self._conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    def campaign_json(self) -> dict[str, Any]:
+        raw = self.meta("campaign")
+        if raw is None:
+            raise UserError("ledger has no campaign recorded", file=self.path)
+        return json.loads(raw)
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the ledger's file (an old one stays old, read-only)."""
+        return schema.version(self._conn)
+
+    @property
+    def plan(self) -> RangePlan:
+        if self._plan is None:
+            c = self.campaign_json()
+            self._plan = RangePlan(
+                campaign=c["name"],
+                events=c["events"],
+                first_event=c["first_event"],
+                events_per_range=c["events_per_range"],
+                events_per_merge=c["events_per_merge"],
+                seed=c["seed"],
+            )
+        return self._plan
+
+
+class Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type:
+            self.conn.execute("ROLLBACK")
+            return
+        crash_point("ledger-commit")
+        self.conn.execute("COMMIT")

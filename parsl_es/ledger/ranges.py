@@ -1,0 +1,245 @@
+"""Event-range transitions: start ranges, record what their attempts came to.
+
+Only ranges that were ever dispatched have a row: a range without one is
+``ready`` by definition (its numbers follow from the campaign). Every call is
+one transaction. A range becomes ``done`` only with its output already complete
+on disk, its checksum and event count recorded. What a failed attempt does to
+its range is decided by ``states.after_outcome`` alone.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+
+from parsl_es.ledger.core import LedgerCore
+from parsl_es.records import RangeResult, TaskOutcomes, Where
+from parsl_es.states import AttemptCounts, Outcome, RangeState, RetryBudget, after_outcome
+
+#: The ranges of merge group ``?`` (twice), by primary key: no scan of the whole table.
+IN_GROUP = (
+    "idx BETWEEN (SELECT first_range FROM merges WHERE group_idx=?) "
+    "AND (SELECT last_range FROM merges WHERE group_idx=?)"
+)
+_INSERT_FRESH = (
+    "INSERT INTO ranges (idx, id, first_event, last_event, merge_group, seed, state, attempts, "
+    "node_type, started) VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?)"
+)
+_START_RETRY = (
+    _INSERT_FRESH + " ON CONFLICT(idx) DO UPDATE SET state='running', attempts=attempts+1, "
+    "node_type=excluded.node_type, started=excluded.started, finished=NULL, "
+    "host=NULL, worker=NULL, slurm_job=NULL, task=NULL, error=NULL "
+    "WHERE state IN ('ready', 'failed') RETURNING attempts"
+)
+_INSERT_TASK = (
+    "INSERT INTO tasks (node_type, host, worker, slurm_job, accelerator, pool, block, recorded, "
+    "setup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_MARK_DONE = (
+    "UPDATE ranges SET state='done', task=?, started=?, finished=?, output=?, size=?, "
+    "checksum=?, n_events=?, error=NULL WHERE idx=? AND attempts=? AND state='running'"
+)
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (range_idx, attempt, outcome, node_type, host, worker, slurm_job, "
+    "accelerator, started, finished, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_MARK_FAILED = (
+    "UPDATE ranges SET state=?, failures=?, lost=?, error=?, finished=?, host=?, worker=?, "
+    "slurm_job=?, accelerator=? WHERE idx=? AND attempts=? AND state='running'"
+)
+#: Outcomes that move a running range (to failed or fatal) through ``after_outcome``.
+_MOVING = frozenset({Outcome.FAILED, Outcome.FATAL, Outcome.LOST, Outcome.TIMEOUT})
+
+
+class RangeWrites(LedgerCore):
+    """The range transitions the engine makes."""
+
+    def start_ranges(
+        self, work: Sequence[tuple[int, str]], now: float, fresh_from: int
+    ) -> list[int]:
+        """Mark ranges ``(index, node type)`` running in one transaction; return attempts.
+
+        Ranges with an index of at least ``fresh_from`` were never dispatched: they
+        are inserted in one batched statement, the cheap path that keeps the ledger
+        off the critical path of fast campaigns. The others (retries) go one by
+        one: only a ready or failed range can start; anything else means the
+        caller lost track, and the whole batch is refused (``RuntimeError``).
+        """
+        plan = self.plan
+        node_types = dict(work)
+        attempts = []
+        with self.transaction() as conn:
+            fresh = [i for i, _ in work if i >= fresh_from]
+            if fresh:
+                stores = self._stores_seed
+                try:
+                    conn.executemany(
+                        _INSERT_FRESH,
+                        [
+                            (
+                                *row,
+                                plan.range(row[0]).seed if stores else None,
+                                node_types[row[0]],
+                                now,
+                            )
+                            for row in plan.rows(fresh)
+                        ],
+                    )
+                except sqlite3.IntegrityError:
+                    raise RuntimeError("a range started as new is already in the ledger") from None
+            for index, node_type in work:
+                if index >= fresh_from:
+                    attempts.append(1)
+                    continue
+                r = plan.range(index)
+                row = conn.execute(
+                    _START_RETRY,
+                    (
+                        r.index,
+                        r.id,
+                        r.first_event,
+                        r.last_event,
+                        r.merge_group,
+                        r.seed if self._stores_seed else None,
+                        node_type,
+                        now,
+                    ),
+                ).fetchone()
+                if row is None:
+                    raise RuntimeError(f"range {r.id} is not ready; cannot start it")
+                attempts.append(row[0])
+        return attempts
+
+    def record(
+        self, batches: Sequence[TaskOutcomes], budget: RetryBudget
+    ) -> list[list[RangeState | None]]:
+        """Record the results of tasks' range attempts in one transaction.
+
+        The one write path for range results. Per task: where it ran is written
+        once and its ranges' successes are one batched UPDATE; every other
+        outcome is an ``attempts`` row, and a failure moves its range as
+        ``states.after_outcome`` decides. Returns each result's new range state,
+        ``None`` where the result no longer applies (its attempt is not the
+        range's current one, or it is ``LATE``: recorded, never applied).
+        """
+        with self.transaction():
+            return [self._record_task(batch, budget) for batch in batches]
+
+    def _record_task(self, batch: TaskOutcomes, budget: RetryBudget) -> list[RangeState | None]:
+        results = batch.results
+        states: list[RangeState | None] = [None] * len(results)
+        done = [i for i, r in enumerate(results) if r.outcome is Outcome.DONE]
+        if done:
+            task = self._insert_task(batch)
+            applied = self._apply_successes(task, [results[i] for i in done])
+            for i, ok in zip(done, applied, strict=True):
+                states[i] = RangeState.DONE if ok else None
+        others = [i for i, r in enumerate(results) if r.outcome is not Outcome.DONE]
+        if not others:
+            return states
+        w = batch.where
+        self._conn.executemany(
+            _INSERT_ATTEMPT,
+            [
+                (
+                    r.index,
+                    r.attempt,
+                    r.outcome.value,
+                    batch.node_type,
+                    w.host,
+                    w.worker,
+                    w.slurm_job,
+                    w.accelerator,
+                    r.started,
+                    r.finished,
+                    r.error,
+                )
+                for r in (results[i] for i in others)
+            ],
+        )
+        for i in others:
+            r = results[i]
+            if r.outcome in _MOVING:
+                states[i] = self._apply_failure(r, w, budget)
+            elif r.outcome is not Outcome.LATE:
+                raise ValueError(f"range {r.index}: outcome {r.outcome} is not a result to record")
+        return states
+
+    def _insert_task(self, batch: TaskOutcomes) -> int:
+        w = batch.where
+        cursor = self._conn.execute(
+            _INSERT_TASK,
+            (
+                batch.node_type,
+                w.host,
+                w.worker,
+                w.slurm_job,
+                w.accelerator,
+                w.pool,
+                w.block,
+                time.time(),
+                batch.setup_seconds,
+            ),
+        )
+        return int(cursor.lastrowid)
+
+    def _apply_successes(self, task: int, results: list[RangeResult]) -> list[bool]:
+        """Mark ranges done in one batched UPDATE; say which were applied (not stale)."""
+        rows = [
+            (
+                task,
+                r.started,
+                r.finished,
+                r.output,
+                r.size,
+                r.checksum,
+                r.n_events,
+                r.index,
+                r.attempt,
+            )
+            for r in results
+        ]
+        cursor = self._conn.executemany(_MARK_DONE, rows)
+        if cursor.rowcount == len(rows):
+            return [True] * len(rows)
+        # Some matched no running attempt (late results): find which took effect.
+        found = {
+            r[0]: r
+            for r in self._conn.execute(
+                f"SELECT idx, attempts, state, task FROM ranges WHERE idx IN "
+                f"({','.join('?' * len(rows))})",
+                [r.index for r in results],
+            )
+        }
+        return [
+            (now := found.get(r.index)) is not None
+            and (now[1], now[2], now[3]) == (r.attempt, "done", task)
+            for r in results
+        ]
+
+    def _apply_failure(self, r: RangeResult, w: Where, budget: RetryBudget) -> RangeState | None:
+        """Move a running range to failed or fatal; ``None`` if the attempt is not current."""
+        row = self._conn.execute(
+            "SELECT state, attempts, failures, lost FROM ranges WHERE idx=?", (r.index,)
+        ).fetchone()
+        if row is None or row[0] != RangeState.RUNNING or row[1] != r.attempt:
+            return None
+        state, counts = after_outcome(r.outcome, AttemptCounts(row[2], row[3]), budget)
+        self._conn.execute(
+            _MARK_FAILED,
+            (
+                state.value,
+                counts.failures,
+                counts.lost,
+                r.error,
+                r.finished,
+                w.host,
+                w.worker,
+                w.slurm_job,
+                w.accelerator,
+                r.index,
+                r.attempt,
+            ),
+        )
+        return state

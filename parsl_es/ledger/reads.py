@@ -1,0 +1,213 @@
+"""What the ledger says, as typed read models: ranges, attempts, merges, counts.
+
+Everyone outside this package reads the ledger through these (the driver on
+resume, ``es-run status``, the report, notebooks, tests); no SQL elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+
+from parsl_es.ledger.core import LedgerCore
+from parsl_es.ledger.models import (
+    ATTEMPT_COLUMNS,
+    MERGE_STATES,
+    RANGE_COLUMNS,
+    RANGE_STATES,
+    TASK_COLUMNS,
+    AttemptRow,
+    RangeRow,
+    ReportRows,
+    ResumeState,
+    Run,
+    Summary,
+    TaskRow,
+    attempt_row,
+    merge_record,
+    range_row,
+)
+from parsl_es.ranges import MergeGroup
+from parsl_es.records import MergeRecord
+from parsl_es.states import Outcome, RangeState, Verdict
+
+
+class LedgerReads(LedgerCore):
+    """Typed reads of a ledger (works read-only, also on an older ledger)."""
+
+    def _tuples(self, sql: str, params: Iterable[object] = ()) -> sqlite3.Cursor:
+        cursor = self._conn.execute(sql, tuple(params))
+        cursor.row_factory = None  # plain tuples: thousands of rows
+        return cursor
+
+    def ranges(self, states: Iterable[RangeState] | None = None) -> Iterator[RangeRow]:
+        """Dispatched ranges (in a state of ``states``, or all), in index order."""
+        sql = f"SELECT {RANGE_COLUMNS} FROM range_info"
+        params: tuple[str, ...] = ()
+        if states is not None:
+            params = tuple(RangeState(s).value for s in states)
+            sql += f" WHERE state IN ({','.join('?' * len(params))})"
+        for t in self._tuples(sql + " ORDER BY idx", params):
+            yield range_row(t)
+
+    def attempts(
+        self, outcomes: Iterable[Outcome] | None = None, index: int | None = None
+    ) -> list[AttemptRow]:
+        """Recorded attempts (of one range, with one of ``outcomes``), by range and attempt."""
+        where, params = [], []
+        if outcomes is not None:
+            values = [Outcome(o).value for o in outcomes]
+            where.append(f"outcome IN ({','.join('?' * len(values))})")
+            params += values
+        if index is not None:
+            where.append("range_idx=?")
+            params.append(index)
+        sql = f"SELECT {ATTEMPT_COLUMNS} FROM attempts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._tuples(sql + " ORDER BY range_idx, attempt, rowid", params)
+        return [attempt_row(t) for t in rows]
+
+    def tasks(self) -> list[TaskRow]:
+        """Tasks that recorded finished ranges, in the order they were recorded."""
+        return [
+            TaskRow(*t) for t in self._tuples(f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY task")
+        ]
+
+    def merge_records(self) -> list[MergeRecord]:
+        rows = self._conn.execute("SELECT * FROM merges ORDER BY group_idx")
+        return [merge_record(m) for m in rows]
+
+    def merge_record(self, group: int) -> MergeRecord:
+        row = self._conn.execute("SELECT * FROM merges WHERE group_idx=?", (group,)).fetchone()
+        if row is None:
+            raise KeyError(f"no merge group {group} in the ledger")
+        return merge_record(row)
+
+    def group_range_outputs(self, group: MergeGroup) -> list[tuple[int, str, str]]:
+        """``(index, output, checksum)`` of the group's done ranges, in event order."""
+        return self._tuples(
+            "SELECT idx, output, checksum FROM ranges WHERE idx BETWEEN ? AND ? "
+            "AND state IN ('done','merged') ORDER BY idx",
+            (group.first_range, group.last_range),
+        ).fetchall()
+
+    def campaign_passed(self) -> bool:
+        return self.meta("campaign_validation") == Verdict.PASSED
+
+    def resume_state(self) -> ResumeState:
+        top = self._conn.execute("SELECT MAX(idx) FROM ranges").fetchone()[0]
+        retry = self._tuples(
+            "SELECT idx FROM ranges WHERE state IN ('ready','failed') ORDER BY idx"
+        )
+        per_group = self._tuples(
+            "SELECT merge_group, COUNT(*), COALESCE(SUM(n_events), 0) FROM ranges "
+            "WHERE state IN ('done','merged') GROUP BY merge_group"
+        ).fetchall()
+        return ResumeState(
+            cursor=0 if top is None else top + 1,
+            retry=tuple(t[0] for t in retry),
+            done_per_group={g: n for g, n, _ in per_group},
+            events_done=sum(e for _, _, e in per_group),
+            ranges_done=sum(n for _, n, _ in per_group),
+            merges=tuple(self.merge_records()),
+            campaign_validated=self.campaign_passed(),
+        )
+
+    def summary(self) -> Summary:
+        plan = self.plan
+        ranges = dict.fromkeys(RANGE_STATES, 0)
+        ranges.update(self._tuples("SELECT state, COUNT(*) FROM ranges GROUP BY state"))
+        ranges["ready"] += plan.n_ranges - sum(ranges.values())
+        merges = dict.fromkeys(MERGE_STATES, 0)
+        merges.update(self._tuples("SELECT state, COUNT(*) FROM merges GROUP BY state"))
+        validated = {"passed": 0, "failed": 0}
+        validated.update(
+            self._tuples(
+                "SELECT validation, COUNT(*) FROM merges WHERE validation IS NOT NULL "
+                "GROUP BY validation"
+            )
+        )
+        done = self._conn.execute(
+            "SELECT COALESCE(SUM(n_events), 0) FROM ranges WHERE state IN ('done','merged')"
+        ).fetchone()[0]
+        merged = self._conn.execute(
+            "SELECT COALESCE(SUM(n_events), 0) FROM merges WHERE state='done'"
+        ).fetchone()[0]
+        return Summary(
+            n_ranges=plan.n_ranges,
+            n_merges=plan.n_merges,
+            events_total=plan.events,
+            ranges=ranges,
+            merges=merges,
+            validated=validated,
+            events_done=done,
+            events_merged=merged,
+            campaign_validation=self.meta("campaign_validation"),
+            by_node_type=self._by_node_type(),
+        )
+
+    def _by_node_type(self) -> dict[str, dict[str, float]]:
+        """How the simulated ranges were shared between node types."""
+        out: dict[str, dict[str, float]] = {}
+
+        def share(node_type: str | None) -> dict[str, float]:
+            zero = ("ranges", "events", "hosts", "batch_jobs", "mean_range_seconds")
+            return out.setdefault(
+                node_type or "?", dict.fromkeys((*zero, "lost_attempts", "failed_attempts"), 0)
+            )
+
+        for nt, n, events, hosts, jobs, mean in self._tuples(
+            "SELECT node_type, COUNT(*), COALESCE(SUM(n_events), 0), COUNT(DISTINCT host), "
+            "COUNT(DISTINCT slurm_job), AVG(duration) FROM range_info "
+            "WHERE state IN ('done','merged') GROUP BY node_type ORDER BY node_type"
+        ):
+            share(nt).update(
+                ranges=n,
+                events=events,
+                hosts=hosts,
+                batch_jobs=jobs,
+                mean_range_seconds=round(mean or 0.0, 3),
+            )
+        for nt, outcome, n in self._tuples(
+            "SELECT node_type, outcome, COUNT(*) FROM attempts "
+            "WHERE outcome IN ('lost','failed','fatal') GROUP BY node_type, outcome"
+        ):
+            share(nt)["lost_attempts" if outcome == "lost" else "failed_attempts"] += n
+        return out
+
+    def report_rows(self) -> ReportRows:
+        """Everything the campaign report draws."""
+        ranges = self._tuples(
+            f"SELECT {RANGE_COLUMNS} FROM range_info WHERE state IN ('done','merged') "
+            "ORDER BY started"
+        )
+        tasks = self._tuples(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE setup IS NOT NULL AND setup > 0 ORDER BY task"
+        )
+        attempts = self._tuples(
+            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE outcome NOT IN ('done','late') "
+            "ORDER BY finished"
+        )
+        merge_runs = self._tuples(
+            "SELECT COALESCE(worker, host), started, finished FROM merges WHERE state='done' "
+            "ORDER BY group_idx"
+        )
+        validations = self._tuples(
+            "SELECT validation_worker, validation_started, validated_at FROM merges "
+            "ORDER BY group_idx"
+        )
+        runs = [Run(*t) for t in validations]
+        for key in ("campaign_validation_run", "campaign_plots_run"):
+            if (raw := self.meta(key)) is not None:
+                v = json.loads(raw)
+                runs.append(Run(v.get("worker"), v.get("started"), v.get("finished")))
+        return ReportRows(
+            ranges=tuple(range_row(t) for t in ranges),
+            tasks=tuple(TaskRow(*t) for t in tasks),
+            attempts=tuple(attempt_row(t) for t in attempts),
+            merges=tuple(self.merge_records()),
+            merge_runs=tuple(Run(*t) for t in merge_runs),
+            validation_runs=tuple(runs),
+        )

@@ -1,0 +1,101 @@
+"""Sending work back to be redone: damaged range files, and a stopped driver's leftovers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from parsl_es.ledger.core import LedgerCore
+from parsl_es.ledger.ranges import IN_GROUP
+from parsl_es.states import Outcome
+
+
+class Recovery(LedgerCore):
+    """Transitions back to ``ready``/``waiting``: never counted as failures."""
+
+    def redo_damaged(self, problems: dict[int, str], now: float) -> list[int]:
+        """Send done ranges whose files are damaged back to be simulated again.
+
+        Recorded as a ``damaged`` attempt outcome; not counted as a failure.
+        Returns the ranges actually reset.
+        """
+        reset = []
+        with self.transaction() as conn:
+            for idx, problem in problems.items():
+                row = conn.execute(
+                    "UPDATE ranges SET state='ready', output=NULL, size=NULL, checksum=NULL, "
+                    "error=? WHERE idx=? AND state IN ('done','merged') RETURNING attempts, "
+                    "node_type",
+                    (problem, idx),
+                ).fetchone()
+                if row is None:
+                    continue
+                conn.execute(
+                    "INSERT INTO attempts (range_idx, attempt, outcome, node_type, finished, "
+                    "error) VALUES (?, ?, ?, ?, ?, ?)",
+                    (idx, row[0], Outcome.DAMAGED.value, row[1], now, problem),
+                )
+                reset.append(idx)
+        return reset
+
+    def reset_for_resume(self, output_dir: Path) -> dict[str, int]:
+        """Undo what a stopped driver left in flight, and distrust missing files.
+
+        Running ranges and merges go back to be redone (their workers are gone);
+        a done range or merge whose file is missing or has the wrong size is
+        redone too; fatal ranges get a new budget. Returns counts of what was reset.
+        """
+        counts = dict.fromkeys(
+            (
+                "ranges_running",
+                "ranges_missing",
+                "merges_running",
+                "merges_missing",
+                "fatal_retried",
+            ),
+            0,
+        )
+        with self.transaction() as conn:
+            counts["ranges_running"] = conn.execute(
+                "UPDATE ranges SET state='ready' WHERE state='running'"
+            ).rowcount
+            counts["fatal_retried"] = conn.execute(
+                "UPDATE ranges SET state='ready', failures=0 WHERE state='fatal'"
+            ).rowcount
+            counts["merges_running"] = conn.execute(
+                "UPDATE merges SET state='waiting' WHERE state IN ('running','failed')"
+            ).rowcount
+            for m in conn.execute(
+                "SELECT group_idx, output, size, validation FROM merges WHERE state='done'"
+            ).fetchall():
+                if m["validation"] == "failed" or not _file_ok(output_dir, m["output"], m["size"]):
+                    counts["merges_missing"] += 1
+                    conn.execute(
+                        "UPDATE merges SET state='waiting', output=NULL, size=NULL, checksum=NULL, "
+                        "validation=NULL WHERE group_idx=?",
+                        (m["group_idx"],),
+                    )
+                    conn.execute(
+                        f"UPDATE ranges SET state='done' WHERE {IN_GROUP} AND state='merged'",
+                        (m["group_idx"], m["group_idx"]),
+                    )
+            for r in conn.execute(
+                "SELECT idx, output, size FROM ranges WHERE state='done'"
+            ).fetchall():
+                if not _file_ok(output_dir, r["output"], r["size"]):
+                    counts["ranges_missing"] += 1
+                    conn.execute("UPDATE ranges SET state='ready' WHERE idx=?", (r["idx"],))
+            unproven = conn.execute(
+                "SELECT COUNT(*) FROM merges WHERE state != 'done' OR validation IS NOT 'passed'"
+            ).fetchone()[0]
+            if unproven:  # an earlier campaign validation no longer speaks for the outputs
+                conn.execute("DELETE FROM meta WHERE key='campaign_validation'")
+        return counts
+
+
+def _file_ok(output_dir: Path, rel: str | None, size: int | None) -> bool:
+    if not rel:
+        return False
+    try:
+        return (output_dir / rel).stat().st_size == size
+    except OSError:
+        return False

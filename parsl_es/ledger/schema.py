@@ -1,0 +1,189 @@
+"""The ledger's tables, and numbered migrations from older ledgers.
+
+``SCHEMA_VERSION`` is the layout this code writes; ``meta.schema_version`` says
+which one a ledger has (a ledger without it is version 1). Version 1 is what
+parsl-es 0.1.0 wrote, in several shapes: columns and the ``tasks`` table came
+and went while it was developed, so a migration adds whatever is missing and
+does nothing twice. Migrations run once, in one transaction, when a ledger is
+opened read-write; read-only, an old ledger gets temporary views in the shape
+of the current one (nothing is written to its file).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from parsl_es.errors import UserError
+
+SCHEMA_VERSION = 2
+
+_RANGES = """
+CREATE TABLE ranges (
+    idx INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    first_event INTEGER NOT NULL,
+    last_event INTEGER NOT NULL,
+    merge_group INTEGER NOT NULL,
+    seed INTEGER,  -- derivable (ranges.range_seed); ledgers before 0.2 require it
+    state TEXT NOT NULL CHECK (state IN ('ready','running','done','merged','failed','fatal')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    lost INTEGER NOT NULL DEFAULT 0,
+    node_type TEXT, host TEXT, worker TEXT, slurm_job TEXT, accelerator TEXT,
+    started REAL, finished REAL, duration REAL,
+    output TEXT, size INTEGER, checksum TEXT, n_events INTEGER,
+    error TEXT,
+    task INTEGER  -- the task (bundle) that simulated it: where it ran
+)"""
+
+_ATTEMPTS = """
+CREATE TABLE attempts (
+    range_idx INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    node_type TEXT, host TEXT, worker TEXT, slurm_job TEXT, accelerator TEXT,
+    started REAL, finished REAL, error TEXT
+)"""
+
+_MERGES = """
+CREATE TABLE merges (
+    group_idx INTEGER PRIMARY KEY,
+    first_range INTEGER NOT NULL,
+    last_range INTEGER NOT NULL,
+    first_event INTEGER NOT NULL,
+    last_event INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('waiting','running','done','failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    node_type TEXT, host TEXT, started REAL, finished REAL, duration REAL,
+    output TEXT, size INTEGER, checksum TEXT, n_events INTEGER, error TEXT, worker TEXT,
+    validation TEXT CHECK (validation IN ('passed','failed')),
+    validated_at REAL, validation_error TEXT, validation_worker TEXT, validation_started REAL
+)"""
+
+_TASKS = """
+CREATE {temp}TABLE IF NOT EXISTS tasks (
+    task INTEGER PRIMARY KEY,
+    node_type TEXT, host TEXT, worker TEXT, slurm_job TEXT, accelerator TEXT,
+    pool TEXT, block TEXT, recorded REAL,
+    setup REAL  -- seconds this task spent initialising the payload (a worker's first task)
+)"""
+
+#: Ranges with where they ran: a successful range points at its task's row; failed
+#: attempts and ledgers from before tasks were recorded carry it in the range itself.
+_RANGE_INFO = """
+CREATE {temp}VIEW range_info AS
+SELECT r.idx, r.id, r.first_event, r.last_event, r.merge_group, r.seed, r.state, r.attempts,
+    r.failures, r.lost, r.node_type,
+    COALESCE(t.host, r.host) AS host, COALESCE(t.worker, r.worker) AS worker,
+    COALESCE(t.slurm_job, r.slurm_job) AS slurm_job,
+    COALESCE(t.accelerator, r.accelerator) AS accelerator,
+    r.started, r.finished, r.finished - r.started AS duration, r.output, r.size, r.checksum,
+    r.n_events, r.error, r.task
+FROM ranges r LEFT JOIN tasks t ON t.task = r.task
+"""
+
+#: The whole current layout, for new ledgers.
+DDL = ";\n".join(
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        _RANGES,
+        _ATTEMPTS,
+        "CREATE INDEX attempts_range ON attempts (range_idx)",
+        _MERGES,
+        _TASKS.format(temp=""),
+        _RANGE_INFO.format(temp=""),
+    )
+)
+
+#: Columns added to version 1 ledgers as they were developed: ``(table, column, type)``.
+_ADDED_COLUMNS = (
+    ("ranges", "accelerator", "TEXT"),
+    ("ranges", "task", "INTEGER"),
+    ("attempts", "accelerator", "TEXT"),
+    ("tasks", "setup", "REAL"),
+    ("merges", "worker", "TEXT"),
+    ("merges", "validation_worker", "TEXT"),
+    ("merges", "validation_started", "REAL"),
+)
+
+
+def columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Every column, the ``tasks`` table and the ``range_info`` view of version 2."""
+    conn.execute(_TASKS.format(temp=""))
+    for table, column, kind in _ADDED_COLUMNS:
+        if column not in columns(conn, table):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    conn.execute("DROP VIEW IF EXISTS range_info")
+    conn.execute(_RANGE_INFO.format(temp=""))
+
+
+#: ``MIGRATIONS[n]`` brings a version ``n`` ledger to version ``n + 1``.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+
+
+def version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return 1 if row is None else int(row[0])
+
+
+def _check_known(found: int, path: object) -> None:
+    if found > SCHEMA_VERSION:
+        raise UserError(
+            f"ledger schema version {found} was written by a newer parsl-es "
+            f"(this one knows up to {SCHEMA_VERSION}): upgrade parsl-es to read it",
+            file=str(path),
+        )
+
+
+def prepare(conn: sqlite3.Connection, readonly: bool, path: object) -> int:
+    """Make an opened ledger readable in the current layout; return its version on disk."""
+    found = version(conn)
+    _check_known(found, path)
+    if found == SCHEMA_VERSION:
+        return found
+    if readonly:
+        _compat_views(conn)
+        return found
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = version(conn)  # another process may have migrated it meanwhile
+        for step in range(found, SCHEMA_VERSION):
+            MIGRATIONS[step](conn)
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return SCHEMA_VERSION
+
+
+def _compat_views(conn: sqlite3.Connection) -> None:
+    """Temporary objects that show an old ledger in the current layout, read-only.
+
+    Temporary objects live in the connection's own temp database and shadow the
+    file's tables of the same name; the ledger's file is not touched.
+    """
+    has_tasks = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='tasks'"
+    ).fetchone()
+    if not has_tasks:
+        conn.execute(_TASKS.format(temp="TEMP "))
+    elif "setup" not in columns(conn, "tasks"):
+        conn.execute("CREATE TEMP VIEW tasks AS SELECT *, NULL AS setup FROM main.tasks")
+    for table in ("ranges", "attempts", "merges"):
+        have = columns(conn, table)
+        missing = [c for t, c, _ in _ADDED_COLUMNS if t == table and c not in have]
+        if missing:
+            extra = ", ".join(f"NULL AS {c}" for c in missing)
+            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT *, {extra} FROM main.{table}")
+    conn.execute("DROP VIEW IF EXISTS temp.range_info")
+    conn.execute(_RANGE_INFO.format(temp="TEMP "))
