@@ -39,6 +39,8 @@ class SimulateStep(Step):
         self._windows: dict[str, int] = {}
         self._workers: dict[str, int] = {}  # connected now, as last polled
         self._polled = float("-inf")
+        # node types whose bundles timed out: (quiet-for allowance, watch until)
+        self._suspects: dict[str, tuple[float, float]] = {}
 
     def load(self, state: ResumeState) -> None:
         self.feed = RangeFeed(self.ctx.plan.n_ranges, state.cursor, state.retry)
@@ -208,7 +210,17 @@ class SimulateStep(Step):
 
     # --- hung work ---------------------------------------------------------------------------
     def check(self, now: float) -> None:
-        """Give up on bundles past their deadline; end worker pools that stopped answering."""
+        """Give up on bundles past their deadline; end worker pools that stopped answering.
+
+        A timed-out bundle makes its node type a suspect for one more allowance: a
+        pool that had answered shortly before the deadline may be found quiet for
+        long enough a few checks later.
+        """
+        for nt, (allowance, until) in list(self._suspects.items()):
+            if now > until:
+                del self._suspects[nt]
+            else:
+                self.ctx.end_wedged_pools(nt, allowance, now)
         idle = [nt for nt in self.node_types if self._workers.get(nt, 1) == 0]
         expired = self.in_flight.expire(now, idle)
         if not expired:
@@ -224,5 +236,7 @@ class SimulateStep(Step):
             self.ctx.counters.timeouts += len(b.work)
         log.warning("%d ranges timed out; redoing them", sum(len(b.work) for b in expired))
         self._record(batches)
-        for nt, allowance in {(b.node_type, b.allowance) for b in expired}:
+        for b in expired:
+            self._suspects[b.node_type] = (b.allowance, now + b.allowance)
+        for nt, (allowance, _) in self._suspects.items():
             self.ctx.end_wedged_pools(nt, allowance, now)

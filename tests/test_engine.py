@@ -1,0 +1,177 @@
+"""The engine on the simulated backend: real ledger, real dispatcher, a virtual machine.
+
+Every decision the dispatcher makes (windows, bundles, retries, timeouts, wedged
+pools, merges, the cut-off, stopping and resuming) is exercised here without
+Parsl and without waiting: the simulated backend's clock jumps from event to
+event, so these runs are deterministic and take well under a second each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+
+from parsl_es import apps
+from parsl_es.backends.simulated import EPOCH, PoolEvent, SimFaults, SimNodeType
+from parsl_es.engine.result import RunStatus
+from parsl_es.ledger import LEDGER_NAME, Ledger
+from parsl_es.states import MergeState
+from tests.engine_helpers import backend, drive, new_campaign, range_attempts
+from tests.helpers import assert_every_event_once
+
+
+def _merged_files(out):
+    return sorted(p.name for p in (out / "merged").iterdir())
+
+
+def test_a_campaign_completes_with_every_range_once(tmp_path):
+    out = new_campaign(tmp_path)
+    result = drive(out, backend())
+    assert result.status is RunStatus.COMPLETE, result.message
+    assert (result.ranges_this_run, result.events_this_run, result.merges_this_run) == (
+        200,
+        400,
+        10,
+    )
+    assert set(range_attempts(out).values()) == {1}
+    assert _merged_files(out) == [f"sim.merge-{g:06d}.sim" for g in range(10)]
+    # merge attempts wrote beside the range files; each was renamed into merged/
+    assert not list((out / "ranges").rglob("*.merge-*"))
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        assert ledger.summary().complete
+    # 8 workers x 1 s ranges: 200 ranges take 25 s of the machine's time
+    assert 25.0 <= result.wall_seconds < 27.0
+
+
+def test_node_types_pull_from_one_queue_at_their_own_speed(tmp_path):
+    out = new_campaign(tmp_path, events=2000)
+    sim = backend(
+        cpu=SimNodeType(workers=4, range_seconds=1.0),
+        gpu=SimNodeType(workers=4, range_seconds=0.25),
+    )
+    result = drive(out, sim)
+    assert result.status is RunStatus.COMPLETE
+    share = result.per_node_type["gpu"] / result.ranges_this_run
+    assert 0.75 <= share <= 0.85  # 4x faster with as many workers: 80 %
+
+
+def test_payload_failures_are_retried_within_the_budget(tmp_path):
+    out = new_campaign(tmp_path)
+    result = drive(out, backend(SimFaults(range_failure_rate=0.2)), attempts=10)
+    assert result.status is RunStatus.COMPLETE
+    assert result.failures > 10
+    attempts = range_attempts(out)
+    assert len(attempts) == 200 and max(attempts.values()) > 1
+
+
+def test_a_permanent_failure_is_fatal_at_once_and_holds_back_only_its_group(tmp_path):
+    out = new_campaign(tmp_path)
+    result = drive(out, backend(SimFaults(permanent_ranges=frozenset({7}))), attempts=5)
+    assert result.status is RunStatus.FAILED
+    assert result.fatal_ranges == ["sim-14-15"]
+    assert "1 ranges fatal" in result.message
+    assert result.merges_this_run == 9  # every group but the first
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        assert ledger.merge_record(0).state is MergeState.WAITING
+        assert ledger.summary().ranges["fatal"] == 1
+
+
+def test_a_lost_worker_pool_costs_no_attempt(tmp_path):
+    out = new_campaign(tmp_path)
+    faults = SimFaults(pool_losses=(PoolEvent(at=5.5, node_type="cpu", pool=0),))
+    sim = backend(faults, cpu=SimNodeType(workers=8, pools=2, startup_seconds=2.0))
+    result = drive(out, sim, attempts=1)  # a lost attempt must not make anything fatal
+    assert result.status is RunStatus.COMPLETE
+    assert result.failures == 0
+    assert max(range_attempts(out).values()) == 2
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        assert ledger.summary().by_node_type["cpu"]["lost_attempts"] == 4  # 4 workers' ranges
+
+
+def test_a_hung_range_is_given_up_on_and_redone(tmp_path):
+    out = new_campaign(tmp_path)
+    result = drive(out, backend(SimFaults(hung_ranges=frozenset({3}))), attempts=1)
+    assert result.status is RunStatus.COMPLETE
+    assert result.timeouts == 1
+    assert range_attempts(out)[3] == 2
+
+
+def test_a_wedged_pool_is_found_and_its_block_ended(tmp_path):
+    out = new_campaign(tmp_path, events=800)
+    faults = SimFaults(pool_wedges=(PoolEvent(at=3.5, node_type="cpu", pool=1),))
+    sim = backend(faults, cpu=SimNodeType(workers=8, pools=2, startup_seconds=1.0))
+    result = drive(out, sim)
+    assert result.status is RunStatus.COMPLETE
+    assert result.wedged_pools >= 1
+    assert sim.blocks_ended and sim.blocks_ended[0][0] == "cpu"
+    assert result.timeouts >= 4  # the wedged pool's four ranges, redone elsewhere
+
+
+def test_a_merge_lost_with_its_worker_runs_again_under_a_new_attempt(tmp_path):
+    out = new_campaign(tmp_path)
+    result = drive(out, backend(SimFaults(lost_merges=1)))
+    assert result.status is RunStatus.COMPLETE
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        assert ledger.merge_record(0).attempts == 2
+    assert _merged_files(out) == [f"sim.merge-{g:06d}.sim" for g in range(10)]
+
+
+def test_the_cut_off_leaves_nothing_half_done_and_resume_completes(tmp_path):
+    out = new_campaign(tmp_path)
+    first = drive(out, backend(run_functions=True), allocation_end=EPOCH + 12.0, margin_seconds=2.0)
+    assert first.status is RunStatus.WALLTIME, first.message
+    assert 0 < first.events_this_run < 400
+    second = drive(out, backend(run_functions=True))
+    assert second.status is RunStatus.COMPLETE, second.message
+    assert first.events_this_run + second.events_this_run >= 400
+    assert_every_event_once(out, 0, 400)
+
+
+def test_a_stop_finishes_what_is_in_flight_and_resume_starts_only_the_rest(tmp_path):
+    out = new_campaign(tmp_path)
+    stop = threading.Event()
+
+    def stop_half_way(progress):
+        if progress.events_done >= 200:
+            stop.set()
+
+    first = drive(out, backend(run_functions=True), stop=stop, on_progress=stop_half_way)
+    assert first.status is RunStatus.STOPPED
+    second = drive(out, backend(run_functions=True))
+    assert second.status is RunStatus.COMPLETE
+    assert first.ranges_this_run + second.ranges_this_run == 200
+    assert set(range_attempts(out).values()) == {1}  # nothing in flight was lost
+    assert_every_event_once(out, 0, 400)
+
+
+def test_a_late_merge_attempt_never_replaces_the_recorded_file(tmp_path):
+    out = new_campaign(tmp_path)
+    assert drive(out, backend(SimFaults(lost_merges=1), run_functions=True)).status == "complete"
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        [record] = [m for m in ledger.merge_records() if m.attempts == 2]
+        group = ledger.plan.group(record.group)
+        known = apps.pack(ledger.group_range_outputs(group))
+    merged = out / record.output
+    before = os.stat(merged)
+    # the worker of attempt 1 was reported lost but was still running: it finishes now
+    late = apps.merge_group("emulate", {"output_format": "npy"}, group, str(out), known, 1)
+    assert late.output.startswith("ranges/") and (out / late.output).exists()
+    after = os.stat(merged)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert apps.fileio.adler32(merged) == record.checksum
+
+
+def test_runs_are_deterministic(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        out = new_campaign(tmp_path / name)
+        faults = SimFaults(
+            range_failure_rate=0.05, pool_losses=(PoolEvent(at=4.0, node_type="cpu"),)
+        )
+        sim = backend(faults, cpu=SimNodeType(workers=8, pools=2, spread=0.3))
+        results.append(
+            dataclasses.asdict(drive(out, sim, attempts=5)) | {"attempts": range_attempts(out)}
+        )
+    assert results[0] == results[1]
