@@ -146,7 +146,7 @@ MarginOpt = Annotated[
 
 
 def _allocation(walltime: str | None, end: str | None) -> float | None:
-    from parsl_es.walltime import allocation_end
+    from parsl_es.allocation import allocation_end
 
     when, source = _guarded(lambda: allocation_end(walltime, end))
     if when is not None:

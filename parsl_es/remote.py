@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import platform
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from parsl_es import __version__
 from parsl_es.errors import UserError
-
-#: Environment variable naming a ``module:callable`` that returns the SDK client to
-#: use (sites with their own authentication; the offline tests).
-CLIENT_FACTORY_ENV = "PARSL_ES_COMPUTE_CLIENT"
+from parsl_es.globus_client import compute_client
 
 
 class VersionMismatch(RuntimeError):
@@ -100,21 +95,6 @@ def versions() -> dict[str, str]:
 
 
 # --- the submitting side -----------------------------------------------------------------
-
-
-def compute_client() -> Any:
-    """The Globus Compute SDK client (or the one ``PARSL_ES_COMPUTE_CLIENT`` names)."""
-    factory = os.environ.get(CLIENT_FACTORY_ENV)
-    if factory:
-        module, _, name = factory.partition(":")
-        return getattr(import_module(module), name)()
-    try:
-        from globus_compute_sdk import Client
-    except ImportError:
-        raise UserError(
-            "remote submission needs the Globus Compute SDK: pip install 'parsl-es[globus]'"
-        ) from None
-    return Client()
 
 
 class RemoteCampaigns:

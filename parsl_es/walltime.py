@@ -1,81 +1,19 @@
-"""When the allocation ends, and whether work still fits before it does.
+"""Whether work still fits before the allocation ends.
 
-A batch allocation ends at a fixed time. The driver learns it (``--end``,
-``--walltime``, or Slurm's ``SLURM_JOB_END_TIME`` when it runs inside a job),
-keeps running estimates of how long ranges and merges take, and stops starting
-work that cannot finish in time, so that the allocation ends with nothing
+A batch allocation ends at a fixed time. The driver is given it (read by
+``parsl_es.allocation`` from ``--end``, ``--walltime`` or the Slurm job), keeps
+running estimates of how long ranges and merges take, and stops starting work
+that cannot finish in time, so that the allocation ends with nothing
 half-done and the next one resumes cleanly.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from collections import deque
-from datetime import datetime
-
-from parsl_es.errors import UserError
-from parsl_es.sites import walltime_seconds
 
 #: Observed durations kept for the estimate.
 HISTORY = 200
-
-
-def parse_end(text: str) -> float:
-    """An end time given as epoch seconds or an ISO date-time (local time if no zone)."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UserError(
-            f"--end {text!r}: expected epoch seconds or an ISO time like 2026-11-22T18:30"
-        ) from None
-    return moment.timestamp()
-
-
-def allocation_end(
-    walltime: str | None = None, end: str | None = None, now: float | None = None
-) -> tuple[float | None, str]:
-    """The allocation's end (epoch seconds) and where that came from; (None, ...) if unbounded."""
-    now = time.time() if now is None else now
-    if end is not None:
-        return parse_end(end), "--end"
-    if walltime is not None:
-        try:
-            return now + walltime_seconds(walltime), "--walltime"
-        except ValueError as exc:
-            raise UserError(f"--walltime: {exc}") from None
-    env_end = os.environ.get("SLURM_JOB_END_TIME")
-    if env_end:
-        try:
-            return float(env_end), "SLURM_JOB_END_TIME"
-        except ValueError:
-            pass
-    job = os.environ.get("SLURM_JOB_ID")
-    if job and shutil.which("squeue"):
-        found = _squeue_end(job)
-        if found is not None:
-            return found, f"squeue (job {job})"
-    return None, "no allocation end known"
-
-
-def _squeue_end(job: str) -> float | None:
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", job, "-o", "%e"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-        return datetime.fromisoformat(out).timestamp() if out else None
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return None
 
 
 class DurationEstimate:

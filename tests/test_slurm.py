@@ -89,7 +89,7 @@ def test_cpu_and_gpu_node_types_pull_from_one_queue(slurm_session, tmp_path):
 def test_allocation_end_is_read_inside_a_slurm_job():
     """The driver, run inside a batch job, learns when the job ends."""
     require_cluster()
-    code = "from parsl_es.walltime import allocation_end; e, s = allocation_end(); print(e, s)"
+    code = "from parsl_es.allocation import allocation_end; e, s = allocation_end(); print(e, s)"
     done = subprocess.run(
         ["srun", "-p", "cpu", "--time=5", sys.executable, "-c", code],
         capture_output=True,

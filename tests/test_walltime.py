@@ -7,9 +7,10 @@ import time
 import pytest
 
 from parsl_es import run
+from parsl_es.allocation import allocation_end, parse_end
 from parsl_es.errors import UserError
 from parsl_es.ledger import Ledger
-from parsl_es.walltime import Cutoff, DurationEstimate, allocation_end, parse_end
+from parsl_es.walltime import Cutoff, DurationEstimate
 from tests.helpers import assert_every_event_once, done_ranges
 
 
