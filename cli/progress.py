@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from parsl_es.dispatcher import Progress as Snapshot
+from parsl_es.engine.result import Progress as Snapshot
 
 
 def _eta(seconds: float | None) -> str:

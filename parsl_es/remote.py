@@ -47,11 +47,10 @@ def run_campaign_remotely(
     from dataclasses import asdict
     from pathlib import Path as _Path
 
-    from parsl_es import run as _run
+    from parsl_es import api
     from parsl_es.ledger import LEDGER_NAME, Ledger
     from parsl_es.remote import _minor, versions
     from parsl_es.report import build_report
-    from parsl_es.sites import load_site
 
     here = versions()
     if _minor(here["python"]) != _minor(submitter.get("python", "")) or here[
@@ -63,11 +62,11 @@ def run_campaign_remotely(
             f"{submitter.get('parsl_es')}: install the same versions on both sides"
         )
     out = _Path(output).expanduser()
-    site_spec = load_site(site, overrides)
     if resume:
-        result = _run.resume(out, site=site_spec)
+        prepared = api.prepare_resume(out, site=site, overrides=overrides)
     else:
-        result = _run.submit(campaign, out, site=site_spec)
+        prepared = api.prepare(campaign, out, site=site, overrides=overrides)
+    result = api.execute(prepared)
     ledger = Ledger.open(out / LEDGER_NAME, readonly=True)
     try:
         summary = asdict(ledger.summary())
