@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from parsl_es import run
+from parsl_es import api
 from parsl_es.allocation import allocation_end, parse_end
 from parsl_es.errors import UserError
 from parsl_es.ledger import Ledger
@@ -61,7 +61,9 @@ def test_short_allocation_stops_cleanly_and_resume_completes(local_session, tmp_
         "payload": {"name": "emulate", "seconds_per_event": 0.1},
     }
     end = time.time() + 6.0
-    first = run.submit(spec, out, session=local_session, allocation_end=end, margin_seconds=1.0)
+    first = api.run_campaign(
+        spec, out, session=local_session, allocation_end=end, margin_seconds=1.0
+    )
     assert first.status == "walltime", first.message
     assert first.ended < end, "the driver outlived the allocation"
     assert first.last_range_started <= end - 1.0
@@ -77,7 +79,7 @@ def test_short_allocation_stops_cleanly_and_resume_completes(local_session, tmp_
     assert not list(out.rglob(".tmp-*"))
     before = done_ranges(out)
 
-    second = run.resume(out, session=local_session)
+    second = api.resume_campaign(out, session=local_session)
     assert second.status == "complete", second.message
     assert second.ranges_this_run == 150 - len(before)
     after = done_ranges(out)
