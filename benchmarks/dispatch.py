@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.common import Clock, report, scratch
-from parsl_es import run
+from parsl_es import api
 from parsl_es.backends.parsl import ParslBackend
 from parsl_es.sites import load_site
 
@@ -46,7 +46,7 @@ def parsl_es(session: ParslBackend, n: int, directory, bundle_size: int | None) 
     }
     options = {} if bundle_size is None else {"bundle_size": bundle_size}
     with Clock() as clock:
-        result = run.submit(spec, directory / "es", session=session, **options)
+        result = api.run_campaign(spec, directory / "es", session=session, **options)
     assert result.status == "complete", result.message
     return clock, result
 

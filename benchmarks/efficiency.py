@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import report, scratch
-from parsl_es import run
+from parsl_es import api
 from parsl_es.apps import probe
 from parsl_es.backends.parsl import ParslBackend
 from parsl_es.sites import load_site
@@ -97,7 +97,7 @@ def parsl_es_run(session: ParslBackend, workers: int, seconds: float, n: int, tm
     out = tmp / spec["name"]
     cpu = CpuMeter()
     t_submit = time.time()
-    result = run.submit(spec, out, session=session)
+    result = api.run_campaign(spec, out, session=session)
     busy = cpu.busy()
     assert result.status == "complete", result.message
     conn = sqlite3.connect(out / "ledger.sqlite")

@@ -23,7 +23,7 @@ DRIVER = textwrap.dedent(
     import json, resource, sys
     from pathlib import Path
     import psutil
-    from parsl_es import run
+    from parsl_es import api
     from parsl_es.backends.parsl import ParslBackend
     from parsl_es.sites import load_site
     events, directory = int(sys.argv[1]), Path(sys.argv[2])
@@ -33,7 +33,7 @@ DRIVER = textwrap.dedent(
     with ParslBackend(load_site("local"), directory / "parsl") as session:
         import parsl_es.payloads.emulate  # noqa: F401 (loaded before the baseline)
         baseline = psutil.Process().memory_info().rss
-        result = run.submit(spec, directory / "out", session=session)
+        result = api.run_campaign(spec, directory / "out", session=session)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(json.dumps({"status": result.status, "baseline": baseline, "peak": peak,
                           "wall": result.wall_seconds}))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from benchmarks.common import report, scratch
 from benchmarks.efficiency import wait_for_workers
-from parsl_es import run
+from parsl_es import api
 from parsl_es.backends.parsl import ParslBackend
 from parsl_es.campaign import campaign_from_dict
 from parsl_es.payloads import make_payload
@@ -100,7 +100,7 @@ def main() -> None:
         with ParslBackend(site, tmp / "parsl") as session:
             wait_for_workers(session, workers)
             t0 = time.time()
-            result = run.submit(spec, tmp / "es", session=session)
+            result = api.run_campaign(spec, tmp / "es", session=session)
             complete_s = time.time() - t0
             assert result.status == "complete", result.message
             conn = sqlite3.connect(tmp / "es" / "ledger.sqlite")

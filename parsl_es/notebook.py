@@ -21,9 +21,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from parsl_es import run
+from parsl_es import api
 from parsl_es.backends.parsl import ParslBackend
-from parsl_es.campaign import CampaignSpec, as_campaign
+from parsl_es.campaign import CampaignSpec
 from parsl_es.engine.result import Progress, RunResult
 from parsl_es.ledger import LEDGER_NAME, Ledger, Summary
 from parsl_es.sites import SiteSpec, load_site
@@ -37,11 +37,18 @@ def session_for(
 ) -> ParslBackend:
     """This kernel's loaded session for ``site``, started on first use."""
     spec = site if isinstance(site, SiteSpec) else load_site(site)
+    return _session(spec, run_dir, check=True)
+
+
+def _session(
+    spec: SiteSpec, run_dir: str | Path | None = None, check: bool = False
+) -> ParslBackend:
     key = spec.model_dump_json()
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is None or session.closed:
-            run.require_usable(spec)
+            if check:
+                api.require_usable(spec)
             directory = Path(run_dir) if run_dir else Path.cwd() / "parsl-es-runs" / spec.name
             session = _SESSIONS[key] = ParslBackend(spec, directory)
         return session
@@ -60,7 +67,8 @@ def submit(
     campaign: str | Path | dict | CampaignSpec,
     output: str | Path | None = None,
     *,
-    site: str | Path | SiteSpec = "local",
+    site: str | Path | SiteSpec | None = None,
+    overrides: list[str] | None = None,
     resume: bool = False,
     show: bool = True,
     **options: Any,
@@ -68,18 +76,19 @@ def submit(
     """Start a campaign (or, with ``resume=True``, continue one) and return at once.
 
     ``campaign`` is a file, a shipped name, a dict or a ``CampaignSpec``; the
-    output defaults to the campaign's ``output`` key, else ``<name>-output``.
-    Bad input raises ``parsl_es.UserError`` before anything is written.
+    output defaults to the campaign's ``output`` key, else ``<name>-output``. The
+    site defaults to ``local`` (to resume: the one the campaign ran on). Every
+    input is checked here, in the caller's thread: bad input raises
+    ``parsl_es.UserError`` at once, before anything is written.
     """
     if resume:
-        out = Path(campaign if output is None else output)
-        spec = None
+        prepared = api.prepare_resume(
+            campaign if output is None else output, site=site, overrides=overrides
+        )
     else:
-        spec = as_campaign(campaign)
-        out = Path(output or spec.output or f"{spec.name}-output")
-        run.check_new_output(out)
-    session = session_for(site)
-    handle = CampaignHandle(out, spec, session, resume, options)
+        prepared = api.prepare(campaign, output, site=site or "local", overrides=overrides)
+    session = _session(prepared.site)  # checked by prepare; started once per kernel
+    handle = CampaignHandle(prepared, session, options)
     handle.start(show=show)
     return handle
 
@@ -88,17 +97,12 @@ class CampaignHandle:
     """A campaign running in the background of this Python process."""
 
     def __init__(
-        self,
-        output: Path,
-        spec: CampaignSpec | None,
-        session: ParslBackend,
-        resume: bool,
-        options: dict[str, Any],
+        self, prepared: api.PreparedRun, session: ParslBackend, options: dict[str, Any]
     ) -> None:
-        self.output = output
-        self.spec = spec
+        self.prepared = prepared
+        self.output = prepared.output
+        self.spec = prepared.spec
         self.session = session
-        self._resume = resume
         self._options = options
         self._stop = threading.Event()
         self._done: Future[RunResult] = Future()
@@ -120,10 +124,7 @@ class CampaignHandle:
         options = dict(self._options, session=self.session, stop=self._stop)
         options["on_progress"] = self._on_progress
         try:
-            if self._resume:
-                result = run.resume(self.output, **options)
-            else:
-                result = run.submit(self.spec, self.output, **options)
+            result = api.execute(self.prepared, **options)
         except BaseException as exc:
             self._done.set_exception(exc)
             self._show(force=True)
@@ -187,12 +188,7 @@ class CampaignHandle:
     def merged_outputs(self) -> list[Future[Path]]:
         """One future per merge group, resolved with its merged file when it is written."""
         if not self._merged:
-            if self.spec is not None:
-                n = self.spec.plan.n_merges
-            else:
-                with self._ledger() as ledger:
-                    n = ledger.plan.n_merges
-            self._merged = {g: Future() for g in range(n)}
+            self._merged = {g: Future() for g in range(self.spec.plan.n_merges)}
             self._resolve_merged()
         return [self._merged[g] for g in sorted(self._merged)]
 

@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import platform
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from parsl_es import __version__
 from parsl_es.errors import UserError
-
-#: Environment variable naming a ``module:callable`` that returns the SDK client to
-#: use (sites with their own authentication; the offline tests).
-CLIENT_FACTORY_ENV = "PARSL_ES_COMPUTE_CLIENT"
+from parsl_es.globus_client import compute_client
 
 
 class VersionMismatch(RuntimeError):
@@ -52,11 +47,10 @@ def run_campaign_remotely(
     from dataclasses import asdict
     from pathlib import Path as _Path
 
-    from parsl_es import run as _run
+    from parsl_es import api
     from parsl_es.ledger import LEDGER_NAME, Ledger
     from parsl_es.remote import _minor, versions
     from parsl_es.report import build_report
-    from parsl_es.sites import load_site
 
     here = versions()
     if _minor(here["python"]) != _minor(submitter.get("python", "")) or here[
@@ -68,11 +62,11 @@ def run_campaign_remotely(
             f"{submitter.get('parsl_es')}: install the same versions on both sides"
         )
     out = _Path(output).expanduser()
-    site_spec = load_site(site, overrides)
     if resume:
-        result = _run.resume(out, site=site_spec)
+        prepared = api.prepare_resume(out, site=site, overrides=overrides)
     else:
-        result = _run.submit(campaign, out, site=site_spec)
+        prepared = api.prepare(campaign, out, site=site, overrides=overrides)
+    result = api.execute(prepared)
     ledger = Ledger.open(out / LEDGER_NAME, readonly=True)
     try:
         summary = asdict(ledger.summary())
@@ -100,21 +94,6 @@ def versions() -> dict[str, str]:
 
 
 # --- the submitting side -----------------------------------------------------------------
-
-
-def compute_client() -> Any:
-    """The Globus Compute SDK client (or the one ``PARSL_ES_COMPUTE_CLIENT`` names)."""
-    factory = os.environ.get(CLIENT_FACTORY_ENV)
-    if factory:
-        module, _, name = factory.partition(":")
-        return getattr(import_module(module), name)()
-    try:
-        from globus_compute_sdk import Client
-    except ImportError:
-        raise UserError(
-            "remote submission needs the Globus Compute SDK: pip install 'parsl-es[globus]'"
-        ) from None
-    return Client()
 
 
 class RemoteCampaigns:

@@ -504,7 +504,7 @@ def build_executor(label: str, nt: NodeTypeSpec, run_dir: Path) -> Any:
 def _globus_compute_executor(label: str, spec: GlobusComputeSpec) -> Any:
     from parsl.executors import GlobusComputeExecutor
 
-    from parsl_es.remote import compute_client
+    from parsl_es.globus_client import compute_client
 
     try:
         from globus_compute_sdk import Executor

@@ -16,9 +16,10 @@ def validate_output(output: str | Path) -> dict[str, Any]:
     from parsl_es.run import open_campaign
 
     out = Path(output)
-    ledger = open_campaign(out)
-    try:
-        with campaign_lock(out, "validate"):
+    open_campaign(out, readonly=True).close()  # a campaign is there; nothing written yet
+    with campaign_lock(out, "validate"):
+        ledger = open_campaign(out)  # read-write only under the lock
+        try:
             spec = CampaignSpec.model_validate(ledger.campaign_json())
             payload, _ = worker_payload(spec.payload.name, spec.payload.params, setup=False)
             merges = [dict(m) for m in ledger.merge_rows()]
@@ -26,6 +27,6 @@ def validate_output(output: str | Path) -> dict[str, Any]:
             for group, problem in report["bad_groups"].items():
                 ledger.record_validation(group, False, problem)
             ledger.set_meta("campaign_validation", "passed" if report["passed"] else "failed")
-        return report
-    finally:
-        ledger.close()
+        finally:
+            ledger.close()
+    return report

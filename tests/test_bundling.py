@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from parsl_es import run
+from parsl_es import api
 from parsl_es.ledger import Ledger
 from tests.helpers import assert_every_event_once
 
@@ -23,7 +23,7 @@ def test_bundled_campaign_keeps_retries_progress_and_output_per_range(local_sess
     }
     seen = []
     out = tmp_path / "o"
-    result = run.submit(spec, out, session=local_session, on_progress=seen.append)
+    result = api.run_campaign(spec, out, session=local_session, on_progress=seen.append)
     assert result.status == "complete", result.message
     assert result.failures == 2 and result.ranges_this_run == 3000
     assert_every_event_once(out, 0, 3000)

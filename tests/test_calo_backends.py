@@ -12,7 +12,7 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from parsl_es import rootio, run
+from parsl_es import api, rootio
 from parsl_es.payloads import FatalPayloadError, make_payload
 from parsl_es.payloads.physics.calo_backends import CaloBackend, select_backend
 from parsl_es.ranges import EventRange
@@ -121,7 +121,7 @@ def test_campaign_with_a_gpu_build_validates_statistically(local_session, tmp_pa
         "seed": 8,
         "payload": {"name": "physics", "process": "minbias", "array_library": "torch"},
     }
-    result = run.submit(spec, out, session=local_session)
+    result = api.run_campaign(spec, out, session=local_session)
     assert result.status == "complete", result.message
     assert_every_event_once(out, 0, 20)
     report = result.validation

@@ -8,7 +8,7 @@ import sys
 import pytest
 import uproot
 
-from parsl_es import run
+from parsl_es import api
 from parsl_es.ledger import Ledger
 from parsl_es.payloads import make_payload
 from parsl_es.rootio import content_hash
@@ -32,7 +32,7 @@ def campaign(name: str, **fields) -> dict:
 def finished(local_session, tmp_path_factory):
     output = tmp_path_factory.mktemp("e2e") / "out"
     seen = []
-    result = run.submit(
+    result = api.run_campaign(
         campaign("e2e", first_event=1000, payload={"name": "emulate", "seconds_per_event": 0.01}),
         output,
         session=local_session,
@@ -95,7 +95,9 @@ def test_pull_window_is_bounded_and_merges_start_during_simulation(finished, loc
 
 def test_failed_range_is_retried_without_failing_its_group(local_session, tmp_path):
     payload = {"name": "emulate", "fail_events": [7, 30], "fail_times": 1}
-    result = run.submit(campaign("retry", payload=payload), tmp_path / "o", session=local_session)
+    result = api.run_campaign(
+        campaign("retry", payload=payload), tmp_path / "o", session=local_session
+    )
     assert result.status == "complete" and result.failures == 2
     assert_every_event_once(tmp_path / "o", 0, 45)
     led = Ledger.open(tmp_path / "o" / "ledger.sqlite", readonly=True)
@@ -113,7 +115,7 @@ def test_failed_range_is_retried_without_failing_its_group(local_session, tmp_pa
 
 def test_range_out_of_attempts_is_fatal_and_reported(local_session, tmp_path):
     payload = {"name": "emulate", "fail_events": [12], "fail_times": 10}
-    result = run.submit(
+    result = api.run_campaign(
         campaign("fatal", payload=payload, attempts=2), tmp_path / "o", session=local_session
     )
     assert result.status == "failed"
@@ -132,7 +134,7 @@ def test_range_out_of_attempts_is_fatal_and_reported(local_session, tmp_path):
 def test_physics_campaign_warm_workers_and_reproducible_ranges(local_session, tmp_path):
     payload = {"name": "physics", "process": "minbias"}
     out = tmp_path / "phys"
-    result = run.submit(
+    result = api.run_campaign(
         campaign("phys", events=24, events_per_range=3, events_per_merge=12, payload=payload),
         out,
         session=local_session,
@@ -171,7 +173,7 @@ def test_command_payload_campaign_through_an_external_program(local_session, tmp
     }
     out = tmp_path / "cmd"
     spec = campaign("cmd", events=6, events_per_range=3, events_per_merge=6, payload=payload)
-    result = run.submit(spec, out, session=local_session)
+    result = api.run_campaign(spec, out, session=local_session)
     assert result.status == "complete", result.message
     assert_every_event_once(out, 0, 6)
     logs = sorted((out / "ranges").rglob("*.log"))

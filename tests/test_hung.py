@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from parsl_es import run
+from parsl_es import api
 from parsl_es.failures import HUNG_EXIT_STATUS, RangeTimeout, range_deadline
 from parsl_es.ledger import Ledger
 from tests.helpers import assert_every_event_once, done_ranges
@@ -62,7 +62,7 @@ def test_hung_range_is_redone_and_the_campaign_completes(local_session, tmp_path
     """sleep: the worker's soft deadline stops it; blocked: the hard one ends the worker."""
     out = tmp_path / mode
     spec = _campaign(f"hang-{mode}", hang_events=[7], hang_mode=mode)
-    result = run.submit(spec, out, session=local_session)
+    result = api.run_campaign(spec, out, session=local_session)
     assert result.status == "complete", result.message
     assert_every_event_once(out, 0, 40)
     attempts = _attempts(out)

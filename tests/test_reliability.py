@@ -20,7 +20,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from parsl_es import run
+from parsl_es import api
 from parsl_es.cli.main import app
 from parsl_es.crashpoints import ENV as CRASH_ENV
 from parsl_es.ledger import Ledger
@@ -89,7 +89,7 @@ def test_driver_killed_at_a_chosen_moment_resumes_exactly_once(local_session, tm
     _, stderr = proc.communicate(timeout=180)
     assert proc.returncode == -signal.SIGKILL, stderr
     before = done_ranges(out)
-    result = run.resume(out, session=local_session)
+    result = api.resume_campaign(out, session=local_session)
     assert result.status == "complete", result.message
     after = done_ranges(out)
     assert all(after[i] == n for i, n in before.items()), "a range done before the kill was re-run"
@@ -124,7 +124,7 @@ def test_second_driver_is_refused_and_a_dead_one_leaves_no_lock(local_session, t
     finally:
         proc.send_signal(signal.SIGKILL)  # the driver alone, as a node failure would
         proc.communicate(timeout=60)
-    result = run.resume(out, session=local_session)
+    result = api.resume_campaign(out, session=local_session)
     assert result.status == "complete", result.message
     assert_every_event_once(out, 0, 400)
 
@@ -149,7 +149,7 @@ def test_sigterm_stops_gracefully_with_how_to_resume(local_session, tmp_path):
     assert proc.returncode == 3, stderr
     assert f"es-run resume {out}" in stderr and "Traceback" not in stderr
     assert ledger_rows(out, "SELECT COUNT(*) AS n FROM ranges WHERE state='running'")[0]["n"] == 0
-    result = run.resume(out, session=local_session)
+    result = api.resume_campaign(out, session=local_session)
     assert result.status == "complete", result.message
     assert_every_event_once(out, 0, 300)
 
@@ -190,7 +190,7 @@ def test_worker_killed_mid_range_costs_no_attempt(local_session, tmp_path):
 
     killer = threading.Thread(target=kill_workers, daemon=True)
     killer.start()
-    result = run.submit(spec, out, session=local_session)
+    result = api.run_campaign(spec, out, session=local_session)
     killer.join(60)
     assert result.status == "complete", result.message
     assert_every_event_once(out, 0, 60)
@@ -219,7 +219,7 @@ def test_damaged_outputs_are_detected_marked_and_redone(local_session, tmp_path)
         "payload": {"name": "emulate"},
     }
     out = tmp_path / "out"
-    assert run.submit(spec, out, session=local_session).status == "complete"
+    assert api.run_campaign(spec, out, session=local_session).status == "complete"
     merged = sorted((out / "merged").glob("*.root"))
     ranges = {r["idx"]: out / r["output"] for r in ledger_rows(out, "SELECT * FROM ranges")}
     merged[0].unlink()  # group 0: merged file deleted
@@ -236,7 +236,7 @@ def test_damaged_outputs_are_detected_marked_and_redone(local_session, tmp_path)
     assert sorted(m["group_idx"] for m in marked) == [0, 1, 2]
 
     before = done_ranges(out)
-    result = run.resume(out, session=local_session)
+    result = api.resume_campaign(out, session=local_session)
     assert result.status == "complete", result.message
     assert result.merges_this_run == 3
     assert result.ranges_this_run == 1, "only the damaged range of group 2 is simulated again"
@@ -292,7 +292,7 @@ def test_disk_full_stops_cleanly_and_resume_completes(local_session, tmp_path):
                 assert (out / r["output"]).stat().st_size == r["size"]
         assert not list(out.rglob(".tmp-*"))
         subprocess.run(["mount", "-o", "remount,size=20m", str(disk)], check=True)
-        result = run.resume(out, session=local_session)
+        result = api.resume_campaign(out, session=local_session)
         assert result.status == "complete", result.message
         assert_every_event_once(out, 0, 200)
 
@@ -374,7 +374,7 @@ def test_python_api_raises_user_error_and_writes_nothing(tmp_path):
     from parsl_es import UserError
 
     with pytest.raises(UserError, match="events_per_merge"):
-        run.submit(
+        api.run_campaign(
             {
                 "name": "x",
                 "events": 10,
@@ -393,10 +393,10 @@ def test_keyboard_interrupt_in_python_stops_gracefully(tmp_path):
     out = tmp_path / "out"
     code = f"""
 import sys
-from parsl_es import run
+from parsl_es import api
 spec = dict(name="kbd", events=300, events_per_range=1, events_per_merge=100, seed=1,
             payload=dict(name="emulate", seconds_per_event=0.05))
-result = run.submit(spec, {str(out)!r})
+result = api.run_campaign(spec, {str(out)!r})
 print("STATUS", result.status, result.ranges_this_run)
 """
     proc = subprocess.Popen(

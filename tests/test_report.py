@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from typer.testing import CliRunner
 
-from parsl_es import fileio, run
+from parsl_es import api, fileio
 from parsl_es.cli.main import app
 from parsl_es.report import build_report
 
@@ -30,7 +30,7 @@ def campaign(local_session, tmp_path_factory):
         "seed": 3,
         "payload": {"name": "emulate", "seconds_per_event": 0.01, "fail_events": [25]},
     }
-    assert run.submit(spec, out, session=local_session).status == "complete"
+    assert api.run_campaign(spec, out, session=local_session).status == "complete"
     return out
 
 

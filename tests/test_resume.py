@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from parsl_es import run
+from parsl_es import api
 from parsl_es.ledger import Ledger
 from tests.helpers import assert_every_event_once, done_ranges, write_campaign
 
@@ -35,7 +35,9 @@ def test_graceful_stop_then_resume(local_session, tmp_path):
         "seed": 9,
         "payload": {"name": "emulate", "seconds_per_event": 0.02},
     }
-    first = run.submit(spec, out, session=local_session, on_progress=stop_at_a_third, stop=stop)
+    first = api.run_campaign(
+        spec, out, session=local_session, on_progress=stop_at_a_third, stop=stop
+    )
     assert first.status == "stopped"
     before = done_ranges(out)
     assert 10 <= len(before) < 30
@@ -43,7 +45,7 @@ def test_graceful_stop_then_resume(local_session, tmp_path):
     assert not led.summary().complete and led.summary().ranges["running"] == 0
     led.close()
 
-    second = run.resume(out, session=local_session)
+    second = api.resume_campaign(out, session=local_session)
     assert second.status == "complete", second.message
     assert second.ranges_this_run == 30 - len(before)
     after = done_ranges(out)
@@ -60,8 +62,8 @@ def test_resume_of_a_complete_campaign_does_nothing(local_session, tmp_path):
         "seed": 9,
         "payload": {"name": "emulate"},
     }
-    assert run.submit(spec, tmp_path / "o", session=local_session).status == "complete"
-    again = run.resume(tmp_path / "o", session=local_session)
+    assert api.run_campaign(spec, tmp_path / "o", session=local_session).status == "complete"
+    again = api.resume_campaign(tmp_path / "o", session=local_session)
     assert again.status == "complete" and again.ranges_this_run == 0
 
 
@@ -108,7 +110,7 @@ def test_driver_killed_with_sigkill_then_resumed(local_session, tmp_path):
     led.close()
     assert running > 0, "the kill should have left ranges in flight"
 
-    result = run.resume(out, session=local_session)
+    result = api.resume_campaign(out, session=local_session)
     assert result.status == "complete", result.message
     after = done_ranges(out)
     assert all(after[i] == n for i, n in before.items()), "a done range was re-run"
@@ -127,12 +129,12 @@ def test_a_deleted_merged_file_is_remade_on_resume(local_session, tmp_path):
         "payload": {"name": "emulate"},
     }
     out = tmp_path / "o"
-    assert run.submit(spec, out, session=local_session).status == "complete"
+    assert api.run_campaign(spec, out, session=local_session).status == "complete"
     victim = sorted((out / "merged").glob("*.root"))[1]
     victim.unlink()
     before = done_ranges(out)
     first_report = json.loads((out / "validation" / "campaign.json").read_text())
-    result = run.resume(out, session=local_session)
+    result = api.resume_campaign(out, session=local_session)
     assert result.status == "complete", result.message
     assert result.merges_this_run == 1 and result.ranges_this_run == 0
     assert done_ranges(out) == before  # the range files were still good: nothing re-simulated

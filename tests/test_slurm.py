@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from parsl_es import run
+from parsl_es import api
 from parsl_es.backends.parsl import ParslBackend
 from parsl_es.ledger import Ledger
 from parsl_es.sites import load_site
@@ -55,7 +55,7 @@ def test_cpu_and_gpu_node_types_pull_from_one_queue(slurm_session, tmp_path):
         "steps": {"simulate": ["cpu", "gpu"], "merge": "cpu", "validate": "cpu"},
     }
     out = tmp_path / "o"
-    result = run.submit(spec, out, session=slurm_session)
+    result = api.run_campaign(spec, out, session=slurm_session)
     assert result.status == "complete", result.message
     assert_every_event_once(out, 0, 160)
     led = Ledger.open(out / "ledger.sqlite", readonly=True)
@@ -89,7 +89,7 @@ def test_cpu_and_gpu_node_types_pull_from_one_queue(slurm_session, tmp_path):
 def test_allocation_end_is_read_inside_a_slurm_job():
     """The driver, run inside a batch job, learns when the job ends."""
     require_cluster()
-    code = "from parsl_es.walltime import allocation_end; e, s = allocation_end(); print(e, s)"
+    code = "from parsl_es.allocation import allocation_end; e, s = allocation_end(); print(e, s)"
     done = subprocess.run(
         ["srun", "-p", "cpu", "--time=5", sys.executable, "-c", code],
         capture_output=True,
@@ -136,7 +136,7 @@ def test_walltime_of_a_block_costs_no_attempt(slurm_session, tmp_path):
     watcher = threading.Thread(target=end_the_block, daemon=True)
     watcher.start()
     try:
-        result = run.submit(spec, out, session=slurm_session)
+        result = api.run_campaign(spec, out, session=slurm_session)
     finally:
         stop_watch.set()
         watcher.join(5)

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from parsl_es import run
+from parsl_es import api
+from parsl_es.allocation import allocation_end, parse_end
 from parsl_es.errors import UserError
 from parsl_es.ledger import Ledger
-from parsl_es.walltime import allocation_end, parse_end
 from tests.helpers import assert_every_event_once, done_ranges
 
 
@@ -40,7 +40,9 @@ def test_short_allocation_stops_cleanly_and_resume_completes(local_session, tmp_
         "payload": {"name": "emulate", "seconds_per_event": 0.1},
     }
     end = time.time() + 6.0
-    first = run.submit(spec, out, session=local_session, allocation_end=end, margin_seconds=1.0)
+    first = api.run_campaign(
+        spec, out, session=local_session, allocation_end=end, margin_seconds=1.0
+    )
     assert first.status == "walltime", first.message
     assert first.ended < end, "the driver outlived the allocation"
     assert first.last_range_started <= end - 1.0
@@ -56,7 +58,7 @@ def test_short_allocation_stops_cleanly_and_resume_completes(local_session, tmp_
     assert not list(out.rglob(".tmp-*"))
     before = done_ranges(out)
 
-    second = run.resume(out, session=local_session)
+    second = api.resume_campaign(out, session=local_session)
     assert second.status == "complete", second.message
     assert second.ranges_this_run == 150 - len(before)
     after = done_ranges(out)

@@ -1,7 +1,7 @@
-"""When the allocation ends: ``--end``, ``--walltime``, or Slurm's job end time.
+"""When the allocation ends: ``--end``, ``--walltime``, or Slurm's own record of the job.
 
-The engine's cut-off (``engine.cutoff``) stops starting work that cannot
-finish before then, so the allocation ends with nothing half-done.
+Read once by the front ends before a run starts; the engine only receives the
+resulting epoch time (``allocation_end``) and decides what still fits.
 """
 
 from __future__ import annotations

@@ -1,0 +1,98 @@
+"""What ``es-run submit`` and ``resume`` share around a run: signals, allocation end, outcome."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from parsl_es.engine.result import RunResult, RunStatus
+from parsl_es.errors import UserError
+
+#: Each way a run ends: its exit code, whether its last line goes to stderr, and that line.
+OUTCOMES: dict[RunStatus, tuple[int, bool, str]] = {
+    RunStatus.COMPLETE: (0, False, "outputs: {out}/merged   validation: {out}/validation"),
+    RunStatus.FAILED: (
+        1,
+        True,
+        "see {out}/logs/driver.log; 'es-run resume {out}' retries what failed",
+    ),
+    RunStatus.NO_SPACE: (2, True, "error: {message}: es-run resume {out}"),
+    RunStatus.STOPPED: (3, True, "campaign incomplete; continue it with: es-run resume {out}"),
+    RunStatus.WALLTIME: (
+        4,
+        True,
+        "campaign incomplete (allocation ending); in the next allocation run: es-run resume {out}",
+    ),
+}
+
+
+def finish(result: RunResult, output: Path, out: Console, err: Console) -> int:
+    """Print how the run ended; return its exit code (``OUTCOMES``)."""
+    out.print(
+        f"{result.message}\n"
+        f"this run: {result.events_this_run} events in {result.ranges_this_run} ranges, "
+        f"{result.merges_this_run} merges, {result.wall_seconds:.1f} s wall, "
+        f"{result.events_per_second:.1f} events/s, {result.failures} failed attempts, "
+        f"{result.workers} workers (payload initialised {result.payload_inits} times)",
+        highlight=False,
+        markup=False,
+    )
+    status = RunStatus(result.status)
+    if status == RunStatus.WALLTIME and result.last_range_started and result.ended:
+        tail = result.ended - result.last_range_started
+        spare = (result.allocation_end or result.ended) - result.ended
+        out.print(
+            f"the last range started {tail:.1f} s before the driver left, "
+            f"{spare:.1f} s before the allocation's end",
+            highlight=False,
+        )
+    code, to_stderr, line = OUTCOMES[status]
+    (err if to_stderr else out).print(
+        line.format(out=output, message=result.message), highlight=False, markup=False
+    )
+    return code
+
+
+def allocation(walltime: str | None, end: str | None, out: Console) -> float | None:
+    """The allocation's end from ``--walltime``/``--end``/Slurm, said aloud; refused if past."""
+    from parsl_es.allocation import allocation_end
+
+    when, source = allocation_end(walltime, end)
+    if when is not None:
+        left = when - time.time()
+        if left <= 0:
+            raise UserError(f"the allocation end ({source}) is already past")
+        out.print(f"allocation ends in {left:.0f} s ({source})", highlight=False)
+    return when
+
+
+class StopOnSignal:
+    """First SIGINT/SIGTERM: stop gracefully (no new ranges). Second SIGINT: abort."""
+
+    def __init__(self, err: Console) -> None:
+        self.err = err
+        self.event = threading.Event()
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.event.set()
+        self.err.print(
+            f"\n{signal.Signals(signum).name}: finishing what is in flight, starting nothing new "
+            "(Ctrl-C again to abort at once)"
+        )
+
+    def __enter__(self) -> threading.Event:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self.event
+
+    def __exit__(self, *_: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

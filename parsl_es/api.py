@@ -1,0 +1,283 @@
+"""The one way in: ``prepare`` checks every input once, ``execute`` writes and runs.
+
+Every front end goes through here: ``es-run submit``/``resume``, the notebook's
+``parsl_es.submit`` (prepare in the caller's thread, execute in the background),
+the blocking ``parsl_es.run_campaign``/``resume_campaign`` and the remote driver on
+a Globus Compute endpoint. ``prepare`` checks the campaign, the site and its
+``--set`` overrides, the steps against the site, the payload, that the site can
+start here and the output directory, each once, before anything is written, and
+returns a ``PreparedRun``. ``execute`` creates the output (or, to resume, takes
+the campaign's lock and only then opens the ledger for writing) and hands it to
+the engine through ``parsl_es.run.drive``.
+
+``parsl_es.run`` stays the engine's side of that seam (``drive``, the driver's
+log and run records); this module is the front ends' side.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Unpack
+
+from parsl_es import __version__
+from parsl_es.campaign import (
+    CampaignSpec,
+    campaign_from_dict,
+    load_campaign,
+    resolve_campaign_path,
+)
+from parsl_es.engine.result import RunResult
+from parsl_es.errors import UserError
+from parsl_es.ledger import LEDGER_NAME, Ledger
+from parsl_es.lock import LOCK_NAME, campaign_lock
+from parsl_es.run import (
+    OUTPUT_DIRS,
+    DriverOptions,
+    drive,
+    open_campaign,
+    recorded_site,
+    resolve_steps,
+)
+from parsl_es.sites import SiteSpec, check_site, load_site
+
+if TYPE_CHECKING:
+    from parsl_es.backends.parsl import ParslBackend
+
+Campaign = str | Path | dict[str, Any] | CampaignSpec
+Site = str | Path | SiteSpec
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run whose every input has been checked; nothing written yet."""
+
+    spec: CampaignSpec
+    site: SiteSpec
+    output: Path
+    source: str | None = None  # the campaign file, when it came from one
+    resume: bool = False
+
+
+# --- preparing: every check once, nothing written -------------------------------------------
+
+
+def prepare(
+    campaign: Campaign,
+    output: str | Path | None = None,
+    *,
+    site: Site = "local",
+    overrides: list[str] | None = None,
+    session: ParslBackend | None = None,
+) -> PreparedRun:
+    """Check a new campaign's every input, in the order a user would fix them.
+
+    ``campaign`` is a file, a shipped name, a mapping or a ``CampaignSpec``;
+    ``output`` defaults to the campaign's ``output`` key, else ``<name>-output``.
+    With a loaded ``session`` its site is used as it is (already started here).
+    """
+    spec, source = load(campaign)
+    site_spec = _site(site, overrides, session)
+    out = output_for(spec, output)
+    resolve_steps(spec, site_spec, source or "campaign")
+    preflight(spec, source)
+    if session is None:
+        require_usable(site_spec)
+    check_new_output(out)
+    return PreparedRun(spec=spec, site=site_spec, output=out, source=source)
+
+
+def prepare_resume(
+    output: str | Path,
+    *,
+    site: Site | None = None,
+    overrides: list[str] | None = None,
+    session: ParslBackend | None = None,
+) -> PreparedRun:
+    """Check that ``output`` holds a campaign that can continue on ``site``.
+
+    The site defaults to the one the campaign was submitted with (as it was:
+    ``overrides`` need a ``site``). The ledger is only read here.
+    """
+    if site is None and overrides and session is None:
+        raise UserError("--set needs --site (the recorded site is used as it was)")
+    out = Path(output)
+    ledger = open_campaign(out, readonly=True)
+    try:
+        spec = CampaignSpec.model_validate(ledger.campaign_json())
+        site_spec = recorded_site(ledger) if site is None and session is None else None
+    finally:
+        ledger.close()
+    if site_spec is None:
+        site_spec = _site(site or "local", overrides, session)
+    resolve_steps(spec, site_spec, str(out / LEDGER_NAME))
+    if session is None:
+        require_usable(site_spec)
+    return PreparedRun(spec=spec, site=site_spec, output=out, resume=True)
+
+
+def load(campaign: Campaign) -> tuple[CampaignSpec, str | None]:
+    """The campaign, validated, and the file it came from (None for a mapping or spec)."""
+    if isinstance(campaign, CampaignSpec):
+        return campaign, None
+    if isinstance(campaign, dict):
+        return campaign_from_dict(campaign), None
+    file = resolve_campaign_path(campaign)
+    return load_campaign(file), str(file)
+
+
+def _site(site: Site, overrides: list[str] | None, session: ParslBackend | None) -> SiteSpec:
+    if overrides and (session is not None or isinstance(site, SiteSpec)):
+        raise UserError("--set applies to a site name or file, not to a loaded site")
+    if session is not None:
+        return session.site
+    return site if isinstance(site, SiteSpec) else load_site(site, overrides)
+
+
+def output_for(spec: CampaignSpec, output: str | Path | None) -> Path:
+    """The output directory: as given, else the campaign's ``output`` key, else NAME-output."""
+    if output is not None:
+        return Path(output)
+    return Path(spec.output or f"{spec.name}-output")
+
+
+def preflight(spec: CampaignSpec, source: str | Path | None = None) -> None:
+    """Refuse a campaign whose payload can already tell it cannot run (e.g. no executable)."""
+    from parsl_es.apps import worker_payload
+
+    problems = worker_payload(spec.payload.name, spec.payload.params, setup=False)[0].preflight()
+    if problems:
+        field, message = next(iter(problems.items()))
+        raise UserError(message, file=source, field=f"payload.{field}")
+
+
+def require_usable(site: SiteSpec) -> None:
+    """Refuse a site that cannot start here (no account, no sbatch, ...), before writing."""
+    problems, _ = check_site(site)
+    if problems:
+        more = f" (and {len(problems) - 1} more: es-run sites check)" if len(problems) > 1 else ""
+        raise UserError(f"site '{site.name}' is not ready: {problems[0]}{more}")
+
+
+def check_new_output(output: Path) -> None:
+    """Refuse an output directory that cannot be written or holds other work."""
+    if (output / LEDGER_NAME).exists():
+        raise UserError(
+            f"already holds a campaign; continue it with 'es-run resume {output}' "
+            "or choose another --output",
+            file=output,
+        )
+    if output.exists():
+        if not output.is_dir():
+            raise UserError("output exists and is not a directory", file=output)
+        if any(p.name != LOCK_NAME for p in output.iterdir()):
+            raise UserError("output directory is not empty; choose a new one", file=output)
+        target = output
+    else:
+        target = next(p for p in [output, *output.parents] if p.exists())
+        if not target.is_dir():
+            raise UserError(
+                f"cannot create output directory: {target} is not a directory", file=output
+            )
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise UserError(f"output directory is not writable ({target})", file=output)
+
+
+# --- executing: write, lock, drive ------------------------------------------------------------
+
+
+def execute(prepared: PreparedRun, **options: Unpack[DriverOptions]) -> RunResult:
+    """Create the output (or continue it) and run the campaign until it ends or stops."""
+    if prepared.resume:
+        return _continue(prepared, options)
+    out = prepared.output
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output directory: {exc.strerror}", file=out) from None
+    try:
+        with campaign_lock(out):
+            ledger = create_output(prepared.spec, out, prepared.site)
+            try:
+                return drive(ledger, out, prepared.site, **options)
+            finally:
+                ledger.close()
+    except UserError:
+        if made and not (out / LEDGER_NAME).exists():
+            shutil.rmtree(out, ignore_errors=True)  # bad input writes nothing
+        raise
+
+
+def _continue(prepared: PreparedRun, options: DriverOptions) -> RunResult:
+    out = prepared.output
+    # The lock first: opening the ledger read-write may change it (journal mode,
+    # upgrades of an older ledger), and only the one driver may change it.
+    with campaign_lock(out):
+        ledger = open_campaign(out)
+        try:
+            for sub in OUTPUT_DIRS:
+                (out / sub).mkdir(exist_ok=True)
+            return drive(ledger, out, prepared.site, **options)
+        finally:
+            ledger.close()
+
+
+def create_output(spec: CampaignSpec, output: Path, site: SiteSpec) -> Ledger:
+    """The output directory's folders and ledger; on failure, nothing is left behind.
+
+    The caller holds the campaign lock on ``output`` (which exists).
+    """
+    check_new_output(output)  # again, under the lock: another submit may have won
+    made: list[Path] = []
+    try:
+        for sub in OUTPUT_DIRS:
+            (output / sub).mkdir()
+            made.append(output / sub)
+        meta = {
+            "campaign": spec.to_json(),
+            "site": site.name,
+            "site_spec": site.model_dump_json(by_alias=True),
+            "parsl_es_version": __version__,
+        }
+        return Ledger.create(output / LEDGER_NAME, meta, spec.plan)
+    except OSError as exc:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            (output / (LEDGER_NAME + suffix)).unlink(missing_ok=True)
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
+        raise UserError(f"cannot create the campaign's output: {exc}", file=output) from None
+
+
+# --- blocking, in one call ---------------------------------------------------------------------
+
+
+def run_campaign(
+    campaign: Campaign,
+    output: str | Path | None = None,
+    *,
+    site: Site = "local",
+    overrides: list[str] | None = None,
+    **options: Unpack[DriverOptions],
+) -> RunResult:
+    """Start a new campaign and run it to completion (or until stopped): prepare + execute."""
+    prepared = prepare(
+        campaign, output, site=site, overrides=overrides, session=options.get("session")
+    )
+    return execute(prepared, **options)
+
+
+def resume_campaign(
+    output: str | Path,
+    *,
+    site: Site | None = None,
+    overrides: list[str] | None = None,
+    **options: Unpack[DriverOptions],
+) -> RunResult:
+    """Continue a campaign from its ledger, re-running only what is not done."""
+    prepared = prepare_resume(
+        output, site=site, overrides=overrides, session=options.get("session")
+    )
+    return execute(prepared, **options)
