@@ -6,7 +6,7 @@ scale of a whole machine on a laptop. Workers are counts per worker pool (no
 thread or object per worker), tasks wait in one queue per node type as at
 HTEX's interchange, and time jumps from one event to the next instead of
 passing. Results are made up (files are not written, except the small merged
-files the engine renames into place) unless ``run_functions`` is set: then the
+files the engine renames into place: ``made_up``) unless ``run_functions`` is set: then the
 real worker functions of ``parsl_es.apps`` run, in this process, at the moment
 their task finishes on the virtual clock, and write real files.
 """
@@ -20,22 +20,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from parsl_es import apps, fileio
+from parsl_es import apps
 from parsl_es.backends.base import Call, Completions, DependencyFailed, WorkLost
-from parsl_es.records import (
-    BundleResult,
-    CampaignVerdict,
-    MergedFile,
-    MergeVerdict,
-    Plots,
-    PoolInfo,
-    RangeResult,
-    Where,
-)
-from parsl_es.states import FailureKind, Outcome
+from parsl_es.backends.made_up import MADE_UP, Made
+from parsl_es.records import PoolInfo, Where
 
 #: Where the virtual clock starts (a fixed epoch time, so runs repeat exactly).
 EPOCH = 1_800_000_000.0
@@ -300,6 +290,15 @@ class SimulatedBackend:
             self._free[pool.node_type].append(pool)
         self._dispatch(pool.node_type)
 
+    def _result(self, task: _Task, where: Where, started: float) -> Any:
+        args = [a.result() if isinstance(a, Future) else a for a in task.call.args]
+        if self.run_functions:
+            return getattr(apps, task.call.function)(*args)
+        made_up = MADE_UP[task.call.function]
+        return made_up(
+            args, Made(where, started, self._now, task.durations, self.faults, self._rng)
+        )
+
     def _lose_pool(self, pool: _Pool) -> None:
         """A pool dies: its tasks come back lost, and a new one starts in its place."""
         if not pool.connected:
@@ -312,96 +311,3 @@ class SimulatedBackend:
 
     def _wedge(self, pool: _Pool) -> None:
         pool.wedged = True
-
-    # --- results ------------------------------------------------------------------------
-    def _result(self, task: _Task, where: Where, started: float) -> Any:
-        args = [a.result() if isinstance(a, Future) else a for a in task.call.args]
-        if self.run_functions:
-            return getattr(apps, task.call.function)(*args)
-        if task.call.function == "simulate_ranges":
-            return self._made_up_simulate_ranges(args, where, started, task.durations)
-        return getattr(self, f"_made_up_{task.call.function}")(args, where, started)
-
-    def _made_up_simulate_ranges(
-        self, args: list, where: Where, started: float, durations: list[float]
-    ) -> bytes:
-        _, _, plan, work, _, _ = args
-        results, t = [], started
-        for (index, attempt), seconds in zip(apps.unpack(work), durations, strict=True):
-            r = plan.range(index)
-            end = t + seconds
-            if index in self.faults.permanent_ranges:
-                results.append(self._failure(index, attempt, FailureKind.PERMANENT, t, end))
-            elif self._rng.random() < self.faults.range_failure_rate:
-                results.append(self._failure(index, attempt, FailureKind.PAYLOAD, t, end))
-            else:
-                results.append(
-                    RangeResult(
-                        index=index,
-                        attempt=attempt,
-                        outcome=Outcome.DONE,
-                        started=t,
-                        finished=end,
-                        output=f"ranges/group-{r.merge_group:06d}/{r.id}.attempt-{attempt}.sim",
-                        size=100 * r.n_events,
-                        checksum="00000001",
-                        n_events=r.n_events,
-                    )
-                )
-            t = end
-        reply = BundleResult(where=where, setup_seconds=0.0, results=tuple(results))
-        return apps.pack(reply)
-
-    @staticmethod
-    def _failure(index: int, attempt: int, kind: FailureKind, t0: float, t1: float) -> RangeResult:
-        outcome = Outcome.FATAL if kind is FailureKind.PERMANENT else Outcome.FAILED
-        return RangeResult(
-            index=index,
-            attempt=attempt,
-            outcome=outcome,
-            started=t0,
-            finished=t1,
-            failure=kind,
-            error=f"simulated {kind} failure",
-        )
-
-    def _made_up_merge_group(self, args: list, where: Where, started: float) -> MergedFile:
-        _, _, group, output_dir, _, attempt = args
-        out = Path(output_dir)
-        path = apps.merge_attempt_path(out, group, attempt, ".sim")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fileio.write_text_atomic(path, f"{group.first_event}..{group.last_event}\n")
-        return MergedFile(
-            group=group.index,
-            attempt=attempt,
-            output=str(path.relative_to(out)),
-            size=path.stat().st_size,
-            checksum=fileio.adler32(path),
-            n_events=group.n_events,
-            started=started,
-            finished=self._now,
-            where=where,
-        )
-
-    def _made_up_validate_merge(self, args: list, where: Where, started: float) -> MergeVerdict:
-        group = args[2]
-        return MergeVerdict(
-            group=group.index,
-            passed=True,
-            n_events=group.n_events,
-            started=started,
-            finished=self._now,
-            where=where,
-        )
-
-    def _made_up_validate_campaign(
-        self, args: list, where: Where, started: float
-    ) -> CampaignVerdict:
-        plan = args[2]
-        report = {"events_expected": plan.events, "simulated": True}
-        return CampaignVerdict(
-            passed=True, report=report, started=started, finished=self._now, where=where
-        )
-
-    def _made_up_plot_campaign(self, args: list, where: Where, started: float) -> Plots:
-        return Plots(files=(), started=started, finished=self._now, where=where)

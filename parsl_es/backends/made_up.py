@@ -1,0 +1,131 @@
+"""Results the simulated backend makes up for each worker function, without the work.
+
+Ranges get plausible records (no file is written), a merge writes a small file
+under its attempt's name (the engine renames it into ``merged/``), and
+validations pass. Fault injection for ranges (payload failures, permanent
+failures) happens here, drawn from the simulation's own random stream.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from parsl_es import apps, fileio
+from parsl_es.records import (
+    BundleResult,
+    CampaignVerdict,
+    MergedFile,
+    MergeVerdict,
+    Plots,
+    RangeResult,
+    Where,
+)
+from parsl_es.states import FailureKind, Outcome
+
+
+@dataclass(frozen=True)
+class Made:
+    """What a made-up result may depend on: where and when the task ran, and the faults."""
+
+    where: Where
+    started: float
+    finished: float
+    durations: list[float]  # of each range of a simulate task
+    faults: Any  # SimFaults
+    rng: random.Random
+
+
+def simulate_ranges(args: list, made: Made) -> bytes:
+    _, _, plan, work, _, _ = args
+    results, t = [], made.started
+    for (index, attempt), seconds in zip(apps.unpack(work), made.durations, strict=True):
+        r = plan.range(index)
+        end = t + seconds
+        if index in made.faults.permanent_ranges:
+            results.append(_failure(index, attempt, FailureKind.PERMANENT, t, end))
+        elif made.rng.random() < made.faults.range_failure_rate:
+            results.append(_failure(index, attempt, FailureKind.PAYLOAD, t, end))
+        else:
+            results.append(
+                RangeResult(
+                    index=index,
+                    attempt=attempt,
+                    outcome=Outcome.DONE,
+                    started=t,
+                    finished=end,
+                    output=f"ranges/group-{r.merge_group:06d}/{r.id}.attempt-{attempt}.sim",
+                    size=100 * r.n_events,
+                    checksum="00000001",
+                    n_events=r.n_events,
+                )
+            )
+        t = end
+    return apps.pack(BundleResult(where=made.where, setup_seconds=0.0, results=tuple(results)))
+
+
+def _failure(index: int, attempt: int, kind: FailureKind, t0: float, t1: float) -> RangeResult:
+    return RangeResult(
+        index=index,
+        attempt=attempt,
+        outcome=Outcome.FATAL if kind is FailureKind.PERMANENT else Outcome.FAILED,
+        started=t0,
+        finished=t1,
+        failure=kind,
+        error=f"simulated {kind} failure",
+    )
+
+
+def merge_group(args: list, made: Made) -> MergedFile:
+    _, _, group, output_dir, _, attempt = args
+    out = Path(output_dir)
+    path = apps.merge_attempt_path(out, group, attempt, ".sim")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fileio.write_text_atomic(path, f"{group.first_event}..{group.last_event}\n")
+    return MergedFile(
+        group=group.index,
+        attempt=attempt,
+        output=str(path.relative_to(out)),
+        size=path.stat().st_size,
+        checksum=fileio.adler32(path),
+        n_events=group.n_events,
+        started=made.started,
+        finished=made.finished,
+        where=made.where,
+    )
+
+
+def validate_merge(args: list, made: Made) -> MergeVerdict:
+    group = args[2]
+    return MergeVerdict(
+        group=group.index,
+        passed=True,
+        n_events=group.n_events,
+        started=made.started,
+        finished=made.finished,
+        where=made.where,
+    )
+
+
+def validate_campaign(args: list, made: Made) -> CampaignVerdict:
+    report = {"events_expected": args[2].events, "simulated": True}
+    return CampaignVerdict(
+        passed=True, report=report, started=made.started, finished=made.finished, where=made.where
+    )
+
+
+def plot_campaign(args: list, made: Made) -> Plots:
+    return Plots(files=(), started=made.started, finished=made.finished, where=made.where)
+
+
+#: The made-up result of each worker function, by its name in ``parsl_es.apps``.
+MADE_UP: dict[str, Callable[[list, Made], Any]] = {
+    "simulate_ranges": simulate_ranges,
+    "merge_group": merge_group,
+    "validate_merge": validate_merge,
+    "validate_campaign": validate_campaign,
+    "plot_campaign": plot_campaign,
+}
