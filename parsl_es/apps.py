@@ -16,12 +16,15 @@ import socket
 import time
 import traceback
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from parsl_es import fileio
 from parsl_es.failures import classify, range_deadline
 from parsl_es.payloads import Payload, PayloadError, make_payload
 from parsl_es.ranges import EventRange, MergeGroup, RangePlan
+
+if TYPE_CHECKING:
+    from parsl_es.records import MergeRecord
 
 #: Range directories this worker process has made (or found): one mkdir each.
 _MADE_DIRS: set[Path] = set()
@@ -287,13 +290,14 @@ def validate_campaign(
     params: dict[str, Any],
     plan: RangePlan,
     output_dir: str,
-    merges: list[dict[str, Any]],
+    merges: list[MergeRecord],
     inputs: list[Any] = (),
 ) -> dict[str, Any]:
     """The campaign-wide check: every event exactly once across merged files.
 
-    The merge records come from the driver's ledger as an argument: workers on
-    other nodes cannot safely open an SQLite file that the driver writes.
+    The merge records (``Ledger.merge_records``) come from the driver's ledger as an
+    argument: workers on other nodes cannot safely open an SQLite file that the driver
+    writes.
     """
     from parsl_es import validation
 
@@ -310,7 +314,7 @@ def plot_campaign(
     params: dict[str, Any],
     plan: RangePlan,
     output_dir: str,
-    merges: list[dict[str, Any]],
+    merges: list[MergeRecord],
     inputs: list[Any] = (),
 ) -> dict[str, Any]:
     """The campaign's summed physics histograms as PNGs, beside its validation."""

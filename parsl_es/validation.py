@@ -29,6 +29,8 @@ from parsl_es import fileio
 from parsl_es.payloads import Payload
 from parsl_es.payloads.base import EventCheck
 from parsl_es.ranges import MergeGroup, RangePlan
+from parsl_es.records import MergeRecord
+from parsl_es.states import MergeState
 
 VALIDATION_DIR = "validation"
 #: Share of a merged file's events re-derived (each costs about one detector
@@ -118,23 +120,26 @@ def validate_campaign_outputs(
     payload: Payload,
     plan: RangePlan,
     output_dir: Path,
-    merges: list[dict[str, Any]],
+    merges: list[MergeRecord],
     with_plots: bool = True,
 ) -> dict[str, Any]:
-    """Re-read every merged file and prove the campaign's events are there exactly once."""
+    """Re-read every merged file and prove the campaign's events are there exactly once.
+
+    ``merges`` are the ledger's records of the merge groups (``Ledger.merge_records``).
+    """
     problems: list[str] = []
     bad_groups: dict[int, str] = {}  # merged files to redo: missing, damaged, wrong events
     counts = np.zeros(plan.events, dtype=np.uint16)
     outside = 0
-    by_group = {m["group_idx"]: m for m in merges}
+    by_group = {m.group: m for m in merges}
     for g in range(plan.n_merges):
         group = plan.group(g)
         m = by_group.get(g)
-        if m is None or m.get("output") is None or m.get("state") != "done":
+        if m is None or m.output is None or m.state != MergeState.DONE:
             problems.append(f"merge group {g}: no merged file recorded")
             continue
         file_problems, numbers = _check_file(
-            payload, output_dir / m["output"], group.first_event, group.last_event, m["checksum"]
+            payload, output_dir / m.output, group.first_event, group.last_event, m.checksum
         )
         problems.extend(file_problems)
         if file_problems:
@@ -144,7 +149,7 @@ def validate_campaign_outputs(
             inside = (offsets >= 0) & (offsets < plan.events)
             outside += int((~inside).sum())
             np.add.at(counts, offsets[inside], 1)
-    recorded = {m["output"] for m in merges if m.get("output")}
+    recorded = {m.output for m in merges if m.output}
     merged_dir = output_dir / "merged"
     stray = sorted(
         str(p.relative_to(output_dir))
@@ -183,14 +188,14 @@ def validate_campaign_outputs(
 
 
 def campaign_histograms(
-    payload: Payload, plan: RangePlan, output_dir: Path, merges: list[dict[str, Any]]
+    payload: Payload, plan: RangePlan, output_dir: Path, merges: list[MergeRecord]
 ) -> list[str]:
     """Sum the merged files' physics histograms; write ``histograms.json`` and ``physics.png``.
 
     Separate from the exactly-once proof so the two can run side by side on two
     workers at the end of a campaign (plotting is the slower part).
     """
-    by_group = {m["group_idx"]: m for m in merges}
+    by_group = {m.group: m for m in merges}
     hists = _sum_histograms(payload, plan, output_dir, by_group)
     directory = output_dir / VALIDATION_DIR
     fileio.write_text_atomic(directory / "histograms.json", json.dumps(hists))
@@ -240,7 +245,7 @@ def _campaign_event_check(plan: RangePlan, output_dir: Path) -> dict[str, Any]:
 
 
 def _sum_histograms(
-    payload: Payload, plan: RangePlan, output_dir: Path, merges: dict[int, dict[str, Any]]
+    payload: Payload, plan: RangePlan, output_dir: Path, merges: dict[int, MergeRecord]
 ) -> dict[str, Any]:
     total: dict[str, Any] = {}
     for g in range(plan.n_merges):
@@ -248,8 +253,8 @@ def _sum_histograms(
         hists: dict[str, Any] = {}
         if report_path.is_file():
             hists = json.loads(report_path.read_text()).get("histograms", {})
-        elif g in merges and merges[g].get("output"):
-            path = output_dir / merges[g]["output"]
+        elif g in merges and merges[g].output:
+            path = output_dir / merges[g].output
             if path.is_file():
                 hists = histograms_to_json(payload.histograms(path))
         for name, h in hists.items():
