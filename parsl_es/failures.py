@@ -11,7 +11,7 @@ Kinds, as workers report them and the ledger counts them:
 ``permanent``      ``FatalPayloadError``: the range is fatal at once
 ``infrastructure`` an I/O error, a lost worker, node or block: retried, not counted
                    as a payload failure (a range that keeps killing its workers is
-                   stopped after ``LOST_FACTOR`` times its attempts)
+                   stopped after ``RetryBudget.lost_factor`` times its attempts)
 ``timeout``        the range ran far longer than ranges do: presumed hung, redone
                    elsewhere, counted like ``infrastructure``
 ``no_space``       the disk is full: the campaign stops (nothing more can be written)
