@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import sqlite3
 import time
 from pathlib import Path
 
 from benchmarks.common import report, scratch
 from parsl_es import run
 from parsl_es.apps import probe
+from parsl_es.ledger import LEDGER_NAME, Ledger
 from parsl_es.session import SiteSession
 from parsl_es.sites import load_site
 
@@ -100,9 +100,8 @@ def parsl_es_run(session: SiteSession, workers: int, seconds: float, n: int, tmp
     result = run.submit(spec, out, session=session)
     busy = cpu.busy()
     assert result.status == "complete", result.message
-    conn = sqlite3.connect(out / "ledger.sqlite")
-    rows = conn.execute("SELECT started, finished, worker, task FROM range_info").fetchall()
-    conn.close()
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        rows = [(r.started, r.finished, r.worker, r.task) for r in ledger.ranges()]
     spans = [(s, e, w) for s, e, w, _ in rows]
     return {**utilisation(spans, workers, t_submit), **waits(rows), "machine_cpu_busy": busy}
 
