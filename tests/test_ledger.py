@@ -193,7 +193,8 @@ def test_fresh_and_retried_ranges_in_one_batch(ledger):
         (3, RangeState.RUNNING, 1),
     ]
     r0 = row(ledger, 0)  # a retry forgets where the last attempt ran
-    assert r0.host is None and r0.error is None and r0.finished is None
+    assert r0.host is None and r0.accelerator is None
+    assert r0.error is None and r0.finished is None
 
 
 # --- recording results ------------------------------------------------------------------------

@@ -29,7 +29,7 @@ _INSERT_FRESH = (
 _START_RETRY = (
     _INSERT_FRESH + " ON CONFLICT(idx) DO UPDATE SET state='running', attempts=attempts+1, "
     "node_type=excluded.node_type, started=excluded.started, finished=NULL, "
-    "host=NULL, worker=NULL, slurm_job=NULL, task=NULL, error=NULL "
+    "host=NULL, worker=NULL, slurm_job=NULL, accelerator=NULL, task=NULL, error=NULL "
     "WHERE state IN ('ready', 'failed') RETURNING attempts"
 )
 _INSERT_TASK = (
