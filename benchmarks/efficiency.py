@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import sqlite3
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from benchmarks.common import report, scratch
 from parsl_es import api
 from parsl_es.apps import probe
 from parsl_es.backends.parsl import ParslBackend
+from parsl_es.ledger import LEDGER_NAME, Ledger
 from parsl_es.sites import load_site
 
 WORKERS = (8, 32, 128)
@@ -100,9 +100,8 @@ def parsl_es_run(session: ParslBackend, workers: int, seconds: float, n: int, tm
     result = api.run_campaign(spec, out, session=session)
     busy = cpu.busy()
     assert result.status == "complete", result.message
-    conn = sqlite3.connect(out / "ledger.sqlite")
-    rows = conn.execute("SELECT started, finished, worker, task FROM range_info").fetchall()
-    conn.close()
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        rows = [(r.started, r.finished, r.worker, r.task) for r in ledger.ranges()]
     spans = [(s, e, w) for s, e, w, _ in rows]
     return {**utilisation(spans, workers, t_submit), **waits(rows), "machine_cpu_busy": busy}
 

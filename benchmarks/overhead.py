@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import sqlite3
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from benchmarks.efficiency import wait_for_workers
 from parsl_es import api
 from parsl_es.backends.parsl import ParslBackend
 from parsl_es.campaign import campaign_from_dict
+from parsl_es.ledger import LEDGER_NAME, Ledger
 from parsl_es.payloads import make_payload
 from parsl_es.sites import load_site
 
@@ -103,9 +103,8 @@ def main() -> None:
             result = api.run_campaign(spec, tmp / "es", session=session)
             complete_s = time.time() - t0
             assert result.status == "complete", result.message
-            conn = sqlite3.connect(tmp / "es" / "ledger.sqlite")
-            last = conn.execute("SELECT MAX(finished) FROM ranges").fetchone()[0]
-            conn.close()
+            with Ledger.open(tmp / "es" / LEDGER_NAME, readonly=True) as ledger:
+                last = max(r.finished for r in ledger.ranges() if r.finished is not None)
             simulate_s = last - t0
     ratio = loop_s / complete_s
     report(

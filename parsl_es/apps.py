@@ -289,8 +289,9 @@ def validate_campaign(
 ) -> CampaignVerdict:
     """The campaign-wide check: every event exactly once across merged files.
 
-    The merge records come from the driver's ledger as an argument: workers on
-    other nodes cannot safely open an SQLite file that the driver writes.
+    The merge records (``Ledger.merge_records``) come from the driver's ledger as an
+    argument: workers on other nodes cannot safely open an SQLite file that the driver
+    writes.
     """
     from parsl_es import validation
 

@@ -27,6 +27,7 @@ from parsl_es.campaign import CampaignSpec
 from parsl_es.engine.result import Progress, RunResult
 from parsl_es.ledger import LEDGER_NAME, Ledger, Summary
 from parsl_es.sites import SiteSpec, load_site
+from parsl_es.states import MergeState
 
 _SESSIONS: dict[str, ParslBackend] = {}
 _LOCK = threading.Lock()
@@ -196,10 +197,10 @@ class CampaignHandle:
         if not self._merged or not (self.output / LEDGER_NAME).exists():
             return
         with self._ledger() as ledger:
-            for m in ledger.merge_rows():
-                fut = self._merged.get(m["group_idx"])
-                if fut is not None and not fut.done() and m["state"] == "done":
-                    fut.set_result(self.output / m["output"])
+            for m in ledger.merge_records():
+                fut = self._merged.get(m.group)
+                if fut is not None and not fut.done() and m.state is MergeState.DONE:
+                    fut.set_result(self.output / m.output)
         if final:
             for g, fut in self._merged.items():
                 if not fut.done():

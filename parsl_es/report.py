@@ -1,6 +1,6 @@
 """The campaign report: an HTML page with pictures, and a job report for provenance.
 
-Read from the ledger alone (it works during and after a run, and on a copy):
+Read from the ledger alone (its ``report_rows``) (it works during and after a run, and on a copy):
 
 - a timeline per worker of payload initialisation, ranges (coloured by what came
   of them) and merges, like the AthenaMP worker pictures of the Raythena talk;
@@ -18,8 +18,8 @@ import html
 import json
 import platform
 import shutil
-import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +29,9 @@ import numpy as np
 
 from parsl_es import fileio
 from parsl_es.errors import UserError
-from parsl_es.ledger import LEDGER_NAME, Ledger
+from parsl_es.ledger import LEDGER_NAME, AttemptRow, Ledger, RangeRow
+from parsl_es.records import MergeRecord
+from parsl_es.states import MergeState
 
 #: Colours of the timeline, by what a bar is.
 COLOURS = {
@@ -76,62 +78,40 @@ class Timeline:
         return out
 
 
-def collect(conn: sqlite3.Connection) -> tuple[Timeline, dict[str, Any]]:
-    """The timeline and the figures the report shows, from a ledger connection."""
+def collect(ledger: Ledger) -> tuple[Timeline, dict[str, Any]]:
+    """The timeline and the figures the report shows, from the ledger's report rows."""
+    rows = ledger.report_rows()
     tl = Timeline()
-    rows = conn.execute(
-        "SELECT r.worker, r.node_type, r.started, r.finished, r.n_events, r.state, r.task, "
-        "t.setup FROM range_info r LEFT JOIN tasks t ON t.task = r.task "
-        "WHERE r.state IN ('done','merged') ORDER BY r.started"
-    ).fetchall()
     first_of_task: dict[int, float] = {}
-    for worker, nt, started, finished, _, _, task, _ in rows:
-        tl.add(worker, started, finished, "done")
-        if worker:
-            tl.node_type.setdefault(worker, nt or "?")
-        if task is not None and started is not None:
-            first_of_task.setdefault(task, started)
-    for task, worker, setup in conn.execute(
-        "SELECT task, worker, setup FROM tasks WHERE setup IS NOT NULL AND setup > 0"
-    ):
-        if task in first_of_task:
-            tl.add(worker, first_of_task[task] - setup, first_of_task[task], "init")
-    attempts = conn.execute(
-        "SELECT range_idx, attempt, outcome, node_type, worker, started, finished, error "
-        "FROM attempts WHERE outcome NOT IN ('done','late') ORDER BY finished"
-    ).fetchall()
-    for _, _, outcome, _, worker, started, finished, _ in attempts:
-        tl.add(worker, started, finished, outcome)
-    merges = conn.execute(
-        "SELECT group_idx, worker, host, started, finished, state, n_events, output, checksum, "
-        "size, validation FROM merges ORDER BY group_idx"
-    ).fetchall()
-    for _, worker, host, started, finished, state, *_ in merges:
-        if state == "done":
-            tl.add(worker or host, started, finished, "merge")
-    for worker, started, finished in conn.execute(
-        "SELECT validation_worker, validation_started, validated_at FROM merges"
-    ):
-        tl.add(worker, started, finished, "validation")
-    for (run,) in conn.execute(
-        "SELECT value FROM meta WHERE key IN ('campaign_validation_run', 'campaign_plots_run')"
-    ):
-        v = json.loads(run)
-        tl.add(v.get("worker"), v.get("started"), v.get("finished"), "validation")
+    for r in rows.ranges:
+        tl.add(r.worker, r.started, r.finished, "done")
+        if r.worker:
+            tl.node_type.setdefault(r.worker, r.node_type or "?")
+        if r.task is not None and r.started is not None:
+            first_of_task.setdefault(r.task, r.started)
+    for t in rows.tasks:
+        if t.task in first_of_task and t.setup:
+            tl.add(t.worker, first_of_task[t.task] - t.setup, first_of_task[t.task], "init")
+    for a in rows.attempts:
+        tl.add(a.worker, a.started, a.finished, a.outcome.value)
+    for run in rows.merge_runs:
+        tl.add(run.worker, run.started, run.finished, "merge")
+    for run in rows.validation_runs:
+        tl.add(run.worker, run.started, run.finished, "validation")
     figures = {
-        "ranges": rows,
-        "attempts": attempts,
-        "merges": merges,
-        "durations": _durations(rows),
+        "ranges": rows.ranges,
+        "attempts": rows.attempts,
+        "merges": rows.merges,
+        "durations": _durations(rows.ranges),
     }
     return tl, figures
 
 
-def _durations(rows: list[tuple]) -> dict[str, list[float]]:
+def _durations(rows: Sequence[RangeRow]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
-    for _, nt, started, finished, *_ in rows:
-        if started and finished:
-            out.setdefault(nt or "?", []).append(finished - started)
+    for r in rows:
+        if r.started and r.finished:
+            out.setdefault(r.node_type or "?", []).append(r.finished - r.started)
     return out
 
 
@@ -177,10 +157,10 @@ def plot_timeline(tl: Timeline, path: Path) -> str:
     return _save(fig, path)
 
 
-def plot_throughput(ranges: list[tuple], t0: float, path: Path) -> str:
+def plot_throughput(ranges: Sequence[RangeRow], t0: float, path: Path) -> str:
     plt = _pyplot()
-    finished = np.array([r[3] for r in ranges if r[3]]) - t0
-    events = np.array([r[4] or 0 for r in ranges if r[3]])
+    finished = np.array([r.finished for r in ranges if r.finished]) - t0
+    events = np.array([r.n_events or 0 for r in ranges if r.finished])
     fig, ax = plt.subplots(figsize=(8, 3.2))
     if len(finished):
         bins = max(5, min(80, len(finished) // 5))
@@ -207,11 +187,11 @@ def plot_durations(durations: dict[str, list[float]], path: Path) -> str:
     return _save(fig, path)
 
 
-def plot_failures(attempts: list[tuple], path: Path) -> str:
+def plot_failures(attempts: Sequence[AttemptRow], path: Path) -> str:
     plt = _pyplot()
     counts: dict[str, int] = {}
-    for _, _, outcome, *_ in attempts:
-        counts[outcome] = counts.get(outcome, 0) + 1
+    for a in attempts:
+        counts[a.outcome.value] = counts.get(a.outcome.value, 0) + 1
     fig, ax = plt.subplots(figsize=(6, 2.8))
     kinds = ["failed", "lost", "timeout", "damaged", "fatal"]
     ax.bar(kinds, [counts.get(k, 0) for k in kinds], color=[COLOURS.get(k, "#555") for k in kinds])
@@ -223,7 +203,7 @@ def plot_failures(attempts: list[tuple], path: Path) -> str:
 # --- the job report -------------------------------------------------------------------------
 
 
-def job_report(ledger: Ledger, output: Path, merges: list[tuple]) -> dict[str, Any]:
+def job_report(ledger: Ledger, output: Path, merges: Sequence[MergeRecord]) -> dict[str, Any]:
     """Provenance: what went in, what came out, with which software and seeds."""
     spec = ledger.campaign_json()
     versions = {}
@@ -254,19 +234,19 @@ def job_report(ledger: Ledger, output: Path, merges: list[tuple]) -> dict[str, A
         },
         "outputs": [
             {
-                "file": out,
-                "merge_group": g,
-                "events": n,
-                "first_event": plan.group(g).first_event,
-                "last_event": plan.group(g).last_event,
-                "adler32": checksum,
-                "size": size,
-                "validation": validation_state,
+                "file": m.output,
+                "merge_group": m.group,
+                "events": m.n_events,
+                "first_event": plan.group(m.group).first_event,
+                "last_event": plan.group(m.group).last_event,
+                "adler32": m.checksum,
+                "size": m.size,
+                "validation": None if m.validation is None else m.validation.value,
             }
-            for g, _, _, _, _, state, n, out, checksum, size, validation_state in merges
-            if state == "done"
+            for m in merges
+            if m.state is MergeState.DONE
         ],
-        "events_merged": sum(m[6] or 0 for m in merges if m[5] == "done"),
+        "events_merged": sum(m.n_events or 0 for m in merges if m.state is MergeState.DONE),
         "validation": None
         if validation is None
         else {
@@ -303,13 +283,10 @@ def build_report(output: str | Path, dest: str | Path | None = None) -> Path:
         raise UserError("no campaign ledger here (expected ledger.sqlite)", file=output)
     dest = Path(dest) if dest else output / "report"
     dest.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger.open(output / LEDGER_NAME, readonly=True)
-    try:
-        tl, fig = collect(ledger.conn)
+    with Ledger.open(output / LEDGER_NAME, readonly=True) as ledger:
+        tl, fig = collect(ledger)
         summary = ledger.summary()
         jr = job_report(ledger, output, fig["merges"])
-    finally:
-        ledger.close()
     timeline, throughput, durations, failures = (dest / f"{name}.png" for name in FIGURES)
     images = {
         "timeline": plot_timeline(tl, timeline),
@@ -334,7 +311,7 @@ def _html(
     images: dict[str, str],
     physics: list[str],
     idle: dict[str, float],
-    attempts: list[tuple],
+    attempts: Sequence[AttemptRow],
 ) -> str:
     e = html.escape
     name = jr["campaign"]["name"]
@@ -346,9 +323,9 @@ def _html(
         for o in jr["outputs"]
     )
     fails = "".join(
-        f"<tr><td>{idx}</td><td>{attempt}</td><td>{e(outcome)}</td><td>{e(str(nt))}</td>"
-        f"<td>{e((err or '')[:160])}</td></tr>"
-        for idx, attempt, outcome, nt, _, _, _, err in attempts[:50]
+        f"<tr><td>{a.index}</td><td>{a.attempt}</td><td>{e(a.outcome.value)}</td>"
+        f"<td>{e(str(a.node_type))}</td><td>{e((a.error or '')[:160])}</td></tr>"
+        for a in attempts[:50]
     )
     img = "".join(
         f'<figure><img src="{e(src)}" alt="{e(key)}"><figcaption>{e(key)}</figcaption></figure>'

@@ -8,6 +8,7 @@ from typing import Any
 from parsl_es.apps import worker_payload
 from parsl_es.campaign import CampaignSpec
 from parsl_es.lock import campaign_lock
+from parsl_es.records import CampaignVerdict
 from parsl_es.validation import validate_campaign_outputs
 
 
@@ -22,11 +23,15 @@ def validate_output(output: str | Path) -> dict[str, Any]:
         try:
             spec = CampaignSpec.model_validate(ledger.campaign_json())
             payload, _ = worker_payload(spec.payload.name, spec.payload.params, setup=False)
-            merges = [dict(m) for m in ledger.merge_rows()]
-            report = validate_campaign_outputs(payload, ledger.plan, out, merges)
-            for group, problem in report["bad_groups"].items():
-                ledger.record_validation(group, False, problem)
-            ledger.set_meta("campaign_validation", "passed" if report["passed"] else "failed")
+            report = validate_campaign_outputs(payload, ledger.plan, out, ledger.merge_records())
+            ledger.record_campaign_verdict(  # damaged merged files are redone by resume
+                CampaignVerdict(
+                    passed=report["passed"],
+                    problems=tuple(report["problems"]),
+                    bad_groups=report["bad_groups"],
+                    report=report,
+                )
+            )
         finally:
             ledger.close()
     return report

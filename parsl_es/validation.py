@@ -123,7 +123,10 @@ def validate_campaign_outputs(
     merges: list[MergeRecord],
     with_plots: bool = True,
 ) -> dict[str, Any]:
-    """Re-read every merged file and prove the campaign's events are there exactly once."""
+    """Re-read every merged file and prove the campaign's events are there exactly once.
+
+    ``merges`` are the ledger's records of the merge groups (``Ledger.merge_records``).
+    """
     problems: list[str] = []
     bad_groups: dict[int, str] = {}  # merged files to redo: missing, damaged, wrong events
     counts = np.zeros(plan.events, dtype=np.uint16)

@@ -9,6 +9,7 @@ import uproot
 import yaml
 
 from parsl_es.ledger import Ledger
+from parsl_es.states import RangeState
 
 
 def write_campaign(directory: Path, name: str = "c", **fields) -> Path:
@@ -51,6 +52,6 @@ def done_ranges(output: Path) -> dict[int, int]:
     """Ranges done or merged, with how many attempts each has had."""
     led = Ledger.open(output / "ledger.sqlite", readonly=True)
     try:
-        return {r["idx"]: r["attempts"] for r in led.range_rows(["done", "merged"])}
+        return {r.index: r.attempts for r in led.ranges([RangeState.DONE, RangeState.MERGED])}
     finally:
         led.close()

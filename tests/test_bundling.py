@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from parsl_es import api
 from parsl_es.ledger import Ledger
 from tests.helpers import assert_every_event_once
@@ -30,14 +32,11 @@ def test_bundled_campaign_keeps_retries_progress_and_output_per_range(local_sess
     # bundles really happened: fewer tasks than ranges, several ranges per task
     led = Ledger.open(out / "ledger.sqlite", readonly=True)
     try:
-        tasks = led.conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
-        per_task = led.conn.execute(
-            "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM ranges GROUP BY task)"
-        ).fetchone()[0]
-        failed = led.conn.execute(
-            "SELECT range_idx, attempt, outcome FROM attempts ORDER BY range_idx"
-        ).fetchall()
-        retried = {r["idx"]: r["attempts"] for r in led.range_rows() if r["attempts"] > 1}
+        tasks = len(led.tasks())
+        rows = list(led.ranges())
+        per_task = max(Counter(r.task for r in rows).values())
+        failed = [(a.index, a.attempt, a.outcome) for a in led.attempts()]
+        retried = {r.index: r.attempts for r in rows if r.attempts > 1}
     finally:
         led.close()
     assert tasks < 3000 / 4 and per_task > 4, (tasks, per_task)

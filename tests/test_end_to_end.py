@@ -12,6 +12,7 @@ from parsl_es import api
 from parsl_es.ledger import Ledger
 from parsl_es.payloads import make_payload
 from parsl_es.rootio import content_hash
+from parsl_es.states import RangeState
 from tests.helpers import assert_every_event_once, merged_event_numbers
 
 
@@ -58,10 +59,10 @@ def test_ledger_says_every_range_merged_and_every_merge_validated(finished):
         assert s.ranges["merged"] == 23 and s.merges["done"] == 5
         assert s.validated["passed"] == 5 and s.campaign_validation == "passed"
         assert s.complete
-        for row in led.range_rows():
-            path = output / row["output"]
-            assert path.stat().st_size == row["size"] and row["n_events"] in (1, 2)
-            assert row["host"] and row["worker"] and row["node_type"] == "local"
+        for row in led.ranges():
+            path = output / row.output
+            assert path.stat().st_size == row.size and row.n_events in (1, 2)
+            assert row.host and row.worker and row.node_type == "local"
     finally:
         led.close()
 
@@ -86,8 +87,8 @@ def test_pull_window_is_bounded_and_merges_start_during_simulation(finished, loc
     assert max(s.ranges_in_flight for s in seen) < 23
     led = Ledger.open(output / "ledger.sqlite", readonly=True)
     try:
-        first_merge = min(m["started"] for m in led.merge_rows())
-        last_range = max(r["finished"] for r in led.range_rows())
+        first_merge = min(m.started for m in led.merge_records())
+        last_range = max(r.finished for r in led.ranges())
     finally:
         led.close()
     assert first_merge < last_range, "merges waited for the whole campaign"
@@ -102,13 +103,11 @@ def test_failed_range_is_retried_without_failing_its_group(local_session, tmp_pa
     assert_every_event_once(tmp_path / "o", 0, 45)
     led = Ledger.open(tmp_path / "o" / "ledger.sqlite", readonly=True)
     try:
-        rows = {r["id"]: dict(r) for r in led.range_rows()}
-        assert rows["retry-6-7"]["attempts"] == 2 and rows["retry-6-7"]["failures"] == 1
-        assert rows["retry-6-7"]["state"] == "merged"
-        outcomes = led.conn.execute(
-            "SELECT outcome FROM attempts WHERE range_idx=3 ORDER BY attempt"
-        ).fetchall()
-        assert [o[0] for o in outcomes] == ["failed"]  # and the range row says done
+        rows = {r.id: r for r in led.ranges()}
+        assert rows["retry-6-7"].attempts == 2 and rows["retry-6-7"].failures == 1
+        assert rows["retry-6-7"].state == "merged"
+        outcomes = [a.outcome for a in led.attempts(index=3)]
+        assert outcomes == ["failed"]  # and the range row says done
     finally:
         led.close()
 
@@ -126,7 +125,7 @@ def test_range_out_of_attempts_is_fatal_and_reported(local_session, tmp_path):
         s = led.summary()
         assert s.ranges["fatal"] == 1
         assert s.merges["done"] == 4 and s.merges["waiting"] == 1  # only group 1 is held
-        assert "injected failure" in next(led.range_rows(["fatal"]))["error"]
+        assert "injected failure" in next(led.ranges([RangeState.FATAL])).error
     finally:
         led.close()
 
@@ -149,14 +148,14 @@ def test_physics_campaign_warm_workers_and_reproducible_ranges(local_session, tm
     # a range gives the same events whichever worker ran it: redo one here, in this process
     led = Ledger.open(out / "ledger.sqlite", readonly=True)
     try:
-        row = dict(next(led.range_rows()))
-        r = led.plan.range(row["idx"])
+        row = next(led.ranges())
+        r = led.plan.range(row.index)
     finally:
         led.close()
     local = make_payload("physics", {"process": "minbias"})
     local.setup()
     local.simulate(r, tmp_path / "again.root")
-    assert content_hash(tmp_path / "again.root") == content_hash(out / row["output"])
+    assert content_hash(tmp_path / "again.root") == content_hash(out / row.output)
 
 
 def test_command_payload_campaign_through_an_external_program(local_session, tmp_path):
@@ -183,9 +182,9 @@ def test_command_payload_campaign_through_an_external_program(local_session, tmp
     local.setup()
     led = Ledger.open(out / "ledger.sqlite", readonly=True)
     try:
-        row = dict(next(led.range_rows()))
-        r = led.plan.range(row["idx"])
+        row = next(led.ranges())
+        r = led.plan.range(row.index)
     finally:
         led.close()
     local.simulate(r, tmp_path / "same.root")
-    assert content_hash(tmp_path / "same.root") == content_hash(out / row["output"])
+    assert content_hash(tmp_path / "same.root") == content_hash(out / row.output)

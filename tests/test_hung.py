@@ -10,7 +10,7 @@ import pytest
 
 from parsl_es import api
 from parsl_es.failures import HUNG_EXIT_STATUS, RangeTimeout, range_deadline
-from parsl_es.ledger import Ledger
+from parsl_es.ledger import AttemptRow, Ledger
 from tests.helpers import assert_every_event_once, done_ranges
 
 
@@ -49,10 +49,10 @@ def _campaign(name: str, **payload) -> dict:
     }
 
 
-def _attempts(out) -> list[dict]:
+def _attempts(out) -> list[AttemptRow]:
     led = Ledger.open(out / "ledger.sqlite", readonly=True)
     try:
-        return [dict(r) for r in led.conn.execute("SELECT * FROM attempts ORDER BY range_idx")]
+        return led.attempts()
     finally:
         led.close()
 
@@ -66,8 +66,8 @@ def test_hung_range_is_redone_and_the_campaign_completes(local_session, tmp_path
     assert result.status == "complete", result.message
     assert_every_event_once(out, 0, 40)
     attempts = _attempts(out)
-    hung = [a["outcome"] for a in attempts if a["range_idx"] == 7]
+    hung = [a.outcome for a in attempts if a.index == 7]
     assert hung == [outcome], hung  # then done on its second attempt
     assert done_ranges(out)[7] == 2
     # nothing counted as a payload failure; an ended worker also loses the rest of its bundle
-    assert {a["outcome"] for a in attempts} == {outcome}
+    assert {a.outcome for a in attempts} == {outcome}

@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from parsl_es import api
 from parsl_es.cli.main import app
 from parsl_es.crashpoints import ENV as CRASH_ENV
-from parsl_es.ledger import Ledger
+from parsl_es.ledger import AttemptRow, Ledger, RangeRow
+from parsl_es.states import Outcome, RangeState, Verdict
 from tests.helpers import assert_every_event_once, done_ranges, write_campaign
 
 ES_RUN = str(Path(sys.executable).parent / "es-run")
@@ -41,12 +42,18 @@ def es_run(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
     )
 
 
-def ledger_rows(out: Path, sql: str) -> list[dict]:
-    led = Ledger.open(out / "ledger.sqlite", readonly=True)
-    try:
-        return [dict(r) for r in led.conn.execute(sql)]
-    finally:
-        led.close()
+def ledger_ranges(out: Path) -> list[RangeRow]:
+    with Ledger.open(out / "ledger.sqlite", readonly=True) as led:
+        return list(led.ranges())
+
+
+def ledger_attempts(out: Path, outcome: Outcome) -> list[AttemptRow]:
+    with Ledger.open(out / "ledger.sqlite", readonly=True) as led:
+        return led.attempts([outcome])
+
+
+def running_ranges(out: Path) -> int:
+    return sum(r.state is RangeState.RUNNING for r in ledger_ranges(out))
 
 
 def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
@@ -148,7 +155,7 @@ def test_sigterm_stops_gracefully_with_how_to_resume(local_session, tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 3, stderr
     assert f"es-run resume {out}" in stderr and "Traceback" not in stderr
-    assert ledger_rows(out, "SELECT COUNT(*) AS n FROM ranges WHERE state='running'")[0]["n"] == 0
+    assert running_ranges(out) == 0
     result = api.resume_campaign(out, session=local_session)
     assert result.status == "complete", result.message
     assert_every_event_once(out, 0, 300)
@@ -174,8 +181,8 @@ def test_worker_killed_mid_range_costs_no_attempt(local_session, tmp_path):
         """SIGKILL a worker that is running ranges until one dies mid-range."""
         for _ in range(6):
             wait_for(lambda: (out / "ledger.sqlite").exists() and len(done_ranges(out)) >= 2)
-            rows = ledger_rows(out, "SELECT worker FROM range_info WHERE worker IS NOT NULL")
-            pids = {int(r["worker"].rsplit(":", 1)[1]) for r in rows} - set(killed)
+            rows = [r for r in ledger_ranges(out) if r.worker]
+            pids = {int(r.worker.rsplit(":", 1)[1]) for r in rows} - set(killed)
             if not pids:
                 time.sleep(0.5)
                 continue
@@ -184,8 +191,7 @@ def test_worker_killed_mid_range_costs_no_attempt(local_session, tmp_path):
                 os.kill(victim, signal.SIGKILL)
             killed.append(victim)
             time.sleep(4)  # HTEX notices a dead worker within its heartbeat period
-            lost = "SELECT COUNT(*) AS n FROM attempts WHERE outcome='lost'"
-            if ledger_rows(out, lost)[0]["n"]:
+            if ledger_attempts(out, Outcome.LOST):
                 return
 
     killer = threading.Thread(target=kill_workers, daemon=True)
@@ -194,10 +200,10 @@ def test_worker_killed_mid_range_costs_no_attempt(local_session, tmp_path):
     killer.join(60)
     assert result.status == "complete", result.message
     assert_every_event_once(out, 0, 60)
-    lost = ledger_rows(out, "SELECT range_idx, error FROM attempts WHERE outcome='lost'")
+    lost = ledger_attempts(out, Outcome.LOST)
     assert lost, "no range was lost with its worker"
-    assert "WorkerLost" in lost[0]["error"]
-    assert ledger_rows(out, "SELECT SUM(failures) AS n FROM ranges")[0]["n"] == 0
+    assert "WorkerLost" in lost[0].error
+    assert sum(r.failures for r in ledger_ranges(out)) == 0
 
 
 # --- damaged files --------------------------------------------------------------------------
@@ -221,7 +227,7 @@ def test_damaged_outputs_are_detected_marked_and_redone(local_session, tmp_path)
     out = tmp_path / "out"
     assert api.run_campaign(spec, out, session=local_session).status == "complete"
     merged = sorted((out / "merged").glob("*.root"))
-    ranges = {r["idx"]: out / r["output"] for r in ledger_rows(out, "SELECT * FROM ranges")}
+    ranges = {r.index: out / r.output for r in ledger_ranges(out)}
     merged[0].unlink()  # group 0: merged file deleted
     _flip_byte(merged[1])  # group 1: merged file altered, same size
     _flip_byte(merged[2])  # group 2: merged file and one of its range files altered
@@ -232,16 +238,17 @@ def test_damaged_outputs_are_detected_marked_and_redone(local_session, tmp_path)
     assert checked.exit_code == 1
     for name in (merged[0].name, merged[1].name, merged[2].name):
         assert name in checked.output
-    marked = ledger_rows(out, "SELECT group_idx FROM merges WHERE validation='failed'")
-    assert sorted(m["group_idx"] for m in marked) == [0, 1, 2]
+    with Ledger.open(out / "ledger.sqlite", readonly=True) as led:
+        marked = [m.group for m in led.merge_records() if m.validation is Verdict.FAILED]
+    assert marked == [0, 1, 2]
 
     before = done_ranges(out)
     result = api.resume_campaign(out, session=local_session)
     assert result.status == "complete", result.message
     assert result.merges_this_run == 3
     assert result.ranges_this_run == 1, "only the damaged range of group 2 is simulated again"
-    damaged = ledger_rows(out, "SELECT range_idx FROM attempts WHERE outcome = 'damaged'")
-    assert [d["range_idx"] for d in damaged] == [11]
+    damaged = ledger_attempts(out, Outcome.DAMAGED)
+    assert [d.index for d in damaged] == [11]
     after = done_ranges(out)
     assert all(after[i] == n for i, n in before.items() if i != 11)
     assert_every_event_once(out, 0, 40)
@@ -286,10 +293,9 @@ def test_disk_full_stops_cleanly_and_resume_completes(local_session, tmp_path):
         assert "Traceback" not in stderr
         # The ledger may itself have been unable to commit the last outcomes: ranges it
         # still calls running are redone on resume. What it calls done is on disk.
-        rows = ledger_rows(out, "SELECT * FROM ranges")
-        for r in rows:
-            if r["state"] in ("done", "merged"):
-                assert (out / r["output"]).stat().st_size == r["size"]
+        for r in ledger_ranges(out):
+            if r.state in (RangeState.DONE, RangeState.MERGED):
+                assert (out / r.output).stat().st_size == r.size
         assert not list(out.rglob(".tmp-*"))
         subprocess.run(["mount", "-o", "remount,size=20m", str(disk)], check=True)
         result = api.resume_campaign(out, session=local_session)
@@ -407,5 +413,5 @@ print("STATUS", result.status, result.ranges_this_run)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "STATUS stopped" in stdout, stdout + stderr
-    assert ledger_rows(out, "SELECT COUNT(*) AS n FROM ranges WHERE state='running'")[0]["n"] == 0
+    assert running_ranges(out) == 0
     assert 10 <= len(done_ranges(out)) < 300

@@ -18,6 +18,7 @@ from parsl_es import api
 from parsl_es.backends.parsl import ParslBackend
 from parsl_es.ledger import Ledger
 from parsl_es.sites import load_site
+from parsl_es.states import Outcome
 from tests.helpers import assert_every_event_once, done_ranges
 from tests.slurm_cluster import slurm_status
 
@@ -60,29 +61,29 @@ def test_cpu_and_gpu_node_types_pull_from_one_queue(slurm_session, tmp_path):
     assert_every_event_once(out, 0, 160)
     led = Ledger.open(out / "ledger.sqlite", readonly=True)
     try:
-        rows = [dict(r) for r in led.range_rows()]
+        rows = list(led.ranges())
         split = led.summary().by_node_type  # what `es-run status` shows
     finally:
         led.close()
-    by_type = {nt: [r for r in rows if r["node_type"] == nt] for nt in ("cpu", "gpu")}
+    by_type = {nt: [r for r in rows if r.node_type == nt] for nt in ("cpu", "gpu")}
     for nt in ("cpu", "gpu"):
         assert split[nt]["ranges"] == len(by_type[nt]) and split[nt]["hosts"] == 1
         assert split[nt]["batch_jobs"] >= 1
     assert len(by_type["cpu"]) + len(by_type["gpu"]) == 160
     for nt, node in (("cpu", "cpunode"), ("gpu", "gpunode")):
         assert by_type[nt], f"node type {nt} ran nothing"
-        assert {r["host"] for r in by_type[nt]} == {node}
-        assert all(r["slurm_job"] for r in by_type[nt]), "a range ran outside a Slurm job"
+        assert {r.host for r in by_type[nt]} == {node}
+        assert all(r.slurm_job for r in by_type[nt]), "a range ran outside a Slurm job"
     # each GPU worker sees only its own GPU
-    assert {r["accelerator"] for r in by_type["gpu"]} == {"0", "1"}
-    assert {r["accelerator"] for r in by_type["cpu"]} == {None}
+    assert {r.accelerator for r in by_type["gpu"]} == {"0", "1"}
+    assert {r.accelerator for r in by_type["cpu"]} == {None}
     assert len(by_type["gpu"]) > len(by_type["cpu"]), "the faster node type should do more"
     # both node types were working at the same time
     gpu_span = (
-        min(r["started"] for r in by_type["gpu"]),
-        max(r["finished"] for r in by_type["gpu"]),
+        min(r.started for r in by_type["gpu"]),
+        max(r.finished for r in by_type["gpu"]),
     )
-    overlapping = [r for r in by_type["cpu"] if gpu_span[0] < r["started"] < gpu_span[1]]
+    overlapping = [r for r in by_type["cpu"] if gpu_span[0] < r.started < gpu_span[1]]
     assert overlapping, "cpu and gpu did not run concurrently"
 
 
@@ -144,9 +145,10 @@ def test_walltime_of_a_block_costs_no_attempt(slurm_session, tmp_path):
     assert_every_event_once(out, 0, 120)
     led = Ledger.open(out / "ledger.sqlite", readonly=True)
     try:
-        lost = led.conn.execute("SELECT COUNT(*) FROM attempts WHERE outcome='lost'").fetchone()[0]
-        failures = led.conn.execute("SELECT SUM(failures) FROM ranges").fetchone()[0]
-        jobs = {r["slurm_job"] for r in led.range_rows()}
+        lost = len(led.attempts([Outcome.LOST]))
+        rows = list(led.ranges())
+        failures = sum(r.failures for r in rows)
+        jobs = {r.slurm_job for r in rows}
     finally:
         led.close()
     assert lost >= 1, "the block's end should have cost some in-flight ranges"

@@ -10,6 +10,7 @@ from parsl_es import api
 from parsl_es.allocation import allocation_end, parse_end
 from parsl_es.errors import UserError
 from parsl_es.ledger import Ledger
+from parsl_es.states import RangeState
 from tests.helpers import assert_every_event_once, done_ranges
 
 
@@ -51,8 +52,8 @@ def test_short_allocation_stops_cleanly_and_resume_completes(local_session, tmp_
         s = led.summary()
         assert s.ranges["running"] == 0 and s.merges["running"] == 0, "work left half-done"
         assert 0 < s.ranges["done"] + s.ranges["merged"] < 150
-        for row in led.range_rows(["done", "merged"]):
-            assert (out / row["output"]).stat().st_size == row["size"]
+        for row in led.ranges([RangeState.DONE, RangeState.MERGED]):
+            assert (out / row.output).stat().st_size == row.size
     finally:
         led.close()
     assert not list(out.rglob(".tmp-*"))

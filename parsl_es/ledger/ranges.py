@@ -29,7 +29,7 @@ _INSERT_FRESH = (
 _START_RETRY = (
     _INSERT_FRESH + " ON CONFLICT(idx) DO UPDATE SET state='running', attempts=attempts+1, "
     "node_type=excluded.node_type, started=excluded.started, finished=NULL, "
-    "host=NULL, worker=NULL, slurm_job=NULL, task=NULL, error=NULL "
+    "host=NULL, worker=NULL, slurm_job=NULL, accelerator=NULL, task=NULL, error=NULL "
     "WHERE state IN ('ready', 'failed') RETURNING attempts"
 )
 _INSERT_TASK = (
@@ -128,16 +128,19 @@ class RangeWrites(LedgerCore):
 
     def _record_task(self, batch: TaskOutcomes, budget: RetryBudget) -> list[RangeState | None]:
         results = batch.results
+        done: list[int] = []
+        others: list[int] = []
+        for i, r in enumerate(results):
+            (done if r.outcome is Outcome.DONE else others).append(i)
+        if not others:  # the hot path: a task whose ranges all succeeded
+            applied = self._apply_successes(self._insert_task(batch), results)
+            return [RangeState.DONE if ok else None for ok in applied]
         states: list[RangeState | None] = [None] * len(results)
-        done = [i for i, r in enumerate(results) if r.outcome is Outcome.DONE]
         if done:
             task = self._insert_task(batch)
             applied = self._apply_successes(task, [results[i] for i in done])
             for i, ok in zip(done, applied, strict=True):
                 states[i] = RangeState.DONE if ok else None
-        others = [i for i, r in enumerate(results) if r.outcome is not Outcome.DONE]
-        if not others:
-            return states
         w = batch.where
         self._conn.executemany(
             _INSERT_ATTEMPT,
@@ -184,7 +187,7 @@ class RangeWrites(LedgerCore):
         )
         return int(cursor.lastrowid)
 
-    def _apply_successes(self, task: int, results: list[RangeResult]) -> list[bool]:
+    def _apply_successes(self, task: int, results: Sequence[RangeResult]) -> list[bool]:
         """Mark ranges done in one batched UPDATE; say which were applied (not stale)."""
         rows = [
             (
