@@ -128,10 +128,8 @@ class RemoteCampaigns:
         with _translated_errors(task_id):
             try:
                 task = self.client.get_task(task_id)
-            except Exception as exc:  # the SDK raises the remote exception for failed tasks
-                if type(exc).__name__ == "TaskExecutionFailed":
-                    return {"pending": False, "status": "failed", "error": _remote_error(exc)}
-                raise
+            except _sdk_errors("TaskExecutionFailed") as exc:  # the remote task raised
+                return {"pending": False, "status": "failed", "error": _remote_error(exc)}
         return {k: v for k, v in task.items() if k != "result"}
 
     def fetch(self, task_id: str, dest: str | Path) -> dict[str, Any]:
@@ -165,8 +163,7 @@ class _translated_errors:
         if exc is None or isinstance(exc, UserError):
             return False
         status = getattr(exc, "http_status", None)
-        name = type(exc).__name__
-        if status in (401, 403) or "Auth" in name or "Login" in name:
+        if status in (401, 403) or isinstance(exc, _sdk_errors("AuthAPIError")):
             raise UserError(
                 f"Globus authentication failed ({exc}): log in with "
                 "`globus-compute-endpoint login` or set GLOBUS_COMPUTE_CLIENT_ID and "
@@ -174,9 +171,21 @@ class _translated_errors:
             ) from None
         if status == 404:
             raise UserError(f"Globus Compute knows no {self.what} ({exc})") from None
-        if name == "VersionMismatch" or "VersionMismatch" in str(exc):
+        if isinstance(exc, VersionMismatch) or "VersionMismatch" in str(exc):
+            # (raised on the endpoint, it arrives as text in the remote traceback)
             raise UserError(str(exc)) from None
         return False
+
+
+def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
+    """The SDK's exception class of that name, when the SDK is installed (else none)."""
+    try:
+        import globus_sdk
+        from globus_compute_sdk import errors
+    except ImportError:
+        return ()
+    found = getattr(errors, name, None) or getattr(globus_sdk, name, None)
+    return (found,) if found is not None else ()
 
 
 def _remote_error(exc: BaseException) -> str:

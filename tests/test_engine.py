@@ -175,3 +175,41 @@ def test_runs_are_deterministic(tmp_path):
             dataclasses.asdict(drive(out, sim, attempts=5)) | {"attempts": range_attempts(out)}
         )
     assert results[0] == results[1]
+
+
+def test_progress_reports_grow_to_the_whole_campaign(tmp_path):
+    out = new_campaign(tmp_path)
+    seen = []
+    result = drive(out, backend(), on_progress=seen.append)
+    assert result.status is RunStatus.COMPLETE
+    done = [p.events_done for p in seen]
+    assert done == sorted(done) and done[-1] == 400
+    assert seen[-1].merges_validated == 10 and seen[-1].ranges_in_flight == 0
+    # 8 workers x 1 s ranges of 2 events: 16 events/s once the pipeline runs
+    assert any(15.0 <= p.events_per_second <= 17.0 for p in seen[len(seen) // 2 :])
+    half = next(p for p in seen if p.events_done >= 200)
+    assert half.eta_seconds is not None
+    assert abs(half.eta_seconds - (400 - half.events_done) / 16.0) < 2.0
+
+
+def test_steps_are_declared_a_campaign_without_plots_needs_no_change_to_the_loop(tmp_path):
+    from parsl_es.engine.dispatcher import Dispatcher, Settings
+    from parsl_es.engine.steps import SIMULATION_CAMPAIGN, Placement
+
+    out = new_campaign(tmp_path)
+    sim = backend()
+    without_plots = [s for s in SIMULATION_CAMPAIGN if s.function != "plot_campaign"]
+    with Ledger.open(out / LEDGER_NAME) as ledger:
+        result = Dispatcher(
+            ledger=ledger,
+            backend=sim,
+            output_dir=out,
+            payload=("emulate", {"output_format": "npy"}),
+            placement=Placement(simulate=["cpu"], merge="cpu", validate="cpu"),
+            settings=Settings(attempts=3),
+            steps=without_plots,
+        ).run()
+        assert ledger.meta("campaign_plots_run") is None
+    assert result.status is RunStatus.COMPLETE
+    functions = [c.function for c in sim.calls]
+    assert "plot_campaign" not in functions and functions.count("validate_campaign") == 1

@@ -112,7 +112,7 @@ class SimulatedBackend:
         self._pools: dict[str, list[_Pool]] = {nt: [] for nt in node_types}
         self._free: dict[str, deque[_Pool]] = {nt: deque() for nt in node_types}
         self._merges_lost = 0
-        self.tasks_submitted = 0
+        self.calls: list[Call] = []  # every call submitted, in order
         self.blocks_ended: list[tuple[str, str]] = []
         for nt, spec in node_types.items():
             for i in range(spec.pools):
@@ -132,7 +132,7 @@ class SimulatedBackend:
         return list(self.spec)
 
     def submit(self, node_type: str, call: Call) -> Future:
-        self.tasks_submitted += 1
+        self.calls.append(call)
         task = _Task(node_type, call, Future())
         deps = [a for a in (*call.args, *call.inputs) if isinstance(a, Future)]
         waiting = [d for d in deps if not d.done()]
