@@ -1,283 +1,40 @@
-"""The ``command`` payload: run an experiment's own transforms, one process per range.
+"""The ``CommandPayload`` class: one external process per range (and per merge).
 
-A campaign names a command-line template for simulation (an ATLAS ``Sim_tf.py``
-line, say) and optionally one for merging; this payload fills in the range's
-numbers and paths and runs it, optionally inside a container. The engine keeps
-doing what it does for any payload: temporary names, renames, checksums,
-retries, the ledger, validation (which reads event numbers with uproot).
-
-Templates are never given to a shell. Each one is split into arguments with
-``shlex.split`` *before* anything is substituted, then every placeholder is
-filled with ``str.format`` inside its own argument, and the argument list is
-run with ``shell=False``. A value holding spaces, quotes, ``;``, ``$(...)`` or
-braces therefore arrives as (part of) exactly one argument, literally.
-
-Simulate placeholders: ``{input}``, ``{output}``, ``{skip}``, ``{first_event}``,
-``{last_event}``, ``{n_events}``, ``{seed}``, ``{campaign_seed}``, ``{range_id}``,
-``{workdir}``. Merge placeholders: ``{inputs_file}``, ``{output}``,
-``{n_inputs}``, ``{workdir}``. A literal brace is written ``{{`` or ``}}``.
+The engine's contract (simulate, merge, event numbers, hashes) implemented by
+running the experiment's own transforms; templates, parameters and process
+helpers live in their own modules beside this one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import shlex
 import shutil
-import signal
-import string
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import uproot
-from pydantic import Field, field_validator, model_validator
 
 from parsl_es import rootio
-from parsl_es.containers import ContainerSpec, container_argv
-from parsl_es.fileio import TMP_MARK
+from parsl_es.containers import container_argv
 from parsl_es.payloads.base import FatalPayloadError, Payload, PayloadError, PayloadParams
+from parsl_es.payloads.command.params import CommandParams, input_skip, simulate_values
+from parsl_es.payloads.command.process import _absolute, _final_stem, _kill_group, _tail
+from parsl_es.payloads.command.templates import render, split_template, token_fields
 from parsl_es.ranges import EventRange
 
-#: Placeholders a simulate template may use, and the type of each value.
-SIMULATE_FIELDS: dict[str, type] = {
-    "input": str,
-    "output": str,
-    "skip": int,
-    "first_event": int,
-    "last_event": int,
-    "n_events": int,
-    "seed": int,
-    "campaign_seed": int,
-    "range_id": str,
-    "workdir": str,
-}
-#: Placeholders a merge template may use.
-MERGE_FIELDS: dict[str, type] = {"inputs_file": str, "output": str, "n_inputs": int, "workdir": str}
-#: Lines of the transform's log quoted in an error message.
-TAIL_LINES = 20
 #: The engine's directory of merged files: validation reports any file in it that the
 #: ledger does not know, so merge logs go to ``<output>/logs/merge`` instead.
 MERGED_DIR = "merged"
 RUNTIMES = ("shifter", "podman-hpc", "apptainer")
-
-
-# --- templates -------------------------------------------------------------------------
-
-
-def split_template(template: str) -> list[str]:
-    """The template's arguments, split as a POSIX shell would but never run by one."""
-    try:
-        tokens = shlex.split(template)
-    except ValueError as exc:
-        raise ValueError(f"cannot be split into arguments: {exc}") from None
-    if not tokens:
-        raise ValueError("is empty")
-    return tokens
-
-
-def token_fields(token: str) -> list[str]:
-    """The placeholder names in one argument; ValueError on bad braces or non-names."""
-    try:
-        parsed = list(string.Formatter().parse(token))
-    except ValueError as exc:
-        raise ValueError(
-            f"bad braces in {token!r} ({exc}); write a literal brace as {{{{ or }}}}"
-        ) from None
-    names = []
-    for _, name, spec, _ in parsed:
-        if name is None:
-            continue
-        if not name.isidentifier():
-            raise ValueError(f"placeholder {{{name}}} in {token!r} is not a plain name")
-        if spec and "{" in spec:
-            raise ValueError(f"nested placeholder in the format of {{{name}}} in {token!r}")
-        names.append(name)
-    return names
-
-
-def template_fields(template: str) -> set[str]:
-    """Every placeholder name a template uses."""
-    return {name for token in split_template(template) for name in token_fields(token)}
-
-
-def render(template: str, values: Mapping[str, Any]) -> list[str]:
-    """The argument list: split first, then fill each argument on its own.
-
-    ``str.format`` makes a single pass, so braces inside a value stay literal too.
-    """
-    return [token.format_map(values) for token in split_template(template)]
-
-
-def check_template(template: str, fields: Mapping[str, type], what: str) -> str:
-    """Reject unknown placeholders and bad format specs when the campaign is loaded."""
-    used = template_fields(template)
-    unknown = sorted(used - set(fields))
-    if unknown:
-        names = ", ".join(f"{{{n}}}" for n in unknown)
-        allowed = ", ".join(f"{{{n}}}" for n in fields)
-        raise ValueError(f"unknown placeholder {names} in the {what} template; allowed: {allowed}")
-    sample = {name: (kind() if kind is int else "x") for name, kind in fields.items()}
-    try:
-        render(template, sample)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"the {what} template cannot be filled in: {exc}") from None
-    return template
-
-
-# --- parameters --------------------------------------------------------------------------
-
-
-class CommandParams(PayloadParams):
-    """Parameters of the command payload: templates, container, environment, checks."""
-
-    simulate: str = Field(
-        description="Command line simulating one range, with placeholders such as {output}, "
-        "{skip} and {n_events}; split like a shell would, never run by one."
-    )
-    merge: str | None = Field(
-        None,
-        description="Command line merging range files listed in {inputs_file} into {output}; "
-        "if unset, the events TTrees are concatenated in-process.",
-    )
-    input: str | None = Field(
-        None, description="The {input} value, e.g. an EVNT file (use an absolute path)."
-    )
-    input_first_event: int = Field(
-        0,
-        ge=0,
-        description="Event number of the input's first event: {skip} is a range's first event "
-        "minus this.",
-    )
-    container: ContainerSpec | None = Field(None, description="Run the commands in a container.")
-    env: dict[str, str] = Field(
-        default_factory=dict, description="Extra environment variables for the commands."
-    )
-    job_report: str | None = Field(
-        None,
-        description="A JSON report the transform writes in its work directory (ATLAS "
-        "jobReport.json); success needs its top-level exitCode to be 0.",
-    )
-    timeout_seconds: float | None = Field(
-        None, gt=0, description="Kill a command running longer than this (a retryable failure)."
-    )
-    tree: str = Field("events", min_length=1, description="TTree holding the event numbers.")
-    event_number_branch: str = Field(
-        "event_number", min_length=1, description="Branch of the event numbers in that tree."
-    )
-
-    @field_validator("simulate")
-    @classmethod
-    def _check_simulate(cls, value: str) -> str:
-        return check_template(value, SIMULATE_FIELDS, "simulate")
-
-    @field_validator("merge")
-    @classmethod
-    def _check_merge(cls, value: str | None) -> str | None:
-        return None if value is None else check_template(value, MERGE_FIELDS, "merge")
-
-    @field_validator("env", mode="before")
-    @classmethod
-    def _numbers_as_text(cls, value: Any) -> Any:
-        """YAML reads ``ATHENA_CORE_NUMBER: 1`` as an int; the environment holds text."""
-        if isinstance(value, dict):
-            return {
-                k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
-                for k, v in value.items()
-            }
-        return value
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not k or "=" in k or "\0" in k]
-        if bad:
-            raise ValueError(f"invalid environment variable name {bad[0]!r}")
-        return value
-
-    @field_validator("job_report")
-    @classmethod
-    def _report_in_workdir(cls, value: str | None) -> str | None:
-        if value is not None and (not value or Path(value).is_absolute()):
-            raise ValueError("must be a path relative to the work directory")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CommandParams:
-        if "input" in template_fields(self.simulate) and self.input is None:
-            raise ValueError("the simulate template uses {input} but no input is set")
-        if self.merge is None and self.tree != rootio.TREE:
-            raise ValueError(
-                f"tree {self.tree!r} needs a merge template: the built-in merge only "
-                f"concatenates {rootio.TREE!r} trees"
-            )
-        return self
-
-
-def input_skip(params: CommandParams, r: EventRange) -> int:
-    """How many input events precede the range: the payload cannot know the campaign's
-    first event, so it counts from ``input_first_event``, the input's first event number."""
-    skip = r.first_event - params.input_first_event
-    if skip < 0:
-        raise FatalPayloadError(
-            f"range {r.id} starts at event {r.first_event}, before the input's first event "
-            f"{params.input_first_event} (input_first_event)"
-        )
-    return skip
-
-
-def simulate_values(params: CommandParams, r: EventRange, output: Path, workdir: Path) -> dict:
-    """The simulate placeholders' values for one range."""
-    return {
-        "input": params.input if params.input is not None else "",
-        "output": str(output),
-        "skip": input_skip(params, r),
-        "first_event": r.first_event,
-        "last_event": r.last_event,
-        "n_events": r.n_events,
-        "seed": r.seed,
-        "campaign_seed": r.campaign_seed,
-        "range_id": r.id,
-        "workdir": str(workdir),
-    }
-
-
-# --- running -----------------------------------------------------------------------------
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill the command and everything it started (transforms fork, runtimes wrap)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _tail(log: Path, offset: int, lines: int = TAIL_LINES) -> str:
-    """The last lines this attempt wrote to the log."""
-    with open(log, "rb") as f:
-        f.seek(offset)
-        text = f.read().decode(errors="replace")
-    return "\n".join(line[:300] for line in text.splitlines()[-lines:])
-
-
-def _final_stem(output: Path) -> str:
-    """The output's name without the engine's temporary prefix and the suffix."""
-    name = output.name
-    if name.startswith(TMP_MARK):
-        name = name[len(TMP_MARK) :].partition("-")[2] or name
-    return Path(name).stem
-
-
-def _absolute(path: Path) -> Path:
-    """Absolute without resolving symlinks: the command runs in another directory."""
-    return Path(os.path.abspath(path))
 
 
 class CommandPayload(Payload):

@@ -1,0 +1,58 @@
+"""The ``command`` payload: run an experiment's own transforms, one process per range.
+
+A campaign names a command-line template for simulation (an ATLAS ``Sim_tf.py``
+line, say) and optionally one for merging; this payload fills in the range's
+numbers and paths and runs it, optionally inside a container. The engine keeps
+doing what it does for any payload: temporary names, renames, checksums,
+retries, the ledger, validation (which reads event numbers with uproot).
+
+Templates are never given to a shell. Each one is split into arguments with
+``shlex.split`` *before* anything is substituted, then every placeholder is
+filled with ``str.format`` inside its own argument, and the argument list is
+run with ``shell=False``. A value holding spaces, quotes, ``;``, ``$(...)`` or
+braces therefore arrives as (part of) exactly one argument, literally.
+
+Simulate placeholders: ``{input}``, ``{output}``, ``{skip}``, ``{first_event}``,
+``{last_event}``, ``{n_events}``, ``{seed}``, ``{campaign_seed}``, ``{range_id}``,
+``{workdir}``. Merge placeholders: ``{inputs_file}``, ``{output}``,
+``{n_inputs}``, ``{workdir}``. A literal brace is written ``{{`` or ``}}``.
+
+Modules, dependencies one way: ``templates`` <- ``params`` <- ``payload``, which
+also uses ``process``. This package re-exports their public names (the entry
+point is ``parsl_es.payloads.command:CommandPayload``).
+"""
+
+from __future__ import annotations
+
+from parsl_es.containers import ContainerSpec, container_argv
+from parsl_es.payloads.command.params import CommandParams, input_skip, simulate_values
+from parsl_es.payloads.command.payload import MERGED_DIR, RUNTIMES, CommandPayload
+from parsl_es.payloads.command.process import TAIL_LINES
+from parsl_es.payloads.command.templates import (
+    MERGE_FIELDS,
+    SIMULATE_FIELDS,
+    check_template,
+    render,
+    split_template,
+    template_fields,
+    token_fields,
+)
+
+__all__ = [
+    "MERGED_DIR",
+    "MERGE_FIELDS",
+    "RUNTIMES",
+    "SIMULATE_FIELDS",
+    "TAIL_LINES",
+    "CommandParams",
+    "CommandPayload",
+    "ContainerSpec",
+    "check_template",
+    "container_argv",
+    "input_skip",
+    "render",
+    "simulate_values",
+    "split_template",
+    "template_fields",
+    "token_fields",
+]

@@ -1,0 +1,137 @@
+"""The command payload's parameters and the values its simulate template is filled with.
+
+Validation here is what makes a campaign file with a broken template, a bad
+environment name or an inconsistent tree fail at load time, not per range.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from parsl_es import rootio
+from parsl_es.containers import ContainerSpec
+from parsl_es.payloads.base import FatalPayloadError, PayloadParams
+from parsl_es.payloads.command.templates import (
+    MERGE_FIELDS,
+    SIMULATE_FIELDS,
+    check_template,
+    template_fields,
+)
+from parsl_es.ranges import EventRange
+
+
+class CommandParams(PayloadParams):
+    """Parameters of the command payload: templates, container, environment, checks."""
+
+    simulate: str = Field(
+        description="Command line simulating one range, with placeholders such as {output}, "
+        "{skip} and {n_events}; split like a shell would, never run by one."
+    )
+    merge: str | None = Field(
+        None,
+        description="Command line merging range files listed in {inputs_file} into {output}; "
+        "if unset, the events TTrees are concatenated in-process.",
+    )
+    input: str | None = Field(
+        None, description="The {input} value, e.g. an EVNT file (use an absolute path)."
+    )
+    input_first_event: int = Field(
+        0,
+        ge=0,
+        description="Event number of the input's first event: {skip} is a range's first event "
+        "minus this.",
+    )
+    container: ContainerSpec | None = Field(None, description="Run the commands in a container.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for the commands."
+    )
+    job_report: str | None = Field(
+        None,
+        description="A JSON report the transform writes in its work directory (ATLAS "
+        "jobReport.json); success needs its top-level exitCode to be 0.",
+    )
+    timeout_seconds: float | None = Field(
+        None, gt=0, description="Kill a command running longer than this (a retryable failure)."
+    )
+    tree: str = Field("events", min_length=1, description="TTree holding the event numbers.")
+    event_number_branch: str = Field(
+        "event_number", min_length=1, description="Branch of the event numbers in that tree."
+    )
+
+    @field_validator("simulate")
+    @classmethod
+    def _check_simulate(cls, value: str) -> str:
+        return check_template(value, SIMULATE_FIELDS, "simulate")
+
+    @field_validator("merge")
+    @classmethod
+    def _check_merge(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value, MERGE_FIELDS, "merge")
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        """YAML reads ``ATHENA_CORE_NUMBER: 1`` as an int; the environment holds text."""
+        if isinstance(value, dict):
+            return {
+                k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for k, v in value.items()
+            }
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not k or "=" in k or "\0" in k]
+        if bad:
+            raise ValueError(f"invalid environment variable name {bad[0]!r}")
+        return value
+
+    @field_validator("job_report")
+    @classmethod
+    def _report_in_workdir(cls, value: str | None) -> str | None:
+        if value is not None and (not value or Path(value).is_absolute()):
+            raise ValueError("must be a path relative to the work directory")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CommandParams:
+        if "input" in template_fields(self.simulate) and self.input is None:
+            raise ValueError("the simulate template uses {input} but no input is set")
+        if self.merge is None and self.tree != rootio.TREE:
+            raise ValueError(
+                f"tree {self.tree!r} needs a merge template: the built-in merge only "
+                f"concatenates {rootio.TREE!r} trees"
+            )
+        return self
+
+
+def input_skip(params: CommandParams, r: EventRange) -> int:
+    """How many input events precede the range: the payload cannot know the campaign's
+    first event, so it counts from ``input_first_event``, the input's first event number."""
+    skip = r.first_event - params.input_first_event
+    if skip < 0:
+        raise FatalPayloadError(
+            f"range {r.id} starts at event {r.first_event}, before the input's first event "
+            f"{params.input_first_event} (input_first_event)"
+        )
+    return skip
+
+
+def simulate_values(params: CommandParams, r: EventRange, output: Path, workdir: Path) -> dict:
+    """The simulate placeholders' values for one range."""
+    return {
+        "input": params.input if params.input is not None else "",
+        "output": str(output),
+        "skip": input_skip(params, r),
+        "first_event": r.first_event,
+        "last_event": r.last_event,
+        "n_events": r.n_events,
+        "seed": r.seed,
+        "campaign_seed": r.campaign_seed,
+        "range_id": r.id,
+        "workdir": str(workdir),
+    }

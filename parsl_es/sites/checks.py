@@ -1,0 +1,64 @@
+"""What a valid site still needs before it can run from this machine.
+
+Validation says a site file is well formed; these checks look at the machine
+(Slurm tools, SDKs, container runtimes, network interfaces) so a run fails
+here, with advice, rather than in a batch job later.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from parsl_es.errors import UserError
+from parsl_es.sites.build import resolve_address
+from parsl_es.sites.spec import GlobusComputeSpec, SiteSpec, SlurmProviderSpec, walltime_seconds
+
+
+def check_site(site: SiteSpec) -> tuple[list[str], list[str]]:
+    """What stops this site from running here (problems), and what looks risky (warnings)."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    uses_slurm = False
+    for name, nt in site.node_types.items():
+        p = nt.provider
+        if isinstance(p, SlurmProviderSpec):
+            uses_slurm = True
+            if p.account_required and not p.account:
+                problems.append(
+                    f"node type {name}: provider.account is not set and this site requires one "
+                    f"(--set account=YOUR_ACCOUNT)"
+                )
+            if not p.worker_init:
+                warnings.append(
+                    f"node type {name}: no worker_init; the batch job must find this Python "
+                    f"environment ({Path(sys.executable).parent}) on its own"
+                )
+            if nt.drain_margin_seconds >= walltime_seconds(p.walltime):
+                problems.append(
+                    f"node type {name}: drain_margin_seconds ({nt.drain_margin_seconds}) is not "
+                    f"shorter than the walltime ({p.walltime})"
+                )
+        if isinstance(p, GlobusComputeSpec):
+            try:
+                import globus_compute_sdk  # noqa: F401
+            except ImportError:
+                problems.append(
+                    f"node type {name}: Globus Compute SDK not installed "
+                    "(pip install 'parsl-es[globus]')"
+                )
+        if nt.container and not shutil.which(nt.container.runtime):
+            warnings.append(
+                f"node type {name}: container runtime '{nt.container.runtime}' is not on PATH here"
+            )
+        if nt.address.startswith("interface:"):
+            try:
+                resolve_address(nt.address)
+            except UserError as exc:
+                problems.append(f"node type {name}: {exc.message}")
+    if uses_slurm:
+        for tool in ("sbatch", "squeue", "scancel"):
+            if not shutil.which(tool):
+                problems.append(f"'{tool}' is not on PATH: Slurm node types cannot start blocks")
+    return problems, warnings

@@ -1,0 +1,223 @@
+"""What a site file may say: the pydantic models a site YAML is validated into.
+
+Kept apart from loading and building so that the models (and the walltime
+arithmetic the allocation code needs) cost neither Parsl nor file access:
+frozen and strict, a misspelt key is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from parsl_es.containers import ContainerSpec
+from parsl_es.errors import allowed, did_you_mean
+
+WALLTIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):([0-5]\d):([0-5]\d)$")
+
+
+def walltime_seconds(text: str) -> int:
+    """Seconds in a Slurm walltime ``[D-]HH:MM:SS``."""
+    m = WALLTIME.match(text)
+    if not m:
+        raise ValueError(f"walltime {text!r} is not [D-]HH:MM:SS")
+    days, h, mi, s = (int(x) if x else 0 for x in m.groups())
+    return ((days * 24 + h) * 60 + mi) * 60 + s
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LauncherSpec(_Strict):
+    """How the worker pool is started inside a block."""
+
+    kind: Literal["srun", "simple", "single_node"] = "srun"
+    overrides: str = Field("", description="extra srun options (srun only)")
+
+
+class LocalProviderSpec(_Strict):
+    """Workers on the machine that runs the driver (no batch system)."""
+
+    kind: Literal["local"] = "local"
+    init_blocks: int = Field(1, ge=0)
+    min_blocks: int = Field(0, ge=0)
+    max_blocks: int = Field(1, ge=1)
+    worker_init: str = ""
+
+
+class SlurmProviderSpec(_Strict):
+    """Blocks are Slurm batch jobs; every field maps to an sbatch option."""
+
+    kind: Literal["slurm"]
+    partition: str | None = None
+    account: str | None = None
+    account_required: bool = Field(False, description="this site refuses jobs without --account")
+    qos: str | None = None
+    constraint: str | None = None
+    clusters: str | None = None
+    nodes_per_block: int = Field(1, ge=1)
+    cores_per_node: int | None = Field(None, ge=1)
+    mem_per_node: int | None = Field(None, ge=1, description="GB")
+    gpus_per_node: int | None = Field(None, ge=1)
+    gres: str | None = None
+    init_blocks: int = Field(1, ge=0)
+    min_blocks: int = Field(0, ge=0)
+    max_blocks: int = Field(1, ge=1)
+    parallelism: float = Field(1.0, gt=0, le=1)
+    walltime: str = "01:00:00"
+    exclusive: bool = True
+    scheduler_options: list[str] = Field(
+        default_factory=list, description="extra '#SBATCH ...' lines"
+    )
+    worker_init: str = ""
+    launcher: LauncherSpec = LauncherSpec()
+    cmd_timeout: int = Field(60, ge=1)
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, v: str) -> str:
+        walltime_seconds(v)
+        return v
+
+    @field_validator("scheduler_options", mode="before")
+    @classmethod
+    def _lines(cls, v: Any) -> Any:
+        return v.splitlines() if isinstance(v, str) else v
+
+
+class GlobusComputeSpec(_Strict):
+    """Tasks of this node type go to a Globus Compute endpoint (Parsl's GlobusComputeExecutor).
+
+    For steps that belong elsewhere: merges at a site with the storage, say. The
+    endpoint runs them with its own configuration; ``workers`` is how many tasks
+    to keep in flight there.
+    """
+
+    kind: Literal["globus-compute"]
+    endpoint_id: str = Field(pattern=r"^[0-9a-fA-F-]{36}$")
+    workers: int = Field(4, ge=1)
+    init_blocks: int = 1
+
+
+ProviderSpec = Annotated[
+    LocalProviderSpec | SlurmProviderSpec | GlobusComputeSpec, Field(discriminator="kind")
+]
+
+
+class NodeTypeSpec(_Strict):
+    """One kind of node and the HighThroughputExecutor that runs on it."""
+
+    description: str = ""
+    provider: ProviderSpec = LocalProviderSpec()
+    workers_per_node: int | Literal["auto"] = "auto"
+    cores_per_worker: float = Field(1.0, gt=0)
+    accelerators: int | list[str] = Field(
+        0, description="GPUs per node: a count or device ids; one worker per accelerator"
+    )
+    prefetch_per_worker: float = Field(
+        1.0,
+        ge=0,
+        description="tasks a worker pool holds beyond its free workers, per worker: the next "
+        "bundle is there when a worker finishes, not a round trip to the interchange away",
+    )
+    heartbeat_period: int = Field(5, ge=1)
+    heartbeat_threshold: int = Field(20, ge=2)
+    drain_margin_seconds: int = Field(
+        300, ge=0, description="workers stop taking ranges this long before a block's walltime"
+    )
+    address: str = Field(
+        "127.0.0.1",
+        description="where workers reach the driver: an address, 'hostname', or "
+        "'interface:NAME' (e.g. interface:hsn0 on Perlmutter)",
+    )
+    container: ContainerSpec | None = None
+
+    @field_validator("workers_per_node")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be >= 1 or 'auto'")
+        return v
+
+    @field_validator("accelerators")
+    @classmethod
+    def _accelerators(cls, v: int | list[str]) -> int | list[str]:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @property
+    def accelerator_ids(self) -> list[str]:
+        if isinstance(self.accelerators, int):
+            return [str(i) for i in range(self.accelerators)]
+        return list(self.accelerators)
+
+    def workers(self) -> int:
+        """Workers per node: explicit, one per accelerator, or cores / cores_per_worker."""
+        if isinstance(self.provider, GlobusComputeSpec):
+            return self.provider.workers
+        if self.workers_per_node != "auto":
+            n = int(self.workers_per_node)
+        else:
+            cores = getattr(self.provider, "cores_per_node", None) or _local_cores()
+            n = max(1, int(cores // self.cores_per_worker))
+        if self.accelerator_ids:
+            n = min(n, len(self.accelerator_ids))
+        return n
+
+    def expected_workers(self) -> int:
+        """Workers expected once the initial blocks are up (before any connect)."""
+        p = self.provider
+        nodes = getattr(p, "nodes_per_block", 1)
+        return self.workers() * nodes * max(1, p.init_blocks)
+
+
+def _local_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class SiteSteps(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    simulate: list[str]
+    merge: str
+    validate_: str = Field(alias="validate")
+
+    @field_validator("simulate", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class SiteSpec(_Strict):
+    name: str
+    description: str = ""
+    node_types: dict[str, NodeTypeSpec] = Field(min_length=1)
+    steps: SiteSteps
+    strategy_period: float = Field(0.5, gt=0)
+    in_flight_per_worker: float = Field(
+        2.0, ge=1.0, description="ranges kept in flight per connected worker (prefetch)"
+    )
+
+    def model_post_init(self, _: Any) -> None:
+        known = set(self.node_types)
+        for step, names in (
+            ("simulate", self.steps.simulate),
+            ("merge", [self.steps.merge]),
+            ("validate", [self.steps.validate_]),
+        ):
+            for n in names:
+                if n not in known:
+                    raise ValueError(
+                        f"steps.{step}: unknown node type '{n}'{did_you_mean(n, known)}; "
+                        f"allowed: {allowed(known)}"
+                    )
+        for name in known:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", name):
+                raise ValueError(f"node type name '{name}': letters, digits, _ and - only")
