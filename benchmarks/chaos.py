@@ -58,13 +58,18 @@ class Plan:
     seed: int = 1
 
 
+#: The figure counting each kind of injected damage.
+INJECTED = {"worker": "worker_kills", "pool": "pool_kills", "wedge": "wedges_injected"}
+
+
 @dataclass
 class Figures:
     ranges: int = 0
     worker_kills: int = 0
     pool_kills: int = 0
     driver_kills: int = 0
-    wedged_pools: int = 0
+    wedges_injected: int = 0  # pools this script wedged
+    wedged_pools: int = 0  # wedged pools the driver detected and ended (its run records)
     hung_ranges: int = 0
     hung_ranges_redone: int = 0  # hung ranges given up on (timed out, or lost with a killed pool)
     events_lost: int = 0
@@ -252,8 +257,8 @@ def run_chaos(plan: Plan, workdir: Path, say=print) -> Figures:
                 )
                 if hit:
                     marks.pop(0)
-                    key = {"worker": "worker_kills", "pool": "pool_kills", "wedge": "wedged_pools"}
-                    setattr(figures, key[kind], getattr(figures, key[kind]) + 1)
+                    key = INJECTED[kind]
+                    setattr(figures, key, getattr(figures, key) + 1)
                     say(f"[{time.time() - t0:6.1f}s] {kind} kill at {done} ranges done")
             time.sleep(0.1)
     finally:
@@ -264,6 +269,17 @@ def run_chaos(plan: Plan, workdir: Path, say=print) -> Figures:
     figures.wall_seconds = round(time.time() - t0, 1)
     _account(out, plan, figures, done_at_kills)
     return figures
+
+
+def detected_wedged_pools(out: Path) -> int:
+    """Wedged pools the driver found and ended, summed over its runs' records.
+
+    A run killed by SIGKILL writes no record: what it detected is not counted.
+    """
+    return sum(
+        int(json.loads(p.read_text()).get("wedged_pools") or 0)
+        for p in sorted((out / "logs").glob("run-*.json"))
+    )
 
 
 def _account(out: Path, plan: Plan, figures: Figures, done_at_kills: dict[int, int]) -> None:
@@ -290,6 +306,7 @@ def _account(out: Path, plan: Plan, figures: Figures, done_at_kills: dict[int, i
         f"AND range_idx IN ({','.join(str(int(e)) for e in hung) or '-1'})",
     )
     figures.hung_ranges_redone = len(given_up)
+    figures.wedged_pools = detected_wedged_pools(out)
     outcomes = dict(query(out, "SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome"))
     figures.lost_attempts = outcomes.get("lost", 0)
     figures.timeout_attempts = outcomes.get("timeout", 0)
@@ -325,7 +342,8 @@ def main() -> None:
     f = figures
     print(
         f"chaos: {f.ranges} ranges, {f.worker_kills} worker kills, {f.pool_kills} pool kills, "
-        f"{f.driver_kills} driver kills, {f.wedged_pools} wedged pools, {f.hung_ranges} hung "
+        f"{f.driver_kills} driver kills, {f.wedges_injected} pools wedged ("
+        f"{f.wedged_pools} detected by the driver), {f.hung_ranges} hung "
         f"ranges -> events lost {f.events_lost}, duplicated {f.events_duplicated}, done ranges "
         f"re-run {f.reruns_of_done_ranges} (in flight at driver kills: "
         f"{f.in_flight_at_driver_kills}), wall {f.wall_seconds:.0f} s, "

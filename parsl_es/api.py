@@ -32,7 +32,7 @@ from parsl_es.campaign import (
 from parsl_es.engine.result import RunResult
 from parsl_es.errors import UserError
 from parsl_es.ledger import LEDGER_NAME, Ledger
-from parsl_es.lock import LOCK_NAME, campaign_lock
+from parsl_es.lock import LEASE_NAME, LOCK_NAME, campaign_lock
 from parsl_es.run import (
     OUTPUT_DIRS,
     DriverOptions,
@@ -172,7 +172,7 @@ def check_new_output(output: Path) -> None:
     if output.exists():
         if not output.is_dir():
             raise UserError("output exists and is not a directory", file=output)
-        if any(p.name != LOCK_NAME for p in output.iterdir()):
+        if any(p.name not in (LOCK_NAME, LEASE_NAME) for p in output.iterdir()):
             raise UserError("output directory is not empty; choose a new one", file=output)
         target = output
     else:

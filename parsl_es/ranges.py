@@ -13,6 +13,15 @@ from dataclasses import dataclass
 
 #: Seeds are kept in Pythia's accepted interval 1..900,000,000.
 MAX_SEED = 900_000_000
+#: The seed rule, in one place: ``derive_seed`` below computes it, and the job report
+#: states it from these same constants (``seed_rule``), so the two cannot drift.
+SEED_HASH = "blake2b"
+SEED_DIGEST_SIZE = 8
+SEED_BYTEORDER = "little"
+SEED_SEPARATOR = ":"
+EVENT_LABEL = "event"
+RANGE_LABEL = "range"
+_hash = getattr(hashlib, SEED_HASH)
 
 
 def derive_seed(campaign_seed: int, *parts: int | str) -> int:
@@ -21,19 +30,49 @@ def derive_seed(campaign_seed: int, *parts: int | str) -> int:
     A cryptographic hash, so that neighbouring events or ranges get unrelated
     random streams (an additive seed would correlate them).
     """
-    text = ":".join(str(p) for p in (campaign_seed, *parts)).encode()
-    digest = hashlib.blake2b(text, digest_size=8).digest()
-    return int.from_bytes(digest, "little") % MAX_SEED + 1
+    text = SEED_SEPARATOR.join(str(p) for p in (campaign_seed, *parts)).encode()
+    digest = _hash(text, digest_size=SEED_DIGEST_SIZE).digest()
+    return int.from_bytes(digest, SEED_BYTEORDER) % MAX_SEED + 1
 
 
 def event_seed(campaign_seed: int, event_number: int) -> int:
     """The seed of one event: independent of how events are cut into ranges."""
-    return derive_seed(campaign_seed, "event", event_number)
+    return derive_seed(campaign_seed, EVENT_LABEL, event_number)
 
 
 def range_seed(campaign_seed: int, first_event: int) -> int:
     """The seed of a range, from the campaign seed and the range's first event."""
-    return derive_seed(campaign_seed, "range", first_event)
+    return derive_seed(campaign_seed, RANGE_LABEL, first_event)
+
+
+def seed_rule() -> dict[str, str | int]:
+    """How ``event_seed`` and ``range_seed`` are computed, stated for provenance.
+
+    Enough to recompute any seed without parsl-es: the UTF-8 text (a template
+    below, ``{...}`` filled with decimal integers), hashed with ``hash`` at
+    ``digest_size`` bytes, read as an unsigned integer of ``byteorder``, then
+    ``% modulus + offset``.
+    """
+    sep = SEED_SEPARATOR
+    formula = (
+        f"int.from_bytes({SEED_HASH}(text.encode(), digest_size={SEED_DIGEST_SIZE}).digest(), "
+        f"'{SEED_BYTEORDER}') % {MAX_SEED} + 1"
+    )
+    event_text = sep.join(("{campaign_seed}", EVENT_LABEL, "{event_number}"))
+    range_text = sep.join(("{campaign_seed}", RANGE_LABEL, "{first_event}"))
+    return {
+        "rule": (
+            f"seed = {formula}; event seed: text = '{event_text}'; "
+            f"range seed: text = '{range_text}' (parsl_es.ranges.derive_seed)"
+        ),
+        "hash": SEED_HASH,
+        "digest_size": SEED_DIGEST_SIZE,
+        "byteorder": SEED_BYTEORDER,
+        "modulus": MAX_SEED,
+        "offset": 1,
+        "event_seed_text": event_text,
+        "range_seed_text": range_text,
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ import numpy as np
 from parsl_es import fileio
 from parsl_es.errors import UserError
 from parsl_es.ledger import LEDGER_NAME, AttemptRow, Ledger, RangeRow
+from parsl_es.ranges import seed_rule
 from parsl_es.records import MergeRecord
 from parsl_es.states import MergeState
 
@@ -203,6 +204,11 @@ def plot_failures(attempts: Sequence[AttemptRow], path: Path) -> str:
 # --- the job report -------------------------------------------------------------------------
 
 
+def seeds_section(campaign_seed: int) -> dict[str, Any]:
+    """The job report's ``seeds``: the campaign seed and the rule the code derives seeds by."""
+    return {"campaign": campaign_seed, **seed_rule()}
+
+
 def job_report(ledger: Ledger, output: Path, merges: Sequence[MergeRecord]) -> dict[str, Any]:
     """Provenance: what went in, what came out, with which software and seeds."""
     spec = ledger.campaign_json()
@@ -227,11 +233,7 @@ def job_report(ledger: Ledger, output: Path, merges: Sequence[MergeRecord]) -> d
             "events_per_range": plan.events_per_range,
             "events_per_merge": plan.events_per_merge,
         },
-        "seeds": {
-            "campaign": plan.seed,
-            "rule": "event seed = sha256('<campaign seed>:event:<event number>'); "
-            "range seed = sha256('<campaign seed>:range:<first event>') (parsl_es.ranges)",
-        },
+        "seeds": seeds_section(plan.seed),
         "outputs": [
             {
                 "file": m.output,

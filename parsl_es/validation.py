@@ -12,6 +12,13 @@ each merged file is re-derived: events of a reproducible build must come back
 identical (checked by value), events of a build that draws other random numbers
 (a GPU build) are checked in distribution, with a rank test summed over the
 whole campaign so its power grows with the campaign.
+
+A rank test over few events cannot reject anything: with three ranks its
+smallest possible p-value is exp(-n), so fewer than ``RANK_TEST_EVENTS_MIN``
+(7) events pass whatever the build does. Where the per-file samples of such a
+build add up to fewer, the campaign check re-derives more events of those files
+until they do; a campaign too small for that says so in its report
+(``event_check.power: "insufficient"`` and why) instead of passing silently.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ EVENTS_CHECKED_FRACTION = 0.02
 EVENTS_CHECKED_MIN = 2
 #: The campaign fails validation if a rank test gives a p-value below this.
 RANK_TEST_P_MIN = 1e-3
+#: Ranks of a stored value among its fresh references (two references: 0, 1, 2).
+RANK_CATEGORIES = 3
 
 
 def merge_report_path(output_dir: Path, group: int) -> Path:
@@ -167,12 +176,14 @@ def validate_campaign_outputs(
     if outside:
         problems.append(f"{outside} events outside the campaign's range")
     plots = campaign_histograms(payload, plan, output_dir, merges) if with_plots else None
-    event_check = _campaign_event_check(plan, output_dir)
+    event_check = _campaign_event_check(payload, plan, output_dir, by_group, bad_groups)
     problems.extend(event_check.pop("problems"))
+    warnings = [event_check["power_reason"]] if event_check["power"] == "insufficient" else []
     report = {
         "campaign": plan.campaign,
         "passed": not problems,
         "problems": problems,
+        "warnings": warnings,
         "events_expected": plan.events,
         "events_found": int(counts.sum()) + outside,
         "events_missing": missing,
@@ -215,22 +226,40 @@ def rank_test_p_value(counts: list[int]) -> float:
     return math.exp(-chi2 / 2.0)
 
 
-def _campaign_event_check(plan: RangePlan, output_dir: Path) -> dict[str, Any]:
-    """Sum the merged files' event checks; a rank test per observable over all of them."""
-    total = EventCheck()
+def rank_test_min_events(categories: int = RANK_CATEGORIES, p_min: float = RANK_TEST_P_MIN) -> int:
+    """The fewest events for which the rank test can reject at all (all in one rank)."""
+    n = 1
+    while rank_test_p_value([n] + [0] * (categories - 1)) >= p_min:
+        n += 1
+    return n
+
+
+#: Events of non-reproducible builds the campaign's rank test needs to be able to reject.
+RANK_TEST_EVENTS_MIN = rank_test_min_events()
+
+
+def _campaign_event_check(
+    payload: Payload,
+    plan: RangePlan,
+    output_dir: Path,
+    by_group: dict[int, dict[str, Any]],
+    bad_groups: dict[int, str],
+) -> dict[str, Any]:
+    """Sum the merged files' event checks; a rank test per observable over all of them.
+
+    If the events of non-reproducible builds sampled per file add up to fewer than
+    the rank test needs to be able to reject, more of those files' events are
+    re-derived here (the larger sample replaces the file's own).
+    """
+    checks: dict[int, dict[str, Any]] = {}
     for g in range(plan.n_merges):
         path = merge_report_path(output_dir, g)
         found = json.loads(path.read_text()).get("event_check") if path.is_file() else None
-        if not found:
-            continue
-        total.exact_checked += found["exact_checked"]
-        total.statistical_checked += found["statistical_checked"]
-        total.mismatched += found["mismatched"]
-        for build, n in found["builds"].items():
-            total.builds[build] = total.builds.get(build, 0) + n
-        for name, counts in found["ranks"].items():
-            mine = total.ranks.setdefault(name, [0] * len(counts))
-            total.ranks[name] = [a + b for a, b in zip(mine, counts, strict=True)]
+        if found:
+            checks[g] = found
+    need = RANK_TEST_EVENTS_MIN
+    topped_up = _top_up(payload, plan, output_dir, by_group, bad_groups, checks, need)
+    total = _sum_checks(checks.values())
     p_values = {name: rank_test_p_value(c) for name, c in total.ranks.items()}
     problems = []
     if total.mismatched:
@@ -241,7 +270,74 @@ def _campaign_event_check(plan: RangePlan, output_dir: Path) -> dict[str, Any]:
                 f"{name}: the GPU-built events disagree in distribution with the reference "
                 f"(rank counts {total.ranks[name]}, p = {p:.2g} < {RANK_TEST_P_MIN:g})"
             )
-    return {**asdict(total), "rank_p_values": p_values, "problems": problems}
+    n = total.statistical_checked
+    if n == 0:
+        power, reason = "not needed", "no events of builds that are not bit-reproducible"
+    elif n >= need:
+        power, reason = "sufficient", f"{n} events in the rank test (at least {need} needed)"
+    else:
+        power = "insufficient"
+        reason = (
+            f"only {n} events of builds that are not bit-reproducible (GPU) could be "
+            f"re-derived in this campaign; the rank test needs at least {need} to be able to "
+            f"reject at p < {RANK_TEST_P_MIN:g}, so their distribution is unchecked"
+        )
+    return {
+        **asdict(total),
+        "rank_p_values": p_values,
+        "power": power,
+        "power_reason": reason,
+        "rank_test_events_needed": need,
+        "topped_up_groups": topped_up,
+        "problems": problems,
+    }
+
+
+def _top_up(
+    payload: Payload,
+    plan: RangePlan,
+    output_dir: Path,
+    by_group: dict[int, dict[str, Any]],
+    bad_groups: dict[int, str],
+    checks: dict[int, dict[str, Any]],
+    need: int,
+) -> list[int]:
+    """Re-derive larger samples of the files holding non-reproducible events, up to ``need``."""
+    candidates = [
+        g
+        for g, c in checks.items()
+        if c["statistical_checked"] and g not in bad_groups and by_group.get(g, {}).get("output")
+    ]
+    size = {g: checks[g]["exact_checked"] + checks[g]["statistical_checked"] for g in candidates}
+    topped: set[int] = set()
+    while (have := sum(c["statistical_checked"] for c in checks.values())) < need:
+        growable = [g for g in candidates if size[g] < plan.group(g).n_events]
+        if not growable:
+            break
+        share = -(-(need - have) // len(growable))
+        for g in growable:
+            size[g] = min(plan.group(g).n_events, size[g] + share)
+            check = payload.check_events(output_dir / by_group[g]["output"], plan.seed, size[g])
+            if check is None:
+                candidates.remove(g)
+                continue
+            checks[g] = asdict(check)
+            topped.add(g)
+    return sorted(topped)
+
+
+def _sum_checks(found_checks: Any) -> EventCheck:
+    total = EventCheck()
+    for found in found_checks:
+        total.exact_checked += found["exact_checked"]
+        total.statistical_checked += found["statistical_checked"]
+        total.mismatched += found["mismatched"]
+        for build, n in found["builds"].items():
+            total.builds[build] = total.builds.get(build, 0) + n
+        for name, counts in found["ranks"].items():
+            mine = total.ranks.setdefault(name, [0] * len(counts))
+            total.ranks[name] = [a + b for a, b in zip(mine, counts, strict=True)]
+    return total
 
 
 def _sum_histograms(

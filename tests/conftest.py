@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import time
 
-import psutil
 import pytest
 
 from parsl_es.backends.parsl import ParslBackend
 from parsl_es.sites import load_site
+from tests.helpers import parsl_processes_under
 
 
 @pytest.fixture(scope="session")
@@ -29,28 +29,16 @@ def no_orphans(tmp_path_factory: pytest.TempPathFactory):
     """After the suite, no interchange or worker pool of any test may be left running.
 
     Every Parsl run directory of the tests lies under pytest's base temp
-    directory, which appears in the command line of the processes Parsl starts;
-    orphans re-parented to init are found that way too.
+    directory: worker pools name it in their command line, interchanges hold
+    their log open in it and name their PID in that log (their parent is their
+    guard, never init). See ``tests/test_orphans.py`` for proof that it finds one.
     """
     yield
     base = str(tmp_path_factory.getbasetemp())
     deadline = time.time() + 15
     while True:
-        left = _left_behind(base)
+        left = parsl_processes_under(base)
         if not left or time.time() > deadline:
             break
         time.sleep(0.5)
     assert not left, f"processes left behind: {left}"
-
-
-def _left_behind(base: str) -> list[str]:
-    """Worker pools of our run directories, and interchanges we (or init) parent."""
-    mine = {p.pid for p in psutil.Process().children(recursive=True)}
-    found = []
-    for p in psutil.process_iter(["pid", "ppid", "cmdline"]):
-        cmd = " ".join(p.info.get("cmdline") or [])
-        worker_pool = "process_worker_pool" in cmd and base in cmd
-        interchange = "HTEX interchange" in cmd and (p.pid in mine or p.info.get("ppid") == 1)
-        if worker_pool or interchange:
-            found.append(cmd)
-    return found

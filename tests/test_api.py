@@ -239,3 +239,12 @@ def test_public_names():
         assert getattr(parsl_es, name) is not None
     assert parsl_es.run_campaign is api.run_campaign
     assert parsl_es.RunStatus is RunStatus
+
+
+def test_a_directory_holding_only_a_dead_drivers_lock_files_counts_as_empty(tmp_path, drives):
+    path = write_campaign(tmp_path)
+    left = tmp_path / "left"
+    left.mkdir()
+    (left / ".driver.lock").write_text("{}")
+    (left / ".driver.lease").write_text("{}")  # a driver killed on a file system without flock
+    assert api.prepare(path, left).output == left

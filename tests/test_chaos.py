@@ -6,7 +6,9 @@ driver kills); this is the same code with fewer ranges and kills.
 
 from __future__ import annotations
 
-from benchmarks.chaos import Plan, run_chaos
+import json
+
+from benchmarks.chaos import Plan, detected_wedged_pools, run_chaos
 
 
 def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path):
@@ -22,8 +24,20 @@ def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path):
     )
     f = run_chaos(plan, tmp_path, say=print)
     assert f.complete, f.notes
-    assert (f.worker_kills, f.pool_kills, f.driver_kills, f.wedged_pools) == (3, 1, 1, 1)
+    assert (f.worker_kills, f.pool_kills, f.driver_kills, f.wedges_injected) == (3, 1, 1, 1)
+    # what the driver detected (its run records), not what was injected
+    assert f.wedged_pools >= f.wedges_injected, "the wedged pool was never detected"
     assert f.events_lost == 0 and f.events_duplicated == 0
     assert f.reruns_of_done_ranges == 0, "a range done before a kill was run again"
     assert f.hung_ranges_redone == 1, "the hung range was never given up on"
     assert f.driver_runs == 2, f.notes  # one kill, one resume: no run ended in failure
+
+
+def test_wedged_pools_are_read_from_the_run_records(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for n, wedged in enumerate([1, 0, 2], start=1):
+        (logs / f"run-{n:03d}.json").write_text(json.dumps({"wedged_pools": wedged}))
+    assert detected_wedged_pools(tmp_path) == 3
+    (logs / "run-004.json").write_text(json.dumps({"status": "complete"}))  # older records
+    assert detected_wedged_pools(tmp_path) == 3

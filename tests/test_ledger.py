@@ -6,6 +6,7 @@ Every write goes through the methods the engine uses (``start_ranges``,
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -13,9 +14,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from parsl_es import fileio
 from parsl_es.errors import UserError
 from parsl_es.ledger import LEDGER_NAME, SCHEMA_VERSION, Ledger, schema
 from parsl_es.ranges import RangePlan
@@ -98,10 +101,26 @@ def test_new_ledger_has_all_ranges_ready_and_merges_waiting(ledger):
     assert ledger.schema_version == SCHEMA_VERSION == 2
 
 
-def test_create_refuses_existing_and_leaves_no_temp(tmp_path, ledger):
-    with pytest.raises(UserError):
+def test_create_refuses_an_existing_ledger(ledger):
+    with pytest.raises(UserError, match="already exists"):
         Ledger.create(ledger.path, {}, PLAN)
-    assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []
+
+
+def test_create_failing_after_its_temp_file_leaves_no_temp_and_no_ledger(tmp_path, monkeypatch):
+    path = tmp_path / LEDGER_NAME
+    seen: list[Path] = []
+
+    def failing_replace(src, dst):
+        seen.append(Path(src))
+        assert Path(src).exists()  # the temporary ledger was really written
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        Ledger.create(path, {"campaign": "{}"}, PLAN)
+    assert seen and fileio.is_temp(seen[0])  # it failed after the temp file existed
+    assert not seen[0].exists() and not path.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
 
 
 def test_context_manager_closes(tmp_path, ledger):

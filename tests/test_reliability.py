@@ -16,7 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -25,7 +24,13 @@ from parsl_es.cli.main import app
 from parsl_es.crashpoints import ENV as CRASH_ENV
 from parsl_es.ledger import AttemptRow, Ledger, RangeRow
 from parsl_es.states import Outcome, RangeState, Verdict
-from tests.helpers import assert_every_event_once, done_ranges, write_campaign
+from tests.helpers import (
+    assert_every_event_once,
+    done_ranges,
+    logged_interchange_pids,
+    parsl_processes_under,
+    write_campaign,
+)
 
 ES_RUN = str(Path(sys.executable).parent / "es-run")
 runner = CliRunner()
@@ -65,17 +70,6 @@ def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def no_interchange_of(pid: int) -> bool:
-    """The interchange a driver started has gone with it (the guard's job)."""
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info.get("cmdline") or [])
-        if "interchange_guard" in cmd:
-            with contextlib.suppress(psutil.Error):
-                if p.ppid() == pid:
-                    return False
-    return True
-
-
 # --- the driver killed at chosen moments -----------------------------------------------
 
 
@@ -102,7 +96,15 @@ def test_driver_killed_at_a_chosen_moment_resumes_exactly_once(local_session, tm
     assert all(after[i] == n for i, n in before.items()), "a range done before the kill was re-run"
     assert_every_event_once(out, 0, 120)
     assert not list(out.rglob(".tmp-*")), "partial files left behind"
-    wait_for(lambda: no_interchange_of(proc.pid), 20, "the killed driver's interchange to end")
+    # The killed driver's interchange, found by its run directory (its guard was
+    # re-parented when the driver died: the driver's PID no longer leads to it).
+    run_dir = out / "logs" / "parsl"
+    assert logged_interchange_pids(run_dir), "no interchange PID in the driver's run directory"
+    wait_for(
+        lambda: not parsl_processes_under(run_dir, pools=False),
+        20,
+        "the killed driver's interchange to end",
+    )
 
 
 # --- one driver per campaign -----------------------------------------------------------

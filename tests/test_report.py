@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from parsl_es import api, fileio
 from parsl_es.cli.main import app
 from parsl_es.report import build_report
+from tests.test_seed_rule import check_seeds_section
 
 runner = CliRunner()
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -45,6 +46,7 @@ def test_report_page_pictures_and_job_report(campaign):
     assert "injected failure" in text  # the failed attempt is listed
     jr = json.loads((page.parent / "jobReport.json").read_text())
     assert jr["campaign"]["name"] == "reported" and jr["seeds"]["campaign"] == 3
+    check_seeds_section(jr["seeds"])  # the stated rule recomputes the code's seeds
     assert jr["events_merged"] == 60 and len(jr["outputs"]) == 3
     for o in jr["outputs"]:
         assert fileio.adler32(campaign / o["file"]) == o["adler32"]
