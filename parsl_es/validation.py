@@ -242,7 +242,7 @@ def _campaign_event_check(
     payload: Payload,
     plan: RangePlan,
     output_dir: Path,
-    by_group: dict[int, dict[str, Any]],
+    by_group: dict[int, MergeRecord],
     bad_groups: dict[int, str],
 ) -> dict[str, Any]:
     """Sum the merged files' event checks; a rank test per observable over all of them.
@@ -297,7 +297,7 @@ def _top_up(
     payload: Payload,
     plan: RangePlan,
     output_dir: Path,
-    by_group: dict[int, dict[str, Any]],
+    by_group: dict[int, MergeRecord],
     bad_groups: dict[int, str],
     checks: dict[int, dict[str, Any]],
     need: int,
@@ -306,7 +306,7 @@ def _top_up(
     candidates = [
         g
         for g, c in checks.items()
-        if c["statistical_checked"] and g not in bad_groups and by_group.get(g, {}).get("output")
+        if c["statistical_checked"] and g not in bad_groups and g in by_group and by_group[g].output
     ]
     size = {g: checks[g]["exact_checked"] + checks[g]["statistical_checked"] for g in candidates}
     topped: set[int] = set()
@@ -317,7 +317,8 @@ def _top_up(
         share = -(-(need - have) // len(growable))
         for g in growable:
             size[g] = min(plan.group(g).n_events, size[g] + share)
-            check = payload.check_events(output_dir / by_group[g]["output"], plan.seed, size[g])
+            path = output_dir / str(by_group[g].output)
+            check = payload.check_events(path, plan.seed, size[g])
             if check is None:
                 candidates.remove(g)
                 continue

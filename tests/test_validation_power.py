@@ -15,6 +15,8 @@ import pytest
 from parsl_es import fileio
 from parsl_es.payloads import make_payload
 from parsl_es.ranges import EventRange, RangePlan
+from parsl_es.records import MergedFile, MergeRecord
+from parsl_es.states import MergeState
 from parsl_es.validation import (
     RANK_TEST_EVENTS_MIN,
     RANK_TEST_P_MIN,
@@ -48,10 +50,31 @@ def validate(out: Path, plan: RangePlan, process: str = "minbias", **params) -> 
     assert len(files) == plan.n_merges
     merges = []
     for g, path in enumerate(files):
-        rel = str(path.relative_to(out))
-        merged = {"output": rel, "checksum": fileio.adler32(out / rel)}
-        validate_merged_file(payload, plan.group(g), out, merged)
-        merges.append({"group_idx": g, "state": "done", **merged})
+        group = plan.group(g)
+        rel, checksum = str(path.relative_to(out)), fileio.adler32(path)
+        merged = MergedFile(
+            group=g,
+            attempt=1,
+            output=rel,
+            size=path.stat().st_size,
+            checksum=checksum,
+            n_events=group.n_events,
+            started=0.0,
+            finished=0.0,
+        )
+        validate_merged_file(payload, group, out, merged)
+        merges.append(
+            MergeRecord(
+                group=g,
+                first_range=group.first_range,
+                last_range=group.last_range,
+                first_event=group.first_event,
+                last_event=group.last_event,
+                state=MergeState.DONE,
+                output=rel,
+                checksum=checksum,
+            )
+        )
     return validate_campaign_outputs(payload, plan, out, merges, with_plots=False)
 
 
