@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -66,6 +67,10 @@ TAIL_LINES = 20
 #: The engine's directory of merged files: validation reports any file in it that the
 #: ledger does not know, so merge logs go to ``<output>/logs/merge`` instead.
 MERGED_DIR = "merged"
+#: Where the engine has a merge attempt write (``ranges/group-NNNNNN/NAME.attempt-N``) before
+#: the driver renames it into ``merged/``: its log goes to ``logs/merge`` too, one per group.
+MERGE_ATTEMPT_DIR = re.compile(r"group-\d+")
+ATTEMPT_SUFFIX = re.compile(r"\.attempt-\d+$")
 RUNTIMES = ("shifter", "podman-hpc", "apptainer")
 
 
@@ -268,11 +273,11 @@ def _tail(log: Path, offset: int, lines: int = TAIL_LINES) -> str:
 
 
 def _final_stem(output: Path) -> str:
-    """The output's name without the engine's temporary prefix and the suffix."""
+    """The output's name without the engine's temporary prefix, attempt number and suffix."""
     name = output.name
     if name.startswith(TMP_MARK):
         name = name[len(TMP_MARK) :].partition("-")[2] or name
-    return Path(name).stem
+    return ATTEMPT_SUFFIX.sub("", Path(name).stem)
 
 
 def _absolute(path: Path) -> Path:
@@ -374,9 +379,16 @@ class CommandPayload(Payload):
 
     @staticmethod
     def _merge_log_dir(output: Path) -> Path:
-        """Beside the output, except in the engine's ``merged/`` (see MERGED_DIR)."""
+        """Beside the output, except in the engine's layout (see MERGED_DIR, MERGE_ATTEMPT_DIR)."""
+        campaign = None
         if output.parent.name == MERGED_DIR:
-            log_dir = output.parent.parent / "logs" / "merge"
+            campaign = output.parent.parent
+        elif MERGE_ATTEMPT_DIR.fullmatch(output.parent.name) and output.parent.parent.name == (
+            "ranges"
+        ):
+            campaign = output.parent.parent.parent
+        if campaign is not None:
+            log_dir = campaign / "logs" / "merge"
             log_dir.mkdir(parents=True, exist_ok=True)
             return log_dir
         return output.parent
