@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from parsl_es import api
 from parsl_es.ledger import Ledger
 from tests.helpers import assert_every_event_once
 
 
+@pytest.mark.integration
 def test_bundled_campaign_keeps_retries_progress_and_output_per_range(local_session, tmp_path):
     spec = {
         "name": "bundled",

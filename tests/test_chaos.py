@@ -6,7 +6,11 @@ driver kills); this is the same code with fewer ranges and kills.
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.chaos import Plan, run_chaos
+
+pytestmark = pytest.mark.integration
 
 
 def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path):

@@ -95,6 +95,7 @@ def test_sites_lists_local():
     assert yaml.safe_load(shown.output)["steps"]["simulate"] == ["local"]
 
 
+@pytest.mark.integration
 def test_submit_status_validate_through_the_console_script(tmp_path):
     """The installed ``es-run`` runs a real campaign; status and validate read it."""
     path = write_campaign(tmp_path, "cli", events=30, events_per_range=3, events_per_merge=15)
@@ -130,6 +131,7 @@ def test_submit_status_validate_through_the_console_script(tmp_path):
     assert "checksum" in damaged.output
 
 
+@pytest.mark.integration
 def test_ctrl_c_in_a_terminal_stops_gracefully_and_resume_finishes(tmp_path, local_session):
     """SIGINT to the whole foreground process group, as a terminal's Ctrl-C sends it."""
     import os

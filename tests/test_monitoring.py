@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import assert_every_event_once, write_campaign
+
+pytestmark = pytest.mark.integration
 
 ES_RUN = str(Path(sys.executable).parent / "es-run")
 

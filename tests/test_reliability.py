@@ -79,6 +79,7 @@ def no_interchange_of(pid: int) -> bool:
 # --- the driver killed at chosen moments -----------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "point", ["submitted:5", "ledger-commit:60", "merge-submitted:2", "merge-recorded:1"]
 )
@@ -108,6 +109,7 @@ def test_driver_killed_at_a_chosen_moment_resumes_exactly_once(local_session, tm
 # --- one driver per campaign -----------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_second_driver_is_refused_and_a_dead_one_leaves_no_lock(local_session, tmp_path):
     path = write_campaign(
         tmp_path,
@@ -139,6 +141,7 @@ def test_second_driver_is_refused_and_a_dead_one_leaves_no_lock(local_session, t
 # --- graceful stops ------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_sigterm_stops_gracefully_with_how_to_resume(local_session, tmp_path):
     path = write_campaign(
         tmp_path,
@@ -164,6 +167,7 @@ def test_sigterm_stops_gracefully_with_how_to_resume(local_session, tmp_path):
 # --- lost workers ----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_worker_killed_mid_range_costs_no_attempt(local_session, tmp_path):
     spec = {
         "name": "workerkill",
@@ -215,6 +219,7 @@ def _flip_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.integration
 def test_damaged_outputs_are_detected_marked_and_redone(local_session, tmp_path):
     spec = {
         "name": "damage",
@@ -275,6 +280,7 @@ def tmpfs(path: Path, options: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@pytest.mark.integration
 def test_disk_full_stops_cleanly_and_resume_completes(local_session, tmp_path):
     with tmpfs(tmp_path / "small", "size=1500k") as disk:
         path = write_campaign(
@@ -394,6 +400,7 @@ def test_python_api_raises_user_error_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration
 def test_keyboard_interrupt_in_python_stops_gracefully(tmp_path):
     """Ctrl-C in a notebook: KeyboardInterrupt in the driver's thread, not a signal handler."""
     out = tmp_path / "out"

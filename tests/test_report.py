@@ -15,6 +15,8 @@ from parsl_es import api, fileio
 from parsl_es.cli.main import app
 from parsl_es.report import build_report
 
+pytestmark = pytest.mark.integration
+
 runner = CliRunner()
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from parsl_es import api
 from parsl_es.ledger import Ledger
 from tests.helpers import assert_every_event_once, done_ranges, write_campaign
+
+pytestmark = pytest.mark.integration
 
 
 def test_graceful_stop_then_resume(local_session, tmp_path):

@@ -30,6 +30,7 @@ def test_allocation_end_sources(monkeypatch):
     assert parse_end("2026-11-22T18:30:00+00:00") == 1795372200.0
 
 
+@pytest.mark.integration
 def test_short_allocation_stops_cleanly_and_resume_completes(local_session, tmp_path):
     out = tmp_path / "o"
     spec = {
@@ -67,6 +68,7 @@ def test_short_allocation_stops_cleanly_and_resume_completes(local_session, tmp_
     assert_every_event_once(out, 0, 150)
 
 
+@pytest.mark.integration
 def test_cli_walltime_exit_code_and_resume(tmp_path):
     """Through the console script: exit code 4, how to resume, and the resume completes."""
     import subprocess
