@@ -75,7 +75,7 @@ def test_driver_killed_with_sigkill_then_resumed(local_session, tmp_path):
     path = write_campaign(
         tmp_path,
         "killed",
-        events=300,
+        events=150,
         events_per_range=1,
         events_per_merge=30,
         payload={"name": "emulate", "seconds_per_event": 0.05},
@@ -117,8 +117,8 @@ def test_driver_killed_with_sigkill_then_resumed(local_session, tmp_path):
     assert result.status == "complete", result.message
     after = done_ranges(out)
     assert all(after[i] == n for i, n in before.items()), "a done range was re-run"
-    assert len(after) == 300
-    assert_every_event_once(out, 0, 300)
+    assert len(after) == 150
+    assert_every_event_once(out, 0, 150)
     assert not list(out.rglob(".tmp-*"))
 
 

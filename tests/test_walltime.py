@@ -81,23 +81,23 @@ def test_cli_walltime_exit_code_and_resume(tmp_path):
     path = write_campaign(
         tmp_path,
         "cut",
-        events=300,
+        events=200,
         events_per_range=1,
         events_per_merge=100,
         payload={"name": "emulate", "seconds_per_event": 0.1},
     )
     out = tmp_path / "out"
-    cmd = [es_run, "submit", str(path), "-o", str(out), "--walltime", "00:00:15", "--margin", "2"]
+    cmd = [es_run, "submit", str(path), "-o", str(out), "--walltime", "00:00:12", "--margin", "2"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert first.returncode == 4, first.stdout + first.stderr
     assert "the last range started" in first.stdout
     assert f"es-run resume {out}" in first.stderr
     assert "Traceback" not in first.stderr
     before = done_ranges(out)
-    assert 0 < len(before) < 300
+    assert 0 < len(before) < 200
     second = subprocess.run(
         [es_run, "resume", str(out)], capture_output=True, text=True, timeout=180
     )
     assert second.returncode == 0, second.stdout + second.stderr
     assert all(done_ranges(out)[i] == n for i, n in before.items()), "a done range was re-run"
-    assert_every_event_once(out, 0, 300)
+    assert_every_event_once(out, 0, 200)
