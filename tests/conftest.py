@@ -136,6 +136,33 @@ def local_session(tmp_path_factory: pytest.TempPathFactory):
     session.close()
 
 
+@pytest.fixture(scope="session")
+def console_campaign(tmp_path_factory: pytest.TempPathFactory):
+    """One small campaign run to completion by the installed ``es-run``, with monitoring.
+
+    An es-run driver starts its own HTEX (about 10 s here), so the console-script
+    test (tests/test_cli.py) and the monitoring test (tests/test_monitoring.py)
+    read the same run: (campaign file, output directory, the finished process).
+    Tests that damage it put it back as it was.
+    """
+    import subprocess
+    import sys
+
+    from tests.helpers import write_campaign
+
+    base = tmp_path_factory.mktemp("console")
+    path = write_campaign(base, "cli", events=30, events_per_range=3, events_per_merge=15)
+    out = base / "out"
+    es_run = str(Path(sys.executable).parent / "es-run")
+    done = subprocess.run(
+        [es_run, "submit", str(path), "--output", str(out), "--monitoring"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return path, out, done
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_orphans(tmp_path_factory: pytest.TempPathFactory):
     """After the suite, no interchange or worker pool of any test may be left running.

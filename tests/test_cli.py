@@ -96,16 +96,9 @@ def test_sites_lists_local():
 
 
 @pytest.mark.integration
-def test_submit_status_validate_through_the_console_script(tmp_path):
+def test_submit_status_validate_through_the_console_script(console_campaign):
     """The installed ``es-run`` runs a real campaign; status and validate read it."""
-    path = write_campaign(tmp_path, "cli", events=30, events_per_range=3, events_per_merge=15)
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [ES_RUN, "submit", str(path), "--output", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    path, out, done = console_campaign  # es-run submit (with --monitoring: test_monitoring.py)
     assert done.returncode == 0, done.stderr
     assert "campaign complete" in done.stdout
     assert "30/30 events" in done.stderr  # progress lines
@@ -123,12 +116,17 @@ def test_submit_status_validate_through_the_console_script(tmp_path):
 
     # damage a merged file: validate finds it and says so (exit 1)
     merged = sorted((out / "merged").glob("*.root"))[0]
-    data = bytearray(merged.read_bytes())
+    original = merged.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0xFF
     merged.write_bytes(bytes(data))
-    damaged = invoke("validate", str(out))
-    assert damaged.exit_code == 1
-    assert "checksum" in damaged.output
+    try:
+        damaged = invoke("validate", str(out))
+        assert damaged.exit_code == 1
+        assert "checksum" in damaged.output
+    finally:  # the shared campaign as it was, for the other tests that read it
+        merged.write_bytes(original)
+    assert invoke("validate", str(out)).exit_code == 0
 
 
 @pytest.mark.integration
