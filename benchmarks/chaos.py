@@ -56,6 +56,11 @@ class Plan:
     wedges: int = 1
     hung_ranges: int = 2
     seed: int = 1
+    # the campaign's range_timeout (hung ranges and wedged pools are noticed from these)
+    timeout_floor: float = 3
+    timeout_ceiling: float = 10
+    # --set overrides of the local site for the drivers, e.g. shorter heartbeats
+    site_overrides: tuple[str, ...] = ()
 
 
 #: The figure counting each kind of injected damage.
@@ -94,7 +99,11 @@ def campaign_file(plan: Plan, directory: Path) -> Path:
         "events_per_merge": plan.events_per_merge,
         "seed": plan.seed,
         "attempts": 3,
-        "range_timeout": {"factor": 5, "floor_seconds": 3, "ceiling_seconds": 10},
+        "range_timeout": {
+            "factor": 5,
+            "floor_seconds": plan.timeout_floor,
+            "ceiling_seconds": plan.timeout_ceiling,
+        },
         "payload": {
             "name": "emulate",
             "seconds_per_event": plan.seconds_per_event,
@@ -188,8 +197,12 @@ def wedge_pool(out: Path, rng: random.Random) -> bool:
     return helper is not None and kill([helper])
 
 
-def start_driver(path: Path, out: Path, first: bool, log) -> subprocess.Popen:
-    args = ["submit", str(path), "-o", str(out)] if first else ["resume", str(out)]
+def start_driver(
+    path: Path, out: Path, first: bool, log, overrides: tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """The first driver submits (with the site overrides); later ones resume with the same."""
+    sets = [a for o in overrides for a in ("--set", o)]
+    args = ["submit", str(path), "-o", str(out), *sets] if first else ["resume", str(out)]
     return subprocess.Popen([ES_RUN, *args], stdout=log, stderr=log, start_new_session=True)
 
 
@@ -216,7 +229,7 @@ def run_chaos(plan: Plan, workdir: Path, say=print) -> Figures:
     done_at_kills: dict[int, int] = {}
     t0 = time.time()
     log = open(workdir / "drivers.log", "ab")  # noqa: SIM115 - lives as long as the run
-    driver = start_driver(path, out, first=True, log=log)
+    driver = start_driver(path, out, first=True, log=log, overrides=plan.site_overrides)
     figures.driver_runs = 1
     try:
         while True:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from parsl_es import api
 from parsl_es.ledger import Ledger
 from tests.helpers import assert_every_event_once
 
 
+@pytest.mark.integration
 def test_bundled_campaign_keeps_retries_progress_and_output_per_range(local_session, tmp_path):
     spec = {
         "name": "bundled",
-        "events": 3000,
+        "events": 1000,
         "events_per_range": 1,
-        "events_per_merge": 500,
+        "events_per_merge": 250,
         "seed": 4,
         "payload": {
             "name": "emulate",
             "output_format": "npy",
-            "fail_events": [1500, 2999],  # one mid-campaign, one in the very last range
+            "fail_events": [500, 999],  # one mid-campaign, one in the very last range
             "fail_times": 1,
         },
     }
@@ -27,8 +30,8 @@ def test_bundled_campaign_keeps_retries_progress_and_output_per_range(local_sess
     out = tmp_path / "o"
     result = api.run_campaign(spec, out, session=local_session, on_progress=seen.append)
     assert result.status == "complete", result.message
-    assert result.failures == 2 and result.ranges_this_run == 3000
-    assert_every_event_once(out, 0, 3000)
+    assert result.failures == 2 and result.ranges_this_run == 1000
+    assert_every_event_once(out, 0, 1000)
     # bundles really happened: fewer tasks than ranges, several ranges per task
     led = Ledger.open(out / "ledger.sqlite", readonly=True)
     try:
@@ -39,14 +42,14 @@ def test_bundled_campaign_keeps_retries_progress_and_output_per_range(local_sess
         retried = {r.index: r.attempts for r in rows if r.attempts > 1}
     finally:
         led.close()
-    assert tasks < 3000 / 4 and per_task > 4, (tasks, per_task)
+    assert tasks < 1000 / 4 and per_task > 4, (tasks, per_task)
     # the failing ranges alone were retried, each on its own
-    assert [tuple(f) for f in failed] == [(1500, 1, "failed"), (2999, 1, "failed")]
-    assert retried == {1500: 2, 2999: 2}
+    assert [tuple(f) for f in failed] == [(500, 1, "failed"), (999, 1, "failed")]
+    assert retried == {500: 2, 999: 2}
     # progress counted range by range, never more than the campaign
     done = [p.events_done for p in seen]
-    assert done == sorted(done) and done[-1] == 3000
-    assert any(0 < d < 3000 for d in done), "no progress reported during the campaign"
+    assert done == sorted(done) and done[-1] == 1000
+    assert any(0 < d < 1000 for d in done), "no progress reported during the campaign"
 
 
 def test_emulate_npy_outputs_merge_and_hash_like_root_ones(tmp_path):

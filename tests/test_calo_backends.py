@@ -113,6 +113,7 @@ def test_rank_test_p_value():
     assert 0.05 < rank_test_p_value([12, 9, 9]) < 1.0
 
 
+@pytest.mark.integration
 def test_campaign_with_a_gpu_build_validates_statistically(local_session, tmp_path):
     out = tmp_path / "gpu"
     spec = {

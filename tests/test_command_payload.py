@@ -129,7 +129,17 @@ def test_physics_cli_gives_the_same_events_as_in_process(
     assert sorted(p.name for p in group.iterdir()) == sorted([output.name, log.name])
 
 
-def test_external_merge_in_event_order(physics: PhysicsPayload, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "written",
+    [
+        "merged/.tmp-abc123def456-c.merge-000000.root",
+        # the engine's merge attempt, beside the group's range files (renamed into merged/)
+        "ranges/group-000000/.tmp-abc123def456-c.merge-000000.attempt-2.root",
+    ],
+)
+def test_external_merge_in_event_order(
+    physics: PhysicsPayload, tmp_path: Path, written: str
+) -> None:
     ranges = [make_range(0, 1), make_range(2, 3)]
     inputs = []
     for r in ranges:
@@ -142,9 +152,9 @@ def test_external_merge_in_event_order(physics: PhysicsPayload, tmp_path: Path) 
         "--campaign-seed {campaign_seed} --output {output}",
         merge=f"{PHYSICS} merge --inputs-file {{inputs_file}} --output {{output}}",
     )
-    merged_dir = tmp_path / "merged"
-    merged_dir.mkdir()
-    output = merged_dir / ".tmp-abc123def456-c.merge-000000.root"
+    output = tmp_path / written
+    merged_dir = output.parent
+    merged_dir.mkdir(exist_ok=True)
     assert payload.merge(inputs, output) == 4
     assert list(payload.event_numbers(output)) == [0, 1, 2, 3]
     reference = tmp_path / "reference.root"
@@ -153,6 +163,7 @@ def test_external_merge_in_event_order(physics: PhysicsPayload, tmp_path: Path) 
     # nothing but the output in merged/ (validation reports strays); the log is in logs/merge
     assert [p.name for p in merged_dir.iterdir()] == [output.name]
     assert (tmp_path / "logs" / "merge" / "c.merge-000000.log").exists()
+    assert not list(tmp_path.rglob("*.attempt-*.log"))
 
 
 def test_builtin_merge_without_template(tmp_path: Path, fake_tf: str) -> None:

@@ -15,6 +15,8 @@ from parsl_es.rootio import content_hash
 from parsl_es.states import RangeState
 from tests.helpers import assert_every_event_once, merged_event_numbers
 
+pytestmark = pytest.mark.integration
+
 
 def campaign(name: str, **fields) -> dict:
     data = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from collections import Counter
 
 from parsl_es import apps
 from parsl_es.backends.simulated import EPOCH, PoolEvent, SimFaults, SimNodeType
@@ -213,3 +214,27 @@ def test_steps_are_declared_a_campaign_without_plots_needs_no_change_to_the_loop
     assert result.status is RunStatus.COMPLETE
     functions = [c.function for c in sim.calls]
     assert "plot_campaign" not in functions and functions.count("validate_campaign") == 1
+
+
+def test_short_ranges_travel_in_bundles_and_keep_retries_and_progress_per_range(tmp_path):
+    """What tests/test_bundling.py shows through real HTEX, decided here by the engine alone."""
+    out = new_campaign(tmp_path, events=2000, events_per_range=1, events_per_merge=250)
+    seen = []
+    sim = backend(
+        SimFaults(range_failure_rate=0.005), cpu=SimNodeType(workers=2, range_seconds=0.01)
+    )
+    result = drive(out, sim, on_progress=seen.append)
+    assert result.status is RunStatus.COMPLETE, result.message
+    assert result.ranges_this_run == 2000
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        tasks = len(ledger.tasks())
+        rows = list(ledger.ranges())
+        failed = ledger.attempts()
+    per_task = max(Counter(r.task for r in rows).values())
+    assert tasks < 2000 / 4 and per_task > 4, (tasks, per_task)
+    # a failure in a bundle costs only its own range an attempt
+    assert failed and result.failures == len(failed)
+    assert {r.index for r in rows if r.attempts > 1} == {a.index for a in failed}
+    done = [p.events_done for p in seen]
+    assert done == sorted(done) and done[-1] == 2000
+    assert any(0 < d < 2000 for d in done)

@@ -57,6 +57,7 @@ def _attempts(out) -> list[AttemptRow]:
         led.close()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("mode", "outcome"), [("sleep", "timeout"), ("blocked", "lost")])
 def test_hung_range_is_redone_and_the_campaign_completes(local_session, tmp_path, mode, outcome):
     """sleep: the worker's soft deadline stops it; blocked: the hard one ends the worker."""

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 
-from tests.helpers import assert_every_event_once, write_campaign
+import pytest
 
-ES_RUN = str(Path(sys.executable).parent / "es-run")
+from tests.helpers import assert_every_event_once
+
+pytestmark = pytest.mark.integration
 
 
-def test_monitoring_database_records_the_campaign_tasks(tmp_path):
-    path = write_campaign(tmp_path, "watched", events=20, events_per_range=2, events_per_merge=10)
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [ES_RUN, "submit", str(path), "-o", str(out), "--monitoring"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_monitoring_database_records_the_campaign_tasks(console_campaign):
+    _, out, done = console_campaign  # es-run submit --monitoring, shared with test_cli.py
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_every_event_once(out, 0, 20)
+    assert_every_event_once(out, 0, 30)
     conn = sqlite3.connect(out / "monitoring.db")
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

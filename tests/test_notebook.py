@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
+
+pytestmark = pytest.mark.integration
 
 NOTEBOOK = Path(__file__).parent.parent / "workflows" / "notebooks" / "quickstart.ipynb"
 

@@ -17,6 +17,8 @@ from parsl_es.remote import RemoteCampaigns, versions
 from tests.globus_offline import OfflineCloud, client_for
 from tests.helpers import assert_every_event_once
 
+pytestmark = pytest.mark.integration
+
 CAMPAIGN = {
     "name": "remote",
     "events": 30,

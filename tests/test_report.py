@@ -16,6 +16,8 @@ from parsl_es.cli.main import app
 from parsl_es.report import build_report
 from tests.test_seed_rule import check_seeds_section
 
+pytestmark = pytest.mark.integration
+
 runner = CliRunner()
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 

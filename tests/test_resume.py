@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from parsl_es import api
 from parsl_es.ledger import Ledger
 from tests.helpers import assert_every_event_once, done_ranges, write_campaign
+
+pytestmark = pytest.mark.integration
 
 
 def test_graceful_stop_then_resume(local_session, tmp_path):
@@ -72,7 +75,7 @@ def test_driver_killed_with_sigkill_then_resumed(local_session, tmp_path):
     path = write_campaign(
         tmp_path,
         "killed",
-        events=300,
+        events=150,
         events_per_range=1,
         events_per_merge=30,
         payload={"name": "emulate", "seconds_per_event": 0.05},
@@ -114,8 +117,8 @@ def test_driver_killed_with_sigkill_then_resumed(local_session, tmp_path):
     assert result.status == "complete", result.message
     after = done_ranges(out)
     assert all(after[i] == n for i, n in before.items()), "a done range was re-run"
-    assert len(after) == 300
-    assert_every_event_once(out, 0, 300)
+    assert len(after) == 150
+    assert_every_event_once(out, 0, 150)
     assert not list(out.rglob(".tmp-*"))
 
 

@@ -22,7 +22,7 @@ from parsl_es.states import Outcome
 from tests.helpers import assert_every_event_once, done_ranges
 from tests.slurm_cluster import slurm_status
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.integration]
 
 
 def require_cluster() -> None:

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -34,6 +35,9 @@ from parsl_es.ranges import EventRange
 #: The engine's directory of merged files: validation reports any file in it that the
 #: ledger does not know, so merge logs go to ``<output>/logs/merge`` instead.
 MERGED_DIR = "merged"
+#: Where the engine has a merge attempt write (``ranges/group-NNNNNN/NAME.attempt-N``) before
+#: the driver renames it into ``merged/``: its log goes to ``logs/merge`` too, one per group.
+MERGE_ATTEMPT_DIR = re.compile(r"group-\d+")
 RUNTIMES = ("shifter", "podman-hpc", "apptainer")
 
 
@@ -131,9 +135,16 @@ class CommandPayload(Payload):
 
     @staticmethod
     def _merge_log_dir(output: Path) -> Path:
-        """Beside the output, except in the engine's ``merged/`` (see MERGED_DIR)."""
+        """Beside the output, except in the engine's layout (see MERGED_DIR, MERGE_ATTEMPT_DIR)."""
+        campaign = None
         if output.parent.name == MERGED_DIR:
-            log_dir = output.parent.parent / "logs" / "merge"
+            campaign = output.parent.parent
+        elif MERGE_ATTEMPT_DIR.fullmatch(output.parent.name) and output.parent.parent.name == (
+            "ranges"
+        ):
+            campaign = output.parent.parent.parent
+        if campaign is not None:
+            log_dir = campaign / "logs" / "merge"
             log_dir.mkdir(parents=True, exist_ok=True)
             return log_dir
         return output.parent

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -33,12 +34,16 @@ def _tail(log: Path, offset: int, lines: int = TAIL_LINES) -> str:
     return "\n".join(line[:300] for line in text.splitlines()[-lines:])
 
 
+#: A merge attempt's file name ends so, before its suffix (the engine renames it later).
+ATTEMPT_SUFFIX = re.compile(r"\.attempt-\d+$")
+
+
 def _final_stem(output: Path) -> str:
-    """The output's name without the engine's temporary prefix and the suffix."""
+    """The output's name without the engine's temporary prefix, attempt number and suffix."""
     name = output.name
     if name.startswith(TMP_MARK):
         name = name[len(TMP_MARK) :].partition("-")[2] or name
-    return Path(name).stem
+    return ATTEMPT_SUFFIX.sub("", Path(name).stem)
 
 
 def _absolute(path: Path) -> Path:

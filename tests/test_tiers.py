@@ -1,0 +1,49 @@
+"""The two tiers stay honest: a test that starts Parsl without the integration mark fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+UNMARKED = """
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parsl_es.backends.parsl import ParslBackend
+from parsl_es.sites import load_site
+
+
+def test_starts_parsl(tmp_path):
+    ParslBackend(load_site("local"), tmp_path / "run")
+
+
+def test_uses_the_session(local_session):
+    pass
+
+
+def test_a_driver_in_another_process(tmp_path):
+    (tmp_path / "o" / "logs" / "parsl" / "000").mkdir(parents=True)
+    (tmp_path / "o" / "logs" / "parsl" / "000" / "parsl.log").write_text("what Parsl leaves")
+
+
+@pytest.mark.integration
+def test_marked(tmp_path):
+    (tmp_path / "parsl.log").write_text("allowed")
+"""
+
+
+def test_unmarked_tests_that_start_parsl_fail_and_say_how_to_fix_it(pytester):
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(test_unmarked=UNMARKED)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=1, errors=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*test_starts_parsl starts a Parsl DataFlowKernel but is not marked integration*",
+            "*test_uses_the_session uses local_session but is not marked integration*",
+            "*test_a_driver_in_another_process ran Parsl (a driver left *parsl.log) but is not*",
+        ]
+    )
+    assert "pytest.mark.integration" in result.stdout.str()
