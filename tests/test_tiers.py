@@ -34,7 +34,9 @@ def test_marked(tmp_path):
 """
 
 
-def test_unmarked_tests_that_start_parsl_fail_and_say_how_to_fix_it(pytester):
+def test_unmarked_tests_that_start_parsl_fail_and_say_how_to_fix_it(pytester, monkeypatch):
+    # the suite's conftest imports tests.helpers: the repository must be importable there
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent.parent))
     pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
     pytester.makepyfile(test_unmarked=UNMARKED)
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
