@@ -238,3 +238,32 @@ def test_short_ranges_travel_in_bundles_and_keep_retries_and_progress_per_range(
     done = [p.events_done for p in seen]
     assert done == sorted(done) and done[-1] == 2000
     assert any(0 < d < 2000 for d in done)
+
+
+def test_a_full_ledger_stops_the_run_after_in_flight_work_came_back(tmp_path, monkeypatch):
+    import sqlite3
+
+    from parsl_es.ledger import Ledger as LedgerClass
+
+    out = new_campaign(tmp_path)
+    record = LedgerClass.record
+    calls = []
+
+    def full_after_ten(self, batches, budget):
+        calls.append(1)
+        if len(calls) > 10:
+            exc = sqlite3.OperationalError("database or disk is full")
+            exc.sqlite_errorcode = sqlite3.SQLITE_FULL
+            raise exc
+        return record(self, batches, budget)
+
+    monkeypatch.setattr(LedgerClass, "record", full_after_ten)
+    sim = backend()
+    result = drive(out, sim)
+    assert result.status is RunStatus.NO_SPACE
+    assert "ledger" in result.message
+    # nothing left running when the driver left: no worker ended half-way through a file
+    assert all(not pool.running for pools in sim._pools.values() for pool in pools)
+    monkeypatch.setattr(LedgerClass, "record", record)
+    again = drive(out, backend())
+    assert again.status is RunStatus.COMPLETE

@@ -47,13 +47,31 @@ class EngineContext:
     pools: PoolWatch = field(default_factory=PoolWatch)
     completions: Completions = field(default_factory=Completions)
     no_space: str | None = None  # why the disk is full, once it is
+    outstanding: set[Future] = field(default_factory=set)  # submitted, not yet finished
     campaign_verdict: CampaignVerdict | None = None
 
     def submit(self, step: str, key: Any, node_type: str, call: Call) -> Future:
         """Run ``call`` on ``node_type``; its completion comes back as ``(step, key, future)``."""
         future = self.backend.submit(node_type, call)
-        future.add_done_callback(lambda f: self.completions.put((step, key, f)))
+        self.outstanding.add(future)
+
+        def done(f: Future) -> None:
+            self.outstanding.discard(f)
+            self.completions.put((step, key, f))
+
+        future.add_done_callback(done)
         return future
+
+    def let_in_flight_finish(self, seconds: float) -> None:
+        """Wait (bounded) for everything submitted to come back, recording nothing.
+
+        For when the ledger itself cannot commit: ending the workers at once would
+        leave half-written files; what comes back now is redone on resume.
+        """
+        deadline = self.backend.now() + seconds
+        while self.outstanding and self.backend.now() < deadline:
+            self.backend.wait(self.completions, 0.2)
+            self.completions.take_all()
 
     def disk_full(self, why: str) -> None:
         if not self.no_space:

@@ -115,6 +115,7 @@ class Dispatcher:
                     raise
                 self.ctx.no_space = f"ledger: {exc}"
                 log.error("disk full: %s; stopping (in-flight ranges are redone on resume)", exc)
+                self.ctx.let_in_flight_finish(self.settings.stop_grace_seconds)
                 break
             except KeyboardInterrupt:
                 # Ctrl-C in a notebook (the CLI turns SIGINT into ``stop`` itself): the
