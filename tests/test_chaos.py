@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks.chaos import Plan, detected_wedged_pools, run_chaos
 
+
 @pytest.mark.integration
 def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path):
     plan = Plan(

@@ -22,7 +22,8 @@ from parsl_es.states import Outcome
 from tests.helpers import assert_every_event_once, done_ranges
 from tests.slurm_cluster import slurm_status
 
-pytestmark = [pytest.mark.slurm, pytest.mark.integration]
+# one xdist worker runs them all: they share the cluster's two CPUs
+pytestmark = [pytest.mark.slurm, pytest.mark.integration, pytest.mark.xdist_group("slurm")]
 
 
 def require_cluster() -> None:

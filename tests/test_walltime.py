@@ -82,24 +82,26 @@ def test_cli_walltime_exit_code_and_resume(tmp_path, local_session):
     from tests.helpers import write_campaign
 
     es_run = str(Path(sys.executable).parent / "es-run")
+    # 16 s of work per worker against a 16 s allocation: whatever Parsl's start-up
+    # takes on a busy machine (3 to 12 s), some ranges are done and some are not.
     path = write_campaign(
         tmp_path,
         "cut",
-        events=200,
+        events=320,
         events_per_range=1,
         events_per_merge=100,
         payload={"name": "emulate", "seconds_per_event": 0.1},
     )
     out = tmp_path / "out"
-    cmd = [es_run, "submit", str(path), "-o", str(out), "--walltime", "00:00:12", "--margin", "2"]
+    cmd = [es_run, "submit", str(path), "-o", str(out), "--walltime", "00:00:16", "--margin", "2"]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert first.returncode == 4, first.stdout + first.stderr
     assert "the last range started" in first.stdout
     assert f"es-run resume {out}" in first.stderr
     assert "Traceback" not in first.stderr
     before = done_ranges(out)
-    assert 0 < len(before) < 200
+    assert 0 < len(before) < 320
     second = api.resume_campaign(out, session=local_session)
     assert second.status == "complete", second.message
     assert all(done_ranges(out)[i] == n for i, n in before.items()), "a done range was re-run"
-    assert_every_event_once(out, 0, 200)
+    assert_every_event_once(out, 0, 320)
