@@ -66,6 +66,11 @@ class RangeResult:
     failure: FailureKind | None = None  # the worker's classification, when not DONE
     error: str | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Fields left at None stay out of the pickle (the class holds that default):
+        # thousands of results a second are unpickled by the driver.
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.DONE
