@@ -17,7 +17,7 @@ from parsl_es import apps
 from parsl_es.backends.simulated import EPOCH, PoolEvent, SimFaults, SimNodeType
 from parsl_es.engine.result import RunStatus
 from parsl_es.ledger import LEDGER_NAME, Ledger
-from parsl_es.states import MergeState
+from parsl_es.states import MergeState, Outcome
 from tests.engine_helpers import backend, drive, new_campaign, range_attempts
 from tests.helpers import assert_every_event_once
 
@@ -267,3 +267,17 @@ def test_a_full_ledger_stops_the_run_after_in_flight_work_came_back(tmp_path, mo
     monkeypatch.setattr(LedgerClass, "record", record)
     again = drive(out, backend())
     assert again.status is RunStatus.COMPLETE
+
+
+def test_a_late_result_of_a_bundle_given_up_on_is_recorded_late_and_never_applied(tmp_path):
+    out = new_campaign(tmp_path, events=800)
+    faults = SimFaults(late_ranges=frozenset({20}), late_seconds=30.0)
+    result = drive(out, backend(faults))
+    assert result.status is RunStatus.COMPLETE
+    assert result.timeouts == 1
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        outcomes = [(a.attempt, a.outcome) for a in ledger.attempts(index=20)]
+        [row] = [r for r in ledger.ranges() if r.index == 20]
+    # attempt 1 timed out, was redone as attempt 2, and its result came back late after all
+    assert outcomes == [(1, Outcome.TIMEOUT), (1, Outcome.LATE)]
+    assert row.attempts == 2 and row.output.endswith("attempt-2.sim")

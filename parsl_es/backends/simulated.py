@@ -58,6 +58,8 @@ class SimFaults:
     range_failure_rate: float = 0.0  # payload failures per range attempt
     permanent_ranges: frozenset[int] = frozenset()  # ranges that fail permanently
     hung_ranges: frozenset[int] = frozenset()  # first attempt never returns
+    late_ranges: frozenset[int] = frozenset()  # first attempt returns, ``late_seconds`` late
+    late_seconds: float = 60.0
     task_loss_rate: float = 0.0  # tasks whose worker dies under them
     pool_losses: tuple[PoolEvent, ...] = ()  # a pool dies; a new one starts after start-up
     pool_wedges: tuple[PoolEvent, ...] = ()  # a pool stops returning results, still connected
@@ -248,7 +250,11 @@ class SimulatedBackend:
             return spec.step_seconds, False
         work = apps.unpack(task.call.args[3])
         hangs = any(a == 1 and i in self.faults.hung_ranges for i, a in work)
-        task.durations = [self._range_seconds(spec) for _ in work]
+        late = self.faults.late_ranges
+        task.durations = [
+            self._range_seconds(spec) + (self.faults.late_seconds if a == 1 and i in late else 0.0)
+            for i, a in work
+        ]
         return sum(task.durations), hangs
 
     def _range_seconds(self, spec: SimNodeType) -> float:
