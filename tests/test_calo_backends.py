@@ -6,6 +6,7 @@ torch generator API), so it stands in for a GPU build here.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,12 @@ from tests.helpers import assert_every_event_once
 from tests.test_validation_power import validate
 
 SEED = 42
-torch = pytest.importorskip("torch", reason="torch is in the test extra: pip install -e '.[test]'")
+if os.environ.get("PARSL_ES_REQUIRE_TORCH") == "1":  # .ci/run: a missing torch fails
+    import torch
+else:
+    torch = pytest.importorskip(
+        "torch", reason="torch is in the test extra: pip install -e '.[test]'"
+    )
 
 
 def simulate(tmp: Path, name: str, first: int, n: int, **params) -> Path:
@@ -104,13 +110,6 @@ def test_a_miscalibrated_build_fails_the_rank_test(files):
     coarse = make_payload("physics", {"process": "ttbar", "calo_quantum_gev": 0.2})
     check = coarse.check_events(files["torch"], SEED, 12)
     assert min(rank_test_p_value(c) for c in check.ranks.values()) < 1e-3, check.ranks
-
-
-def test_rank_test_p_value():
-    assert rank_test_p_value([0, 0, 0]) == 1.0
-    assert rank_test_p_value([10, 10, 10]) == 1.0
-    assert rank_test_p_value([30, 0, 0]) < 1e-12
-    assert 0.05 < rank_test_p_value([12, 9, 9]) < 1.0
 
 
 @pytest.mark.integration

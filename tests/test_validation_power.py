@@ -136,3 +136,10 @@ def test_reproducible_build_needs_no_rank_test(tmp_path):
     check = report["event_check"]
     assert report["passed"] and check["power"] == "not needed" and not check["topped_up_groups"]
     assert check["exact_checked"] == 4 and check["statistical_checked"] == 0  # 2 per file
+
+
+def test_rank_test_p_value():
+    assert rank_test_p_value([0, 0, 0]) == 1.0
+    assert rank_test_p_value([10, 10, 10]) == 1.0
+    assert rank_test_p_value([30, 0, 0]) < 1e-12
+    assert 0.05 < rank_test_p_value([12, 9, 9]) < 1.0
