@@ -297,7 +297,10 @@ def sites_show(
     from parsl_es.sites import load_site
 
     spec = load_site(name, overrides)
-    print(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False), end="")
+    data = spec.model_dump(mode="json", by_alias=True)
+    for nt_name, nt in spec.node_types.items():  # the value in force, not "unset"
+        data["node_types"][nt_name]["encrypted"] = nt.effective_encrypted
+    print(yaml.safe_dump(data, sort_keys=False), end="")
 
 
 @sites_app.command("check")

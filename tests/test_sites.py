@@ -192,3 +192,50 @@ def test_a_step_on_a_globus_compute_endpoint(tmp_path, monkeypatch):
     bad.write_text(site_file.read_text().replace(endpoint, "not-a-uuid"))
     with pytest.raises(UserError, match="endpoint_id"):
         load_site(bad)
+
+
+def test_worker_traffic_is_encrypted_off_loopback_unless_switched_off():
+    local = load_site("local").node_types["local"]
+    assert local.encrypted is None and not local.effective_encrypted
+    for name in ("perlmutter", "slurm"):
+        site = load_site(name, ["account=m1234"] if name == "perlmutter" else None)
+        assert all(nt.effective_encrypted for nt in site.node_types.values()), name
+    forced = load_site("local", ["local.encrypted=true"]).node_types["local"]
+    assert forced.effective_encrypted
+    [executor] = build_config(
+        load_site("local", ["local.encrypted=true"]), Path("/tmp/x")
+    ).executors
+    assert executor.encrypted
+    slurm = load_site("local-slurm")
+    assert [nt.effective_encrypted for nt in slurm.node_types.values()] == [False, True]
+
+
+def test_sites_check_warns_about_open_and_unencrypted_addresses():
+    _, warnings = check_site(load_site("local", ["local.address=0.0.0.0"]))
+    assert any("listens on every interface" in w for w in warnings), warnings
+    _, warnings = check_site(
+        load_site("local", ["local.address=10.1.2.3", "local.encrypted=false"])
+    )
+    assert any("not encrypted" in w for w in warnings), warnings
+    _, warnings = check_site(load_site("local"))
+    assert not any("encrypted" in w or "every interface" in w for w in warnings)
+
+
+def test_sites_show_prints_the_encryption_in_force_for_every_node_type():
+    shown = runner.invoke(app, ["sites", "show", "local-slurm"])
+    assert shown.exit_code == 0, shown.output
+    node_types = yaml.safe_load(shown.output)["node_types"]
+    assert {k: v["encrypted"] for k, v in node_types.items()} == {"cpu": False, "gpu": True}
+
+
+@pytest.mark.integration
+def test_an_encrypted_loopback_site_runs_a_campaign(tmp_path):
+    from parsl_es import api
+    from tests.helpers import assert_every_event_once, write_campaign
+
+    site = load_site("local", ["local.encrypted=true"])
+    result = api.run_campaign(write_campaign(tmp_path), tmp_path / "out", site=site)
+    assert result.status == "complete", result.message
+    assert_every_event_once(tmp_path / "out", 0, 40)
+    certificates = list((tmp_path / "out" / "logs" / "parsl").rglob("certificates"))
+    assert certificates and any(any(d.iterdir()) for d in certificates)

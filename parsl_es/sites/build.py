@@ -131,7 +131,7 @@ def build_executor(label: str, nt: NodeTypeSpec, run_dir: Path) -> Any:
         poll_period=10,
         worker_logdir_root=str(run_dir / "workers"),
         block_error_handler=False,
-        encrypted=False,
+        encrypted=nt.effective_encrypted,
         interchange_launch_cmd=_interchange_cmd(),
         **kwargs,
     )

@@ -52,6 +52,16 @@ def check_site(site: SiteSpec) -> tuple[list[str], list[str]]:
             warnings.append(
                 f"node type {name}: container runtime '{nt.container.runtime}' is not on PATH here"
             )
+        if nt.address in ("0.0.0.0", "::"):
+            warnings.append(
+                f"node type {name}: address {nt.address} listens on every interface of this "
+                "host; name the one workers use (e.g. interface:hsn0)"
+            )
+        if not nt.loopback and not nt.effective_encrypted:
+            warnings.append(
+                f"node type {name}: worker traffic on {nt.address} is not encrypted: anyone "
+                "who reaches the port can pose as a worker pool (remove encrypted: false)"
+            )
         if nt.address.startswith("interface:"):
             try:
                 resolve_address(nt.address)

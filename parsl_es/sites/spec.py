@@ -108,6 +108,11 @@ ProviderSpec = Annotated[
 ]
 
 
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost (names and interfaces are not: they resolve elsewhere)."""
+    return address in ("localhost", "::1") or address.startswith("127.")
+
+
 class NodeTypeSpec(_Strict):
     """One kind of node and the HighThroughputExecutor that runs on it."""
 
@@ -134,7 +139,22 @@ class NodeTypeSpec(_Strict):
         description="where workers reach the driver: an address, 'hostname', or "
         "'interface:NAME' (e.g. interface:hsn0 on Perlmutter)",
     )
+    encrypted: bool | None = Field(
+        None,
+        description="encrypt worker traffic (CurveZMQ, certificates in the run directory); "
+        "default: on unless the address is loopback",
+    )
     container: ContainerSpec | None = None
+
+    @property
+    def loopback(self) -> bool:
+        """Whether workers reach the driver on this host's loopback only."""
+        return is_loopback(self.address)
+
+    @property
+    def effective_encrypted(self) -> bool:
+        """Encryption as it will be: as set, else on for any address off loopback."""
+        return (not self.loopback) if self.encrypted is None else self.encrypted
 
     @field_validator("workers_per_node")
     @classmethod
