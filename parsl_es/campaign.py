@@ -13,7 +13,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from parsl_es.errors import UserError, allowed, did_you_mean
 from parsl_es.payloads import available_payloads, load_payload_class
@@ -21,6 +29,8 @@ from parsl_es.ranges import RangePlan
 from parsl_es.yamlfile import parse_mapping, read_text, validation_error
 
 STEPS = ("simulate", "merge", "validate")
+# Event numbers are stored as SQLite integers: signed 64-bit.
+MAX_EVENT_NUMBER = 2**63 - 1
 
 
 class StepsSpec(BaseModel):
@@ -95,6 +105,18 @@ class CampaignSpec(BaseModel):
     steps: StepsSpec = StepsSpec()
     range_timeout: RangeTimeoutSpec = RangeTimeoutSpec()
     output: str | None = None
+
+    @field_validator("first_event")
+    @classmethod
+    def _last_event_fits(cls, value: int, info: ValidationInfo) -> int:
+        events = info.data.get("events", 1)
+        last = value + events - 1
+        if last > MAX_EVENT_NUMBER:
+            raise ValueError(
+                f"the last event number (first_event + events - 1 = {last}) must be at most "
+                f"{MAX_EVENT_NUMBER} (2**63 - 1, a signed 64-bit integer)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _merge_is_multiple(self) -> CampaignSpec:

@@ -17,6 +17,11 @@ from pydantic import BaseModel, ValidationError
 from parsl_es.errors import UserError, allowed, did_you_mean
 
 MAX_BYTES = 1_000_000
+# Aliases make a small file stand for a huge value (a "billion laughs"); anything that
+# walks the value (pydantic, json) walks every copy. Count the nodes and scalar
+# characters as they would be after alias expansion, before building anything.
+MAX_NODES = 100_000
+MAX_EXPANDED_CHARS = 10 * MAX_BYTES
 
 
 def read_text(path: Path, what: str) -> str:
@@ -42,39 +47,88 @@ def read_text(path: Path, what: str) -> str:
 
 
 def parse_mapping(text: str, path: Path | str, what: str) -> tuple[dict[str, Any], dict]:
-    """Parse YAML text into a mapping and a map from field paths to lines."""
+    """Parse YAML text into a mapping and a map from field paths to lines.
+
+    The document is composed into nodes, its alias-expanded size checked against
+    ``MAX_NODES`` while line numbers are collected, and only then constructed.
+    """
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark else None
-        problem = exc.problem or str(exc)
-        raise UserError(f"malformed YAML: {problem}", file=path, line=line) from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"malformed YAML: {exc}", file=path) from None
+        try:
+            node = loader.get_single_node()
+            lines: dict[tuple, int] = {}
+            if node is not None:
+                _collect_lines(node, (), lines, _Budget(path), set())
+            data = loader.construct_document(node) if node is not None else None
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            line = mark.line + 1 if mark else None
+            problem = exc.problem or str(exc)
+            raise UserError(f"malformed YAML: {problem}", file=path, line=line) from None
+        except yaml.YAMLError as exc:
+            raise UserError(f"malformed YAML: {exc}", file=path) from None
+        except RecursionError:
+            raise UserError("malformed YAML: nested too deeply", file=path) from None
+    finally:
+        loader.dispose()
     if data is None:
         raise UserError(f"{what} is empty", file=path)
     if not isinstance(data, dict):
         raise UserError(
             f"{what} must be a mapping of keys to values, got {type(data).__name__}", file=path
         )
-    lines: dict[tuple, int] = {}
-    _collect_lines(node, (), lines)
     return data, lines
 
 
-def _collect_lines(node: yaml.Node, prefix: tuple, lines: dict[tuple, int]) -> None:
+class _Budget:
+    """Nodes and scalar characters visited so far, following aliases."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        self.nodes = 0
+        self.chars = 0
+
+    def visit(self, node: yaml.Node) -> None:
+        self.nodes += 1
+        if isinstance(node, yaml.ScalarNode):
+            self.chars += len(node.value)
+        if self.nodes > MAX_NODES or self.chars > MAX_EXPANDED_CHARS:
+            raise UserError(
+                "too many aliases/nodes (YAML alias expansion): the document expands to "
+                f"more than {MAX_NODES} nodes or {MAX_EXPANDED_CHARS} characters",
+                file=self.path,
+            )
+
+
+def _collect_lines(
+    node: yaml.Node, prefix: tuple, lines: dict[tuple, int], budget: _Budget, open_: set[int]
+) -> None:
+    budget.visit(node)
+    if isinstance(node, yaml.ScalarNode):
+        return
+    if id(node) in open_:
+        raise UserError(
+            "a YAML alias refers to a node that contains it (recursive alias)",
+            file=budget.path,
+            line=node.start_mark.line + 1,
+        )
+    open_.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            path = (*prefix, key.value)
+            if isinstance(key, yaml.ScalarNode):
+                budget.visit(key)
+                path = (*prefix, key.value)
+            else:  # a complex key (construction refuses it, but count it first)
+                _collect_lines(key, prefix, {}, budget, open_)
+                path = (*prefix, "?")
             lines[path] = key.start_mark.line + 1
-            _collect_lines(value, path, lines)
+            _collect_lines(value, path, lines, budget, open_)
     elif isinstance(node, yaml.SequenceNode):
         for i, value in enumerate(node.value):
             path = (*prefix, i)
             lines[path] = value.start_mark.line + 1
-            _collect_lines(value, path, lines)
+            _collect_lines(value, path, lines, budget, open_)
+    open_.discard(id(node))
 
 
 def line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
