@@ -138,7 +138,8 @@ def local_session(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def console_campaign(tmp_path_factory: pytest.TempPathFactory):
-    """One small campaign run to completion by the installed ``es-run``, with monitoring.
+    """One small campaign run to completion by the installed ``es-run``, with monitoring
+    and encrypted worker traffic.
 
     An es-run driver starts its own HTEX (about 10 s here), so the console-script
     test (tests/test_cli.py) and the monitoring test (tests/test_monitoring.py)
@@ -154,8 +155,10 @@ def console_campaign(tmp_path_factory: pytest.TempPathFactory):
     path = write_campaign(base, "cli", events=30, events_per_range=3, events_per_merge=15)
     out = base / "out"
     es_run = str(Path(sys.executable).parent / "es-run")
+    # encrypted although on loopback: an encrypted site runs a whole campaign
+    command = [es_run, "submit", str(path), "--output", str(out), "--monitoring"]
     done = subprocess.run(
-        [es_run, "submit", str(path), "--output", str(out), "--monitoring"],
+        [*command, "--set", "local.encrypted=true"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -96,6 +96,7 @@ def test_sites_lists_local():
 
 
 @pytest.mark.integration
+@pytest.mark.xdist_group("console")  # one worker runs the shared es-run campaign once
 def test_submit_status_validate_through_the_console_script(console_campaign):
     """The installed ``es-run`` runs a real campaign; status and validate read it."""
     path, out, done = console_campaign  # es-run submit (with --monitoring: test_monitoring.py)

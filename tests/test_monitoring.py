@@ -8,7 +8,8 @@ import pytest
 
 from tests.helpers import assert_every_event_once
 
-pytestmark = pytest.mark.integration
+# one xdist worker runs the shared es-run campaign (tests/conftest.py) once
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("console")]
 
 
 def test_monitoring_database_records_the_campaign_tasks(console_campaign):

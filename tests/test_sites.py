@@ -229,13 +229,13 @@ def test_sites_show_prints_the_encryption_in_force_for_every_node_type():
 
 
 @pytest.mark.integration
-def test_an_encrypted_loopback_site_runs_a_campaign(tmp_path):
-    from parsl_es import api
-    from tests.helpers import assert_every_event_once, write_campaign
+@pytest.mark.xdist_group("console")
+def test_an_encrypted_loopback_site_runs_a_campaign(console_campaign):
+    """The console campaign (tests/conftest.py) runs with --set local.encrypted=true."""
+    from tests.helpers import assert_every_event_once
 
-    site = load_site("local", ["local.encrypted=true"])
-    result = api.run_campaign(write_campaign(tmp_path), tmp_path / "out", site=site)
-    assert result.status == "complete", result.message
-    assert_every_event_once(tmp_path / "out", 0, 40)
-    certificates = list((tmp_path / "out" / "logs" / "parsl").rglob("certificates"))
+    _, out, done = console_campaign
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_every_event_once(out, 0, 30)
+    certificates = list((out / "logs" / "parsl").rglob("certificates"))
     assert certificates and any(any(d.iterdir()) for d in certificates)
