@@ -223,8 +223,11 @@ def run_chaos(plan: Plan, workdir: Path, say=print) -> Figures:
     todo = {
         "driver": triggers(plan.driver_kills, plan.ranges, 0.15, 0.75, rng),
         "worker": triggers(plan.worker_kills, plan.ranges, 0.05, 0.9, rng),
-        "pool": triggers(plan.pool_kills, plan.ranges, 0.2, 0.8, rng),
-        "wedge": triggers(plan.wedges, plan.ranges, 0.3, 0.6, rng),
+        # Pool kills come before the wedges: a pool killed soon after it was wedged
+        # would end the wedge before the driver could find it (and the run would
+        # report a detection that nothing needed).
+        "pool": triggers(plan.pool_kills, plan.ranges, 0.1, 0.3, rng),
+        "wedge": triggers(plan.wedges, plan.ranges, 0.45, 0.65, rng),
     }
     done_at_kills: dict[int, int] = {}
     t0 = time.time()
