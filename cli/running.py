@@ -42,7 +42,7 @@ def finish(result: RunResult, output: Path, out: Console, err: Console) -> int:
         highlight=False,
         markup=False,
     )
-    status = RunStatus(result.status)
+    status = result.status
     if status == RunStatus.WALLTIME and result.last_range_started and result.ended:
         tail = result.ended - result.last_range_started
         spare = (result.allocation_end or result.ended) - result.ended

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -36,6 +35,7 @@ from parsl_es.lock import LEASE_NAME, LOCK_NAME, campaign_lock
 from parsl_es.run import (
     OUTPUT_DIRS,
     DriverOptions,
+    PreparedRun,
     drive,
     open_campaign,
     recorded_site,
@@ -48,17 +48,6 @@ if TYPE_CHECKING:
 
 Campaign = str | Path | dict[str, Any] | CampaignSpec
 Site = str | Path | SiteSpec
-
-
-@dataclass(frozen=True)
-class PreparedRun:
-    """A run whose every input has been checked; nothing written yet."""
-
-    spec: CampaignSpec
-    site: SiteSpec
-    output: Path
-    source: str | None = None  # the campaign file, when it came from one
-    resume: bool = False
 
 
 # --- preparing: every check once, nothing written -------------------------------------------
@@ -81,12 +70,12 @@ def prepare(
     spec, source = load(campaign)
     site_spec = _site(site, overrides, session)
     out = output_for(spec, output)
-    resolve_steps(spec, site_spec, source or "campaign")
+    placement = resolve_steps(spec, site_spec, source or "campaign")
     preflight(spec, source)
     if session is None:
         require_usable(site_spec)
     check_new_output(out)
-    return PreparedRun(spec=spec, site=site_spec, output=out, source=source)
+    return PreparedRun(spec=spec, site=site_spec, placement=placement, output=out, source=source)
 
 
 def prepare_resume(
@@ -112,10 +101,10 @@ def prepare_resume(
         ledger.close()
     if site_spec is None:
         site_spec = _site(site or "local", overrides, session)
-    resolve_steps(spec, site_spec, str(out / LEDGER_NAME))
+    placement = resolve_steps(spec, site_spec, str(out / LEDGER_NAME))
     if session is None:
         require_usable(site_spec)
-    return PreparedRun(spec=spec, site=site_spec, output=out, resume=True)
+    return PreparedRun(spec=spec, site=site_spec, placement=placement, output=out, resume=True)
 
 
 def load(campaign: Campaign) -> tuple[CampaignSpec, str | None]:
@@ -202,7 +191,7 @@ def execute(prepared: PreparedRun, **options: Unpack[DriverOptions]) -> RunResul
         with campaign_lock(out):
             ledger = create_output(prepared.spec, out, prepared.site)
             try:
-                return drive(ledger, out, prepared.site, **options)
+                return drive(ledger, prepared, **options)
             finally:
                 ledger.close()
     except UserError:
@@ -220,7 +209,7 @@ def _continue(prepared: PreparedRun, options: DriverOptions) -> RunResult:
         try:
             for sub in OUTPUT_DIRS:
                 (out / sub).mkdir(exist_ok=True)
-            return drive(ledger, out, prepared.site, **options)
+            return drive(ledger, prepared, **options)
         finally:
             ledger.close()
 

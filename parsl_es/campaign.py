@@ -184,15 +184,6 @@ def load_campaign(path: str | Path) -> CampaignSpec:
     return campaign_from_dict(data, file, lines)
 
 
-def as_campaign(campaign: str | Path | dict[str, Any] | CampaignSpec) -> CampaignSpec:
-    """A campaign as the Python API accepts it: a spec, a mapping, a file or a shipped name."""
-    if isinstance(campaign, CampaignSpec):
-        return campaign
-    if isinstance(campaign, dict):
-        return campaign_from_dict(campaign)
-    return load_campaign(campaign)
-
-
 def shipped_campaigns() -> dict[str, Path]:
     """Example campaigns that ship with parsl-es, by name."""
     root = resources.files("parsl_es.workflows")

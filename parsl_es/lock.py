@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from parsl_es import fileio
 from parsl_es.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -212,23 +213,16 @@ class _Lease:
         )
 
     def _write_replace(self) -> None:
-        """Write the lease in full under a private name, then rename it into place."""
-        tmp = self.path.with_name(f"{self.path.name}.{self.token}.tmp")
+        """Write the lease in full under a temporary name, then rename it into place."""
         try:
-            with open(tmp, "wb") as f:
-                f.write(self._content())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            fileio.write_with(self.path, lambda tmp: tmp.write_bytes(self._content()))
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise self._cannot(exc) from None
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_SECONDS):
             current = read_lease(self.path)
-            if current is not None and current and current.get("token") != self.token:
+            if current and current.get("token") != self.token:
                 log.error("%s: the campaign's lease was taken by %s", self.path, current)
                 return
             try:

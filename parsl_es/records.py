@@ -71,16 +71,6 @@ class RangeResult:
         # thousands of results a second are unpickled by the driver.
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
-    @property
-    def ok(self) -> bool:
-        return self.outcome is Outcome.DONE
-
-    @property
-    def duration(self) -> float | None:
-        if self.started is None or self.finished is None:
-            return None
-        return self.finished - self.started
-
 
 @dataclass(frozen=True, kw_only=True)
 class BundleResult:

@@ -1,9 +1,9 @@
 """The engine's side of the seam: ``drive`` runs the engine on a campaign output directory.
 
 The front ends (``parsl_es.api``: es-run, notebooks, remote submission) check
-every input and create or lock the output; then they call ``drive(ledger,
-output, site, **options)``, which runs the engine and writes the driver's log and
-the run record. This module keeps only what that call needs (and the small
+every input once (a ``PreparedRun``) and create or lock the output; then they call
+``drive(ledger, prepared, **options)``, which runs the engine and writes the
+driver's log and the run record. This module keeps only what that call needs (and the small
 ledger helpers both sides read), so the engine never imports a front end.
 """
 
@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -87,12 +87,29 @@ class DriverOptions(TypedDict, total=False):
     monitoring: bool  # Parsl's MonitoringHub, database OUTPUT/monitoring.db (own session only)
 
 
-def drive(
-    ledger: Ledger, output: Path, site: SiteSpec, **options: Unpack[DriverOptions]
-) -> RunResult:
-    """Run the engine on a (new or resumed) campaign output directory."""
-    spec = CampaignSpec.model_validate(ledger.campaign_json())
-    placement = resolve_steps(spec, site)
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run whose every input has been checked; nothing written yet."""
+
+    spec: CampaignSpec
+    site: SiteSpec
+    placement: Placement  # the node types of each step, resolved against the site
+    output: Path
+    source: str | None = None  # the campaign file, when it came from one
+    resume: bool = False
+
+
+def drive(ledger: Ledger, prepared: PreparedRun, **options: Unpack[DriverOptions]) -> RunResult:
+    """Run the engine on a (new or resumed) campaign output directory.
+
+    Every input was checked once by ``api.prepare``; nothing is checked again here.
+    """
+    spec, site, placement, output = (
+        prepared.spec,
+        prepared.site,
+        prepared.placement,
+        prepared.output,
+    )
     backend = options.get("session")
     own_backend = backend is None
     with DriverLog(output):

@@ -107,3 +107,13 @@ def parsl_processes_under(base: str | Path, pools: bool = True) -> list[str]:
         except psutil.Error:  # gone meanwhile, or not ours to look at
             continue
     return found
+
+
+def assert_usage_error(result, *needles: str) -> None:
+    """A CLI refusal of bad input: exit 2, one line naming what is wrong, no traceback."""
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text
+    assert len(text.splitlines()) == 1, text
+    for needle in needles:
+        assert needle in text, text

@@ -46,8 +46,8 @@ def drives(monkeypatch):
     """The engine replaced: records each call to ``drive`` and returns a complete run."""
     calls: list[dict] = []
 
-    def drive(ledger, output, site, **options):
-        calls.append({"output": output, "site": site.name, **options})
+    def drive(ledger, prepared, **options):
+        calls.append({"output": prepared.output, "site": prepared.site.name, **options})
         return fake_result()
 
     monkeypatch.setattr(api, "drive", drive)

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from parsl_es.cli.main import app
-from tests.helpers import assert_every_event_once, write_campaign
+from tests.helpers import assert_every_event_once, assert_usage_error, write_campaign
 
 runner = CliRunner()
 ES_RUN = str(Path(sys.executable).parent / "es-run")
@@ -20,15 +20,6 @@ ES_RUN = str(Path(sys.executable).parent / "es-run")
 
 def invoke(*args: str):
     return runner.invoke(app, list(args))
-
-
-def assert_usage_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    text = result.output.strip()
-    assert "Traceback" not in text
-    assert len(text.splitlines()) == 1, text
-    for needle in needles:
-        assert needle in text, text
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -114,7 +114,7 @@ class SimulatedBackend:
         self._pools: dict[str, list[_Pool]] = {nt: [] for nt in node_types}
         self._free: dict[str, deque[_Pool]] = {nt: deque() for nt in node_types}
         self._merges_lost = 0
-        self.calls: list[Call] = []  # every call submitted, in order
+        self.submitted: Counter[str] = Counter()  # tasks submitted, by worker function
         self.blocks_ended: list[tuple[str, str]] = []
         for nt, spec in node_types.items():
             for i in range(spec.pools):
@@ -134,7 +134,7 @@ class SimulatedBackend:
         return list(self.spec)
 
     def submit(self, node_type: str, call: Call) -> Future:
-        self.calls.append(call)
+        self.submitted[call.function] += 1
         task = _Task(node_type, call, Future())
         deps = [a for a in (*call.args, *call.inputs) if isinstance(a, Future)]
         waiting = [d for d in deps if not d.done()]

@@ -78,6 +78,15 @@ class EngineContext:
             self.no_space = why
             log.error("disk full: %s; stopping", why)
 
+    def check_slow_work(self, node_type: str, submitted: list[float], now: float) -> None:
+        """A merge or validation running far longer than merges do may sit on a wedged
+        pool: end the node type's pools that stopped answering (the work comes back lost,
+        and runs again; it is never abandoned, so no late result can overwrite anything).
+        """
+        allowance = self.timeouts.merge_allowance()
+        if any(now - since > allowance for since in submitted):
+            self.end_wedged_pools(node_type, allowance, now)
+
     def end_wedged_pools(self, node_type: str, quiet_for: float, now: float) -> None:
         """End the blocks of the node type's pools that hold tasks and stopped answering."""
         for p in self.pools.wedged(self.backend.pools(node_type) or [], quiet_for, now):

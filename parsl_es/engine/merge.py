@@ -54,9 +54,6 @@ class MergeStep(Step):
     def held_back(self) -> bool:
         return bool(self.deferred)
 
-    def running_since(self) -> list[float]:
-        return [since for _, since in self._running.values()]
-
     def accept(self, event: Any) -> None:
         if isinstance(event, RangesDone):
             per_merge = self.ctx.plan.ranges_per_merge
@@ -151,10 +148,4 @@ class MergeStep(Step):
             step.redo(reset)
 
     def check(self, now: float) -> None:
-        """A merge running far longer than merges do may sit on a wedged pool: end it.
-
-        It is not abandoned; ending the pool returns it as lost.
-        """
-        allowance = self.ctx.timeouts.merge_allowance()
-        if any(now - since > allowance for since in self.running_since()):
-            self.ctx.end_wedged_pools(self.node_type, allowance, now)
+        self.ctx.check_slow_work(self.node_type, [t for _, t in self._running.values()], now)

@@ -17,7 +17,7 @@ from parsl_es.engine.context import EngineContext, LostWork, error_text, log
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import MergeRecorded, MergeValidated, StepSpec
 from parsl_es.ledger import ResumeState
-from parsl_es.records import CampaignVerdict, MergedFile, MergeVerdict, Plots
+from parsl_es.records import CampaignVerdict, MergedFile, MergeRecord, MergeVerdict, Plots
 from parsl_es.states import MergeState, Verdict
 
 
@@ -38,20 +38,7 @@ class ValidateStep(Step):
             if m.validation is Verdict.PASSED:
                 self.ctx.counters.merges_validated += 1
             elif m.validation is None:  # merged, but its validation never reported
-                self._pending.append(self._as_merged(m.group))
-
-    def _as_merged(self, group: int) -> MergedFile:
-        m = self.ctx.ledger.merge_record(group)
-        return MergedFile(
-            group=group,
-            attempt=m.attempts,
-            output=m.output or "",
-            size=m.size or 0,
-            checksum=m.checksum or "",
-            n_events=m.n_events or 0,
-            started=m.started or 0.0,
-            finished=m.finished or 0.0,
-        )
+                self._pending.append(_as_merged(m))
 
     def accept(self, event: Any) -> None:
         if isinstance(event, MergeRecorded):
@@ -99,9 +86,7 @@ class ValidateStep(Step):
                 ctx.counters.failed_merges.add(g)
 
     def check(self, now: float) -> None:
-        allowance = self.ctx.timeouts.merge_allowance()
-        if any(now - since > allowance for _, since in self._running.values()):
-            self.ctx.end_wedged_pools(self.node_type, allowance, now)
+        self.ctx.check_slow_work(self.node_type, [t for _, t in self._running.values()], now)
 
 
 class CampaignStep(Step):
@@ -165,3 +150,17 @@ class CampaignStep(Step):
             return
         self.ctx.campaign_verdict = result
         self.ctx.ledger.record_campaign_verdict(result)
+
+
+def _as_merged(m: MergeRecord) -> MergedFile:
+    """A merged file as the ledger recorded it (its validation is still to run)."""
+    return MergedFile(
+        group=m.group,
+        attempt=m.attempts,
+        output=m.output or "",
+        size=m.size or 0,
+        checksum=m.checksum or "",
+        n_events=m.n_events or 0,
+        started=m.started or 0.0,
+        finished=m.finished or 0.0,
+    )
