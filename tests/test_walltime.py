@@ -41,6 +41,11 @@ def test_short_allocation_stops_cleanly_and_resume_completes(local_session, tmp_
         "seed": 2,
         "payload": {"name": "emulate", "seconds_per_event": 0.1},
     }
+    # The allocation is 6 s: it must not be spent waiting for the shared session's
+    # workers to connect (the first test of an xdist worker starts them).
+    deadline = time.time() + 120
+    while not local_session.connected_workers("local") and time.time() < deadline:
+        time.sleep(0.2)
     end = time.time() + 6.0
     first = api.run_campaign(
         spec, out, session=local_session, allocation_end=end, margin_seconds=1.0
