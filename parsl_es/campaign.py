@@ -31,6 +31,11 @@ from parsl_es.yamlfile import parse_mapping, read_text, validation_error
 STEPS = ("simulate", "merge", "validate")
 # Event numbers are stored as SQLite integers: signed 64-bit.
 MAX_EVENT_NUMBER = 2**63 - 1
+#: Merge groups are rows of the ledger made when the campaign is created, and the
+#: engine, the notebook and validation each hold a little per group: a bound keeps
+#: creating any accepted campaign under a second and the driver's memory small.
+#: Event ranges need no bound: their rows are written when they are first started.
+MAX_MERGE_GROUPS = 100_000
 
 
 class StepsSpec(BaseModel):
@@ -118,14 +123,24 @@ class CampaignSpec(BaseModel):
             )
         return value
 
-    @model_validator(mode="after")
-    def _merge_is_multiple(self) -> CampaignSpec:
-        if self.events_per_merge % self.events_per_range:
+    @field_validator("events_per_merge")
+    @classmethod
+    def _merge_groups_fit(cls, value: int, info: ValidationInfo) -> int:
+        per_range = info.data.get("events_per_range")
+        if per_range and value % per_range:
             raise ValueError(
-                f"events_per_merge ({self.events_per_merge}) must be a multiple of "
-                f"events_per_range ({self.events_per_range})"
+                f"events_per_merge ({value}) must be a multiple of events_per_range ({per_range})"
             )
-        return self
+        events = info.data.get("events")
+        if events and -(-events // value) > MAX_MERGE_GROUPS:
+            least = -(-events // MAX_MERGE_GROUPS)
+            if per_range:
+                least = -(-least // per_range) * per_range
+            raise ValueError(
+                f"{events} events in merge groups of {value} make {-(-events // value)} merged "
+                f"files, more than {MAX_MERGE_GROUPS}; use events_per_merge >= {least}"
+            )
+        return value
 
     @property
     def plan(self) -> RangePlan:

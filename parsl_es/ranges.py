@@ -204,13 +204,14 @@ class RangePlan:
             raise IndexError(f"merge group {index} outside 0..{self.n_merges - 1}")
         first_range = index * self.ranges_per_merge
         last_range = min(first_range + self.ranges_per_merge - 1, self.n_ranges - 1)
+        first_event = self.first_event + first_range * self.events_per_range
         return MergeGroup(
             campaign=self.campaign,
             index=index,
             first_range=first_range,
             last_range=last_range,
-            first_event=self.range(first_range).first_event,
-            last_event=self.range(last_range).last_event,
+            first_event=first_event,
+            last_event=min(first_event + self.events_per_merge - 1, self.last_event),
             campaign_seed=self.seed,
         )
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,60 @@ RANK_TEST_P_MIN = 1e-3
 RANK_CATEGORIES = 3
 
 
+@dataclass
+class EventTally:
+    """The campaign's event numbers counted one merge group at a time.
+
+    Groups partition the campaign, so "every event exactly once" holds exactly when
+    each group's file holds each of its own events once and nothing else. Counting
+    per group keeps memory to one group's events, not the campaign's (10^12 events
+    would need 2 TB at two bytes each). An event found in another group's file is
+    *misplaced*: a duplicate or a displaced event, a failure either way.
+    """
+
+    found: int = 0
+    missing: int = 0
+    duplicated: int = 0
+    misplaced: int = 0  # inside the campaign, in another group's file
+    outside: int = 0  # not an event of the campaign at all
+
+    def add(self, numbers: np.ndarray, group: MergeGroup, plan: RangePlan) -> None:
+        self.found += len(numbers)
+        own = (numbers >= group.first_event) & (numbers <= group.last_event)
+        campaign = (numbers >= plan.first_event) & (numbers <= plan.last_event)
+        self.misplaced += int((campaign & ~own).sum())
+        self.outside += int((~campaign).sum())
+        counts = np.bincount(numbers[own] - group.first_event, minlength=group.n_events)
+        self.missing += int((counts == 0).sum())
+        self.duplicated += int((counts > 1).sum())
+
+    def problems(self) -> list[str]:
+        said = {
+            "events missing": self.missing,
+            "events present more than once": self.duplicated,
+            "events in a merged file that is not their group's": self.misplaced,
+            "events outside the campaign's range": self.outside,
+        }
+        return [f"{n} {what}" for what, n in said.items() if n]
+
+
+def merge_report_name(group: int) -> str:
+    return f"merge-{group:06d}.json"
+
+
 def merge_report_path(output_dir: Path, group: int) -> Path:
-    return output_dir / VALIDATION_DIR / f"merge-{group:06d}.json"
+    return output_dir / VALIDATION_DIR / merge_report_name(group)
+
+
+def _merge_reports(output_dir: Path, n_merges: int) -> list[tuple[int, Path]]:
+    """The merge groups' reports that exist, by group: one directory listing, not a
+    look-up per group (a campaign may have a hundred thousand)."""
+    directory = output_dir / VALIDATION_DIR
+    if not directory.is_dir():
+        return []
+    present = {entry.name for entry in os.scandir(directory)}
+    names = ((g, merge_report_name(g)) for g in range(n_merges))
+    return [(g, directory / name) for g, name in names if name in present]
 
 
 def _check_file(
@@ -138,14 +191,14 @@ def validate_campaign_outputs(
     """
     problems: list[str] = []
     bad_groups: dict[int, str] = {}  # merged files to redo: missing, damaged, wrong events
-    counts = np.zeros(plan.events, dtype=np.uint16)
-    outside = 0
+    tally = EventTally()
     by_group = {m.group: m for m in merges}
     for g in range(plan.n_merges):
         group = plan.group(g)
         m = by_group.get(g)
         if m is None or m.output is None or m.state is not MergeState.DONE:
             problems.append(f"merge group {g}: no merged file recorded")
+            tally.missing += group.n_events
             continue
         file_problems, numbers = _check_file(
             payload, output_dir / m.output, group.first_event, group.last_event, m.checksum
@@ -153,11 +206,10 @@ def validate_campaign_outputs(
         problems.extend(file_problems)
         if file_problems:
             bad_groups[g] = "; ".join(file_problems)
-        if numbers is not None:
-            offsets = numbers - plan.first_event
-            inside = (offsets >= 0) & (offsets < plan.events)
-            outside += int((~inside).sum())
-            np.add.at(counts, offsets[inside], 1)
+        if numbers is None:
+            tally.missing += group.n_events
+        else:
+            tally.add(numbers, group, plan)
     recorded = {m.output for m in merges if m.output}
     merged_dir = output_dir / "merged"
     stray = sorted(
@@ -167,14 +219,7 @@ def validate_campaign_outputs(
     )
     if stray:
         problems.append(f"files in merged/ not in the ledger: {', '.join(stray[:5])}")
-    missing = int((counts == 0).sum())
-    duplicated = int((counts > 1).sum())
-    if missing:
-        problems.append(f"{missing} events missing")
-    if duplicated:
-        problems.append(f"{duplicated} events present more than once")
-    if outside:
-        problems.append(f"{outside} events outside the campaign's range")
+    problems.extend(tally.problems())
     plots = campaign_histograms(payload, plan, output_dir, merges) if with_plots else None
     event_check = _campaign_event_check(payload, plan, output_dir, by_group, bad_groups)
     problems.extend(event_check.pop("problems"))
@@ -185,9 +230,10 @@ def validate_campaign_outputs(
         "problems": problems,
         "warnings": warnings,
         "events_expected": plan.events,
-        "events_found": int(counts.sum()) + outside,
-        "events_missing": missing,
-        "events_duplicated": duplicated,
+        "events_found": tally.found,
+        "events_missing": tally.missing,
+        "events_duplicated": tally.duplicated,
+        "events_misplaced": tally.misplaced,
         "merged_files": len(recorded),
         "bad_groups": bad_groups,
         "event_check": event_check,
@@ -252,9 +298,8 @@ def _campaign_event_check(
     re-derived here (the larger sample replaces the file's own).
     """
     checks: dict[int, dict[str, Any]] = {}
-    for g in range(plan.n_merges):
-        path = merge_report_path(output_dir, g)
-        found = json.loads(path.read_text()).get("event_check") if path.is_file() else None
+    for g, path in _merge_reports(output_dir, plan.n_merges):
+        found = json.loads(path.read_text()).get("event_check")
         if found:
             checks[g] = found
     need = RANK_TEST_EVENTS_MIN
@@ -345,11 +390,11 @@ def _sum_histograms(
     payload: Payload, plan: RangePlan, output_dir: Path, merges: dict[int, MergeRecord]
 ) -> dict[str, Any]:
     total: dict[str, Any] = {}
+    reports = dict(_merge_reports(output_dir, plan.n_merges))
     for g in range(plan.n_merges):
-        report_path = merge_report_path(output_dir, g)
         hists: dict[str, Any] = {}
-        if report_path.is_file():
-            hists = json.loads(report_path.read_text()).get("histograms", {})
+        if g in reports:
+            hists = json.loads(reports[g].read_text()).get("histograms", {})
         elif g in merges and merges[g].output:
             path = output_dir / str(merges[g].output)
             if path.is_file():

@@ -6,13 +6,20 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
+import tracemalloc
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from parsl_es.campaign import load_campaign
+from parsl_es.campaign import MAX_MERGE_GROUPS, campaign_from_dict, load_campaign
 from parsl_es.cli.main import app
 from parsl_es.errors import UserError
+from parsl_es.ledger import Ledger
+from parsl_es.payloads import make_payload
+from parsl_es.ranges import RangePlan
+from parsl_es.validation import EventTally, validate_campaign_outputs
 from parsl_es.yamlfile import MAX_NODES
 from tests.helpers import assert_usage_error, write_campaign
 
@@ -137,3 +144,96 @@ def test_event_numbers_beyond_64_bits_are_refused(tmp_path, fields):
 def test_last_event_at_the_limit_is_accepted(tmp_path):
     path = write_campaign(tmp_path, "edge", first_event=2**63 - 40, events=40)
     assert load_campaign(path).first_event == 2**63 - 40
+
+
+def test_too_many_merge_groups_are_refused_with_the_least_that_fits(tmp_path):
+    path = write_campaign(tmp_path, "groups", events=10**12, events_per_range=1, events_per_merge=1)
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    result = runner.invoke(app, ["submit", str(path), "-o", str(out)])
+    assert time.perf_counter() - start < 2.0
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "per_merge" in t)
+    assert_usage_error(result, f"groups.yaml:{line}:", "events_per_merge", str(MAX_MERGE_GROUPS))
+    assert "events_per_merge >= 10000000" in result.output
+    assert not out.exists()
+
+
+def test_the_largest_accepted_campaign_is_created_at_once(tmp_path):
+    """10^12 events in the most merge groups allowed, ending at the last 64-bit event
+    number: every group's row as the plan cuts it, written without running away (it
+    took ten minutes, one row per group from Python; ``python -m benchmarks.creation``
+    measures it)."""
+    spec = campaign_from_dict(
+        {
+            "name": "huge",
+            "events": 10**12,
+            "first_event": 2**63 - 10**12,
+            "events_per_range": 1,
+            "events_per_merge": 10**7,
+            "seed": 1,
+            "payload": {"name": "emulate"},
+        }
+    )
+    plan = spec.plan
+    assert plan.n_merges == MAX_MERGE_GROUPS
+    start = time.perf_counter()
+    with Ledger.create(tmp_path / "ledger.sqlite", {"campaign": spec.to_json()}, plan) as led:
+        elapsed = time.perf_counter() - start
+        records = led.merge_records()
+    assert elapsed < 5.0, elapsed
+    for g in (0, 1, plan.n_merges // 2, plan.n_merges - 1):  # rows as the plan cuts them
+        want, got = plan.group(g), records[g]
+        assert (got.first_range, got.last_range) == (want.first_range, want.last_range)
+        assert (got.first_event, got.last_event) == (want.first_event, want.last_event)
+    assert records[-1].last_event == 2**63 - 1
+
+
+def test_campaign_validation_memory_does_not_grow_with_the_campaign(tmp_path):
+    """A 10^11-event campaign with nothing merged yet: counted per group, not per event
+    (two bytes an event would be 200 GB)."""
+    plan = RangePlan(
+        campaign="huge",
+        events=10**11,
+        first_event=0,
+        events_per_range=1,
+        events_per_merge=10**7,
+        seed=1,
+    )
+    (tmp_path / "validation").mkdir()
+    payload = make_payload("emulate", {})
+    tracemalloc.start()
+    try:
+        report = validate_campaign_outputs(payload, plan, tmp_path, [], with_plots=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not report["passed"]
+    assert report["events_missing"] == 10**11 and report["events_found"] == 0
+    assert peak < 100 * 2**20, peak
+
+
+def _numbers(*ranges: tuple[int, int]) -> np.ndarray:
+    return np.concatenate([np.arange(a, b + 1) for a, b in ranges]).astype(np.int64)
+
+
+@pytest.mark.parametrize(
+    ("numbers", "expected"),
+    [
+        (_numbers((10, 19)), {"missing": 0, "duplicated": 0, "misplaced": 0, "outside": 0}),
+        (_numbers((10, 14)), {"missing": 5, "duplicated": 0, "misplaced": 0, "outside": 0}),
+        (_numbers((10, 19), (12, 13)), {"missing": 0, "duplicated": 2}),
+        (_numbers((10, 18), (25, 25)), {"missing": 1, "misplaced": 1, "outside": 0}),
+        (_numbers((10, 19), (1000, 1001)), {"missing": 0, "misplaced": 0, "outside": 2}),
+    ],
+    ids=["exact", "half-missing", "duplicates", "another-groups-event", "outside-the-campaign"],
+)
+def test_event_tally_counts_one_group_at_a_time(numbers, expected):
+    plan = RangePlan(
+        campaign="c", events=40, first_event=0, events_per_range=2, events_per_merge=10, seed=1
+    )
+    tally = EventTally()
+    tally.add(numbers, plan.group(1), plan)
+    assert tally.found == len(numbers)
+    for name, n in expected.items():
+        assert getattr(tally, name) == n, name
+    assert bool(tally.problems()) == any(expected.values())
