@@ -25,10 +25,11 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from parsl_es import UserError
+from parsl_es.interrupts import Interrupted
 
 from .options import EndOpt, MarginOpt, MonitoringOpt, SetOpt, SiteOpt, WalltimeOpt
 from .progress import ProgressDisplay
-from .running import StopOnSignal, allocation, finish
+from .running import StopOnSignal, allocation, finish, interrupted
 from .tables import status_tables, summary_lines
 
 if TYPE_CHECKING:
@@ -68,28 +69,40 @@ def _run(
     margin: float,
     monitoring: bool,
 ) -> NoReturn:
-    """Check every input (``prepare``), run with a live display, exit as the run ended."""
+    """Check every input (``prepare``), run with a live display, exit as the run ended.
+
+    Signals are caught from the first moment (``StopOnSignal``): a Ctrl-C while
+    the files are read or the site loads stops at once with nothing written.
+    """
     from parsl_es import api
 
-    prepared = prepare()
-    ends = allocation(walltime, end, out)
-    spec = prepared.spec
-    if not prepared.resume:
-        out.print(
-            f"campaign [bold]{spec.name}[/]: {spec.events} events in {spec.plan.n_ranges} "
-            f"ranges, {spec.plan.n_merges} merge groups, payload {spec.payload.name}, "
-            f"site {prepared.site.name} -> {escape(str(prepared.output))}",
-            highlight=False,
-        )
-    with StopOnSignal(err) as stop, ProgressDisplay(err, spec.name) as progress:
-        result = api.execute(
-            prepared,
-            on_progress=progress,
-            stop=stop,
-            allocation_end=ends,
-            margin_seconds=margin,
-            monitoring=monitoring,
-        )
+    prepared = None
+    with StopOnSignal(err) as signals:
+        try:
+            prepared = prepare()
+            ends = allocation(walltime, end, out)
+            spec = prepared.spec
+            if not prepared.resume:
+                out.print(
+                    f"campaign [bold]{spec.name}[/]: {spec.events} events in "
+                    f"{spec.plan.n_ranges} ranges, {spec.plan.n_merges} merge groups, payload "
+                    f"{spec.payload.name}, site {prepared.site.name} -> "
+                    f"{escape(str(prepared.output))}",
+                    highlight=False,
+                )
+            with ProgressDisplay(err, spec.name) as progress:
+                result = api.execute(
+                    prepared,
+                    on_progress=progress,
+                    on_start=signals.started,
+                    stop=signals.event,
+                    allocation_end=ends,
+                    margin_seconds=margin,
+                    monitoring=monitoring,
+                )
+        except Interrupted as exc:
+            output = prepared.output if prepared is not None else None
+            raise typer.Exit(interrupted(exc, signals.running, output, err)) from None
     raise typer.Exit(finish(result, prepared.output, out, err))
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from parsl_es.engine.result import RunResult, RunStatus
 from parsl_es.errors import UserError
+from parsl_es.interrupts import Interrupted, interrupt
 
 #: Each way a run ends: its exit code, whether its last line goes to stderr, and that line.
 OUTCOMES: dict[RunStatus, tuple[int, bool, str]] = {
@@ -72,27 +73,59 @@ def allocation(walltime: str | None, end: str | None, out: Console) -> float | N
 
 
 class StopOnSignal:
-    """First SIGINT/SIGTERM: stop gracefully (no new ranges). Second SIGINT: abort."""
+    """SIGINT/SIGTERM at every phase of a run.
+
+    In set-up (reading files, creating the ledger, loading the site) a signal
+    stops at once (``parsl_es.interrupts``): nothing is left half-written. Once
+    the engine runs (``started``), the first signal stops gracefully (no new
+    ranges, in-flight work comes back); a second one, SIGINT or SIGTERM, ends the
+    driver and its workers at once, and the ledger resumes.
+    """
 
     def __init__(self, err: Console) -> None:
         self.err = err
         self.event = threading.Event()
+        self.running = False
         self._old: dict[int, Any] = {}
 
+    def started(self) -> None:
+        """The engine runs: from now on the first signal is a graceful stop."""
+        self.running = True
+
     def _handle(self, signum: int, _frame: Any) -> None:
-        if self.event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if not self.running or self.event.is_set():
+            interrupt(signum)  # raises in the main thread (after a shielded block)
+            return
         self.event.set()
         self.err.print(
             f"\n{signal.Signals(signum).name}: finishing what is in flight, starting nothing new "
-            "(Ctrl-C again to abort at once)"
+            "(Ctrl-C or SIGTERM again to end the driver and its workers at once)"
         )
 
-    def __enter__(self) -> threading.Event:
+    def __enter__(self) -> StopOnSignal:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
-        return self.event
+        return self
 
     def __exit__(self, *_: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def interrupted(exc: Interrupted, running: bool, output: Path | None, err: Console) -> int:
+    """The line for a run ended by a signal, and its exit code.
+
+    Ended during set-up: nothing was written (128 + the signal's number, as a
+    shell reports it). Ended while running: the campaign is incomplete (3).
+    """
+    if running and output is not None:
+        line = (
+            f"{exc.name}: the driver and its workers ended at once; in-flight ranges are "
+            f"redone by: es-run resume {output}"
+        )
+        code = RunStatus.STOPPED
+    else:
+        line = f"{exc.name} during set-up: stopped before anything was written"
+        code = None
+    err.print(line, highlight=False, markup=False, soft_wrap=True)
+    return OUTCOMES[code][0] if code is not None else 128 + exc.signum

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -28,6 +29,7 @@ from parsl_es.campaign import (
     load_campaign,
     resolve_campaign_path,
 )
+from parsl_es.crashpoints import crash_point
 from parsl_es.engine.result import RunResult
 from parsl_es.errors import UserError
 from parsl_es.ledger import LEDGER_NAME, Ledger
@@ -68,6 +70,7 @@ def prepare(
     With a loaded ``session`` its site is used as it is (already started here).
     """
     spec, source = load(campaign)
+    crash_point("campaign-read")
     site_spec = _site(site, overrides, session)
     out = output_for(spec, output)
     placement = resolve_steps(spec, site_spec, source or "campaign")
@@ -187,17 +190,56 @@ def execute(prepared: PreparedRun, **options: Unpack[DriverOptions]) -> RunResul
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create output directory: {exc.strerror}", file=out) from None
+    started = _Started(options.get("on_start"))
+    created = False
     try:
         with campaign_lock(out):
             ledger = create_output(prepared.spec, out, prepared.site)
+            created = True
             try:
-                return drive(ledger, prepared, **options)
+                return drive(ledger, prepared, **(options | {"on_start": started}))
             finally:
                 ledger.close()
-    except UserError:
-        if made and not (out / LEDGER_NAME).exists():
-            shutil.rmtree(out, ignore_errors=True)  # bad input writes nothing
+    except BaseException:
+        # Bad input, a site that cannot start, a Ctrl-C in set-up: until the engine
+        # has started, the output this call created holds nothing worth keeping. One
+        # it did not create (another submit won the lock) is never touched.
+        if created and not started.called:
+            _remove_new_output(out, made)
+        elif made and not (out / LEDGER_NAME).exists():
+            shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def _remove_new_output(out: Path, made: bool) -> None:
+    """Everything a new campaign's set-up wrote, removed (the engine never started).
+
+    An output directory given empty was checked to hold nothing but the lock files
+    (under the lock), so all else in it is this run's.
+    """
+    if made:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for entry in out.iterdir():
+        if entry.name in (LOCK_NAME, LEASE_NAME):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+class _Started:
+    """Notes that the engine has started (and tells the caller's ``on_start``)."""
+
+    def __init__(self, then: Callable[[], None] | None) -> None:
+        self.then = then
+        self.called = False
+
+    def __call__(self) -> None:
+        self.called = True
+        if self.then is not None:
+            self.then()
 
 
 def _continue(prepared: PreparedRun, options: DriverOptions) -> RunResult:
@@ -232,12 +274,14 @@ def create_output(spec: CampaignSpec, output: Path, site: SiteSpec) -> Ledger:
             "parsl_es_version": __version__,
         }
         return Ledger.create(output / LEDGER_NAME, meta, spec.plan)
-    except OSError as exc:
+    except BaseException as exc:  # a full disk, or a Ctrl-C half-way
         for suffix in ("", "-wal", "-shm", "-journal"):
             (output / (LEDGER_NAME + suffix)).unlink(missing_ok=True)
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
-        raise UserError(f"cannot create the campaign's output: {exc}", file=output) from None
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot create the campaign's output: {exc}", file=output) from None
+        raise
 
 
 # --- blocking, in one call ---------------------------------------------------------------------

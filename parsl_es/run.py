@@ -79,6 +79,9 @@ class DriverOptions(TypedDict, total=False):
     """How a run is driven; the same for a new campaign and a resumed one."""
 
     session: Backend | None  # a loaded backend to run on (else the site is loaded here)
+    #: Called once set-up is over (site loaded, ledger open), as the engine starts:
+    #: from then on a stop request is graceful (es-run's first Ctrl-C).
+    on_start: Callable[[], None] | None
     on_progress: Callable[[Progress], None] | None
     stop: threading.Event | None
     bundle_size: int | None
@@ -123,26 +126,16 @@ def drive(ledger: Ledger, prepared: PreparedRun, **options: Unpack[DriverOptions
             backend = ParslBackend(site, output / "logs" / "parsl", monitoring_db=monitoring_db)
         elif options.get("monitoring") and getattr(backend, "monitoring_db", None) is None:
             log.warning("monitoring is set when a site is loaded; this session was loaded without")
-        timeouts = spec.range_timeout
-        settings = Settings(
-            attempts=spec.attempts,
-            timeouts=TimeoutPolicy(
-                factor=timeouts.factor,
-                floor=timeouts.floor_seconds,
-                ceiling=timeouts.ceiling_seconds,
-            ),
-            bundle_size=options.get("bundle_size"),
-            allocation_end=options.get("allocation_end"),
-            margin_seconds=options.get("margin_seconds", DEFAULT_MARGIN_SECONDS),
-        )
         try:
+            if options.get("on_start"):
+                options["on_start"]()
             result = Dispatcher(
                 ledger=ledger,
                 backend=backend,
                 output_dir=output,
                 payload=(spec.payload.name, spec.payload.params),
                 placement=placement,
-                settings=settings,
+                settings=_settings(spec, options),
                 on_progress=options.get("on_progress"),
                 stop=options.get("stop"),
             ).run()
@@ -152,6 +145,21 @@ def drive(ledger: Ledger, prepared: PreparedRun, **options: Unpack[DriverOptions
         log.info("run finished: %s", result.message)
     _write_run_record(output, result)
     return result
+
+
+def _settings(spec: CampaignSpec, options: DriverOptions) -> Settings:
+    timeouts = spec.range_timeout
+    return Settings(
+        attempts=spec.attempts,
+        timeouts=TimeoutPolicy(
+            factor=timeouts.factor,
+            floor=timeouts.floor_seconds,
+            ceiling=timeouts.ceiling_seconds,
+        ),
+        bundle_size=options.get("bundle_size"),
+        allocation_end=options.get("allocation_end"),
+        margin_seconds=options.get("margin_seconds", DEFAULT_MARGIN_SECONDS),
+    )
 
 
 def _write_run_record(output: Path, result: RunResult) -> None:

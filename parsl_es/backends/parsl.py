@@ -19,6 +19,8 @@ from typing import Any
 
 from parsl_es import apps
 from parsl_es.backends.base import Call, Completions, DependencyFailed, WorkLost
+from parsl_es.crashpoints import crash_point
+from parsl_es.interrupts import shielded
 from parsl_es.records import PoolInfo
 from parsl_es.sites import SiteSpec, build_config
 
@@ -63,11 +65,21 @@ class ParslBackend:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.monitoring_db = monitoring_db
-        self.dfk = DataFlowKernel(build_config(site, self.run_dir, monitoring_db=monitoring_db))
         self._apps: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._lost = _lost_errors()
         self.closed = False
+        config = build_config(site, self.run_dir, monitoring_db=monitoring_db)
+        try:
+            # Once Parsl starts, its interchange and worker blocks run until ended:
+            # a Ctrl-C meanwhile waits until it has started, then ends it (close).
+            with shielded():
+                crash_point("site-loading")
+                self.dfk = DataFlowKernel(config)
+        except BaseException:
+            if hasattr(self, "dfk"):
+                self.close()
+            raise
 
     # --- the backend protocol ---------------------------------------------------------------
     def now(self) -> float:
@@ -137,7 +149,8 @@ class ParslBackend:
         """Stop the executors, interchange and worker pools (no orphans left behind)."""
         if not self.closed:
             self.closed = True
-            self.dfk.cleanup()
+            with shielded():  # half-ended executors would leave their workers running
+                self.dfk.cleanup()
 
     # --- for front ends and benchmarks -----------------------------------------------------
     def app(self, name: str, node_type: str) -> Any:

@@ -81,6 +81,7 @@ class LedgerCore:
                     ],
                 )
                 conn.execute(_MERGE_GROUPS, _group_numbers(plan))
+            crash_point("ledger-create")
             conn.close()
             fsync_file(tmp)
             os.replace(tmp, path)

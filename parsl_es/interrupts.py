@@ -1,0 +1,72 @@
+"""Stopping at once on a signal without leaving anything half-done.
+
+A front end that turns SIGINT/SIGTERM into "stop now" (es-run during set-up, or
+on a second signal during a graceful stop) calls ``interrupt(signum)`` from its
+signal handler: ``Interrupted`` is raised in the main thread at once, and the
+``finally`` blocks on its way out close the ledger, end the executors and their
+workers and remove a half-made output. Some code must not be cut in two once
+begun (starting Parsl, whose executors and worker blocks would be left running
+with nobody to end them; ending it): it runs ``shielded()``, and an interruption
+that arrives meanwhile is raised when it has finished.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Interrupted(BaseException):
+    """A signal asked the driver to stop at once.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: no ``except Exception`` on
+    the way out may mistake it for a failure and carry on.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+_depth = 0
+_pending: int | None = None
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Run the block to its end even if ``interrupt`` is called meanwhile; raise after.
+
+    Only the main thread (where Python runs signal handlers) is shielded; in
+    another thread this does nothing.
+    """
+    global _depth, _pending
+    if not _in_main_thread():
+        yield
+        return
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+    if _depth == 0 and _pending is not None:
+        signum, _pending = _pending, None
+        raise Interrupted(signum)
+
+
+def interrupt(signum: int) -> None:
+    """From a signal handler: raise ``Interrupted`` now, or when the shielded block ends."""
+    global _pending
+    if _depth:
+        _pending = signum
+        return
+    raise Interrupted(signum)
