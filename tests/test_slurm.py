@@ -6,7 +6,6 @@ Without it these tests are skipped, and the skip says why.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -27,14 +26,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.integration, pytest.mark.xdist_grou
 
 
 def require_cluster() -> None:
-    """Skip (visibly, with the reason) without a cluster; fail instead where CI demands one."""
+    """Skip, with the reason, without a cluster (a failure under .ci/run: conftest)."""
     ready, why = slurm_status()
-    if ready:
-        return
-    message = f"local Slurm cluster not usable: {why}"
-    if os.environ.get("PARSL_ES_REQUIRE_SLURM") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    if not ready:
+        pytest.skip(f"local Slurm cluster not usable: {why}")
 
 
 @pytest.fixture(scope="module")

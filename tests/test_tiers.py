@@ -49,3 +49,44 @@ def test_unmarked_tests_that_start_parsl_fail_and_say_how_to_fix_it(pytester, mo
         ]
     )
     assert "pytest.mark.integration" in result.stdout.str()
+
+
+SKIPPING = """
+import pytest
+
+
+def test_skips():
+    pytest.skip("no cluster here")
+
+
+@pytest.mark.xfail(reason="known", strict=True)
+def test_expected_failure():
+    assert False
+
+
+def test_passes():
+    pass
+"""
+
+
+def test_under_ci_every_skip_is_a_failure(pytester, monkeypatch):
+    """.ci/run sets PARSL_ES_NO_SKIPS=1: a test that skipped there has not been run."""
+    pytester.makepyfile(
+        test_skipping=SKIPPING,
+        test_module_skip="import pytest\n\npytest.importorskip('no_such_module')\n\n\n"
+        "def test_never_collected():\n    pass\n",
+    )
+    args = ("-p", "tests.no_skips", "-p", "no:cacheprovider", "-n", "0")
+    monkeypatch.delenv("PARSL_ES_NO_SKIPS", raising=False)
+    pytester.runpytest_inprocess(*args).assert_outcomes(passed=1, skipped=2, xfailed=1)
+    monkeypatch.setenv("PARSL_ES_NO_SKIPS", "1")
+    result = pytester.runpytest_inprocess(*args, "test_skipping.py")
+    result.assert_outcomes(passed=1, failed=1, xfailed=1)
+    result.stdout.fnmatch_lines(["*skipped where PARSL_ES_NO_SKIPS=1 (.ci/run)*no cluster here*"])
+    result = pytester.runpytest_inprocess(*args, "test_module_skip.py")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*skipped where PARSL_ES_NO_SKIPS=1 (.ci/run)*no_such_module*"])
+
+
+def test_ci_demands_every_test_run():
+    assert "export PARSL_ES_NO_SKIPS=1" in (Path(__file__).parent.parent / ".ci/run").read_text()
