@@ -40,16 +40,17 @@ def test_billion_laughs_is_refused_fast_small_and_writes_nothing(tmp_path):
     bomb.write_text(billion_laughs())
     assert bomb.stat().st_size < 1000
     out = tmp_path / "out"
-    # In a fresh interpreter, so the peak RSS measured is this refusal's alone.
+    # In a fresh interpreter, so the peak RSS measured is this refusal's alone; its CPU time,
+    # not wall time, so that other processes on a shared machine cannot fail it.
     script = textwrap.dedent(
         f"""
         import json, resource, time
         from typer.testing import CliRunner
         from parsl_es.cli.main import app
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        start = time.perf_counter()
+        start = time.process_time()
         result = CliRunner().invoke(app, ["submit", {str(bomb)!r}, "-o", {str(out)!r}])
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(json.dumps({{"code": result.exit_code, "output": result.output,
                           "elapsed": elapsed, "rss_kib": after - before}}))
@@ -149,9 +150,9 @@ def test_last_event_at_the_limit_is_accepted(tmp_path):
 def test_too_many_merge_groups_are_refused_with_the_least_that_fits(tmp_path):
     path = write_campaign(tmp_path, "groups", events=10**12, events_per_range=1, events_per_merge=1)
     out = tmp_path / "out"
-    start = time.perf_counter()
+    start = time.process_time()
     result = runner.invoke(app, ["submit", str(path), "-o", str(out)])
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
     line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "per_merge" in t)
     assert_usage_error(result, f"groups.yaml:{line}:", "events_per_merge", str(MAX_MERGE_GROUPS))
     assert "events_per_merge >= 10000000" in result.output
@@ -176,9 +177,9 @@ def test_the_largest_accepted_campaign_is_created_at_once(tmp_path):
     )
     plan = spec.plan
     assert plan.n_merges == MAX_MERGE_GROUPS
-    start = time.perf_counter()
+    start = time.process_time()
     with Ledger.create(tmp_path / "ledger.sqlite", {"campaign": spec.to_json()}, plan) as led:
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         records = led.merge_records()
     assert elapsed < 5.0, elapsed
     for g in (0, 1, plan.n_merges // 2, plan.n_merges - 1):  # rows as the plan cuts them
