@@ -5,8 +5,9 @@ Thin by design: it parses options, calls ``parsl_es`` and prints. ``submit`` and
 table of exit codes (``running.OUTCOMES``): 0 complete, 1 failed (fatal ranges or
 failed validation), 2 bad input or no space left, 3 stopped or incomplete
 (resumable with ``es-run resume``), 4 the allocation is ending. A ``UserError``
-from any command is caught in one place (``_Commands``): one line on stderr, exit
-2, no traceback.
+from any command, and a usage error (an unknown option, a value of the wrong
+type), is caught in one place (``_Commands``): one line on stderr, exit 2, no
+traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -25,12 +27,18 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from parsl_es import UserError
+from parsl_es.errors import one_line
 from parsl_es.interrupts import Interrupted
 
 from .options import EndOpt, MarginOpt, MonitoringOpt, SetOpt, SiteOpt, WalltimeOpt
 from .progress import ProgressDisplay
 from .running import StopOnSignal, allocation, finish, interrupted
 from .tables import status_tables, summary_lines
+
+try:  # typer vendors click since 0.2x; its own exceptions are what the parser raises
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer, on click itself
+    from click import exceptions as click_errors
 
 if TYPE_CHECKING:
     from parsl_es.api import PreparedRun
@@ -44,12 +52,35 @@ err = Console(stderr=True, soft_wrap=True)
 class _Commands(TyperGroup):
     """Every command's bad input, in one place: one line on stderr, exit 2, no traceback."""
 
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _usage_errors_in_one_line():
+            return super().make_context(*args, **kwargs)
+
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with _usage_errors_in_one_line():
+                return super().invoke(ctx)
         except UserError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            _refuse(str(exc))
             raise typer.Exit(EXIT_USAGE) from None
+
+
+def _refuse(message: str) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _usage_errors_in_one_line() -> Iterator[None]:
+    """Click's usage errors (unknown option, bad value, missing argument) as one line too."""
+    try:
+        yield
+    except click_errors.NoArgsIsHelpError:
+        raise  # 'es-run' alone: the help is what was asked for
+    except click_errors.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "es-run"
+        _refuse(one_line(f"{command}: {exc.format_message()} (see '{command} --help')"))
+        raise typer.Exit(exc.exit_code) from None
 
 
 app = typer.Typer(
@@ -338,11 +369,7 @@ def main() -> None:
     # A log file that cannot be written (a full disk) must not print tracebacks:
     # the ledger is the record, and the user gets one clear message.
     logging.raiseExceptions = False
-    try:
-        app()
-    except KeyboardInterrupt:
-        err.print("aborted; the ledger is consistent: continue with 'es-run resume DIR'")
-        sys.exit(EXIT_INCOMPLETE)
+    app()  # signals during a run: running.StopOnSignal
 
 
 if __name__ == "__main__":

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import typer
+
+
+def _margin(value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise typer.BadParameter(f"{value:g}: seconds, a finite number >= 0")
+    return value
+
 
 SiteOpt = Annotated[str, typer.Option("--site", "-s", help="site name or site YAML file")]
 SetOpt = Annotated[
@@ -32,5 +40,9 @@ MonitoringOpt = Annotated[
 ]
 MarginOpt = Annotated[
     float,
-    typer.Option("--margin", help="seconds before the end by which started work must be done"),
+    typer.Option(
+        "--margin",
+        help="seconds before the end by which started work must be done",
+        callback=_margin,
+    ),
 ]

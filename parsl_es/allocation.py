@@ -6,29 +6,42 @@ resulting epoch time (``allocation_end``) and decides what still fits.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
 import time
 from datetime import datetime
 
-from parsl_es.errors import UserError
+from parsl_es.errors import UserError, shown
 from parsl_es.sites import walltime_seconds
 
 
 def parse_end(text: str) -> float:
     """An end time given as epoch seconds or an ISO date-time (local time if no zone)."""
     try:
-        return float(text)
+        when = float(text)
     except ValueError:
-        pass
+        try:
+            when = datetime.fromisoformat(text).timestamp()
+        except (ValueError, OverflowError):
+            raise UserError(
+                f"--end {shown(text)}: expected epoch seconds or an ISO time like 2026-11-22T18:30"
+            ) from None
+    if not _a_date(when):
+        raise UserError(f"--end {shown(text)}: not a time this machine's clock can reach")
+    return when
+
+
+def _a_date(when: float) -> bool:
+    """Whether ``when`` (epoch seconds) is a finite time with a date (inf and nan are not)."""
+    if not math.isfinite(when):
+        return False
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UserError(
-            f"--end {text!r}: expected epoch seconds or an ISO time like 2026-11-22T18:30"
-        ) from None
-    return moment.timestamp()
+        datetime.fromtimestamp(when)
+    except (OverflowError, OSError, ValueError):
+        return False
+    return True
 
 
 def allocation_end(
@@ -46,7 +59,8 @@ def allocation_end(
     env_end = os.environ.get("SLURM_JOB_END_TIME")
     if env_end:
         try:
-            return float(env_end), "SLURM_JOB_END_TIME"
+            if _a_date(float(env_end)):
+                return float(env_end), "SLURM_JOB_END_TIME"
         except ValueError:
             pass
     job = os.environ.get("SLURM_JOB_ID")

@@ -3,7 +3,7 @@
 The keys are a public format (``name``, ``events``, ``first_event``,
 ``events_per_range``, ``events_per_merge``, ``seed``, ``payload``, ``attempts``,
 ``steps``, ``range_timeout``, ``output``); unknown keys are errors, so a typo never silently
-becomes a default.
+becomes a default, and numbers are checked strictly: ``true`` or ``2.5`` is no count.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pydantic import (
     model_validator,
 )
 
-from parsl_es.errors import UserError, allowed, did_you_mean
+from parsl_es.errors import FieldError, UserError, allowed, did_you_mean, shown
 from parsl_es.payloads import available_payloads, load_payload_class
 from parsl_es.ranges import RangePlan
-from parsl_es.yamlfile import parse_mapping, read_text, validation_error
+from parsl_es.yamlfile import exists, parse_mapping, read_text, validation_error
 
 STEPS = ("simulate", "merge", "validate")
 # Event numbers are stored as SQLite integers: signed 64-bit.
@@ -80,7 +80,7 @@ class RangeTimeoutSpec(BaseModel):
     until a few ranges have finished).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     factor: float = Field(5.0, ge=1.5)
     floor_seconds: float = Field(60.0, gt=0)
@@ -89,15 +89,18 @@ class RangeTimeoutSpec(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> RangeTimeoutSpec:
         if self.ceiling_seconds < self.floor_seconds:
-            raise ValueError(
+            raise FieldError(
+                ("ceiling_seconds",),
                 f"ceiling_seconds ({self.ceiling_seconds:g}) is below floor_seconds "
-                f"({self.floor_seconds:g})"
+                f"({self.floor_seconds:g})",
             )
         return self
 
 
 class CampaignSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False
+    )
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     events: int = Field(gt=0, le=10**12)
@@ -142,6 +145,15 @@ class CampaignSpec(BaseModel):
             )
         return value
 
+    @field_validator("output")
+    @classmethod
+    def _a_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "\0" in value or len(value) > 4096):
+            raise ValueError(
+                "must be a directory path (not empty, no NUL, at most 4096 characters)"
+            )
+        return value
+
     @property
     def plan(self) -> RangePlan:
         return RangePlan(
@@ -164,7 +176,7 @@ def _check_payload(spec: CampaignSpec, source: str | Path, lines: dict[tuple, in
     if name not in names:
         line = lines.get(("payload", "name"))
         raise UserError(
-            f"unknown payload '{name}'{did_you_mean(name, names)}; allowed: {allowed(names)}",
+            f"unknown payload {shown(name)}{did_you_mean(name, names)}; allowed: {allowed(names)}",
             file=source,
             field="payload.name",
             line=line,
@@ -211,12 +223,12 @@ def shipped_campaigns() -> dict[str, Path]:
 
 def resolve_campaign_path(path: str | Path) -> Path:
     file = Path(path)
-    if file.exists() or file.suffix in (".yaml", ".yml") or "/" in str(path):
+    if file.suffix in (".yaml", ".yml") or "/" in str(path) or exists(file):
         return file
     shipped = shipped_campaigns()
     if str(path) in shipped:
         return shipped[str(path)]
     raise UserError(
-        f"no campaign file '{path}' and no shipped campaign of that name"
+        f"no campaign file {shown(path)} and no shipped campaign of that name"
         f"{did_you_mean(str(path), shipped)}; shipped: {allowed(shipped)}"
     )

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypedDict, Unpack
 
+from pydantic import ValidationError
+
 from parsl_es.backends.base import Backend
 from parsl_es.campaign import CampaignSpec
 from parsl_es.engine.dispatcher import Dispatcher, Settings
@@ -28,6 +30,7 @@ from parsl_es.errors import UserError, allowed
 from parsl_es.fileio import write_text_atomic
 from parsl_es.ledger import LEDGER_NAME, Ledger
 from parsl_es.sites import SiteSpec, load_site
+from parsl_es.yamlfile import validation_error
 
 log = logging.getLogger("parsl_es")
 
@@ -176,7 +179,11 @@ def recorded_site(ledger: Ledger) -> SiteSpec:
     raw = ledger.meta("site_spec")
     if raw is None:
         return load_site(ledger.meta("site") or "local")
-    return SiteSpec.model_validate_json(raw)
+    try:
+        return SiteSpec.model_validate_json(raw)
+    except ValidationError as exc:  # recorded by an older parsl-es, with laxer checks
+        error = validation_error(exc, SiteSpec, f"{ledger.path} (its recorded site)", {})
+        raise UserError(f"{error.message}; resume it with --site SITE", file=error.file) from None
 
 
 def open_campaign(output: str | Path, readonly: bool = False) -> Ledger:

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 from parsl_es.crashpoints import crash_point
 from parsl_es.errors import UserError
@@ -96,7 +97,8 @@ class LedgerCore:
         """Open a ledger; read-write, an older ledger is migrated to the current schema."""
         if not path.is_file():
             raise UserError("no campaign ledger here (expected ledger.sqlite)", file=path)
-        uri = f"file:{path}?mode={'ro' if readonly else 'rw'}"
+        # Quoted: a '#', '?' or '%' in a directory name is part of the path, not of the URI.
+        uri = f"file:{quote(str(path))}?mode={'ro' if readonly else 'rw'}"
         conn = None
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)

@@ -22,9 +22,13 @@ from parsl_es.ranges import EventRange
 
 
 class PayloadParams(BaseModel):
-    """Base of every payload's parameter model: unknown keys are errors."""
+    """Base of every payload's parameter model: unknown keys are errors.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict: ``true`` is no count and ``2.5`` no integer (YAML would pass both on);
+    numbers are finite (``.inf`` and ``1e400`` are refused).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class PayloadError(Exception):

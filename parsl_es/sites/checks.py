@@ -8,27 +8,46 @@ here, with advice, rather than in a batch job later.
 from __future__ import annotations
 
 import shutil
+import socket
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from parsl_es.errors import UserError
 from parsl_es.sites.build import resolve_address
 from parsl_es.sites.spec import GlobusComputeSpec, SiteSpec, SlurmProviderSpec, walltime_seconds
 
 
+class Problem(NamedTuple):
+    """What stops a site from running here, and the field of the site it is about."""
+
+    loc: tuple  # () when it is about this machine, not one field
+    text: str
+
+
 def check_site(site: SiteSpec) -> tuple[list[str], list[str]]:
     """What stops this site from running here (problems), and what looks risky (warnings)."""
-    problems: list[str] = []
+    problems, warnings = site_problems(site)
+    return [p.text for p in problems], warnings
+
+
+def site_problems(site: SiteSpec) -> tuple[list[Problem], list[str]]:
+    """``check_site``, each problem with the field it is about."""
+    problems: list[Problem] = []
     warnings: list[str] = []
     uses_slurm = False
     for name, nt in site.node_types.items():
         p = nt.provider
+        here = ("node_types", name)
         if isinstance(p, SlurmProviderSpec):
             uses_slurm = True
             if p.account_required and not p.account:
                 problems.append(
-                    f"node type {name}: provider.account is not set and this site requires one "
-                    f"(--set account=YOUR_ACCOUNT)"
+                    Problem(
+                        (*here, "provider"),
+                        f"node type {name}: provider.account is not set and this site requires "
+                        "one (--set account=YOUR_ACCOUNT)",
+                    )
                 )
             if not p.worker_init:
                 warnings.append(
@@ -37,16 +56,22 @@ def check_site(site: SiteSpec) -> tuple[list[str], list[str]]:
                 )
             if nt.drain_margin_seconds >= walltime_seconds(p.walltime):
                 problems.append(
-                    f"node type {name}: drain_margin_seconds ({nt.drain_margin_seconds}) is not "
-                    f"shorter than the walltime ({p.walltime})"
+                    Problem(
+                        (*here, "drain_margin_seconds"),
+                        f"node type {name}: drain_margin_seconds ({nt.drain_margin_seconds}) is "
+                        f"not shorter than the walltime ({p.walltime})",
+                    )
                 )
         if isinstance(p, GlobusComputeSpec):
             try:
                 import globus_compute_sdk  # noqa: F401
             except ImportError:
                 problems.append(
-                    f"node type {name}: Globus Compute SDK not installed "
-                    "(pip install 'parsl-es[globus]')"
+                    Problem(
+                        (*here, "provider"),
+                        f"node type {name}: Globus Compute SDK not installed "
+                        "(pip install 'parsl-es[globus]')",
+                    )
                 )
         if nt.container and not shutil.which(nt.container.runtime):
             warnings.append(
@@ -63,12 +88,30 @@ def check_site(site: SiteSpec) -> tuple[list[str], list[str]]:
                 "who reaches the port can pose as a worker pool (remove encrypted: false)"
             )
         if nt.address.startswith("interface:"):
-            try:
-                resolve_address(nt.address)
-            except UserError as exc:
-                problems.append(f"node type {name}: {exc.message}")
+            problem = _interface_problem(nt.address)
+            if problem:
+                problems.append(Problem((*here, "address"), f"node type {name}: {problem}"))
     if uses_slurm:
         for tool in ("sbatch", "squeue", "scancel"):
             if not shutil.which(tool):
-                problems.append(f"'{tool}' is not on PATH: Slurm node types cannot start blocks")
+                problems.append(
+                    Problem((), f"'{tool}' is not on PATH: Slurm node types cannot start blocks")
+                )
     return problems, warnings
+
+
+def _interface_problem(address: str) -> str | None:
+    """Why workers cannot be given this interface's address here (None: they can)."""
+    ifname = address.split(":", 1)[1]
+    # Looked up without Parsl first: importing it costs a second or two.
+    try:
+        names = {name for _, name in socket.if_nameindex()}
+    except OSError:
+        names = {ifname}  # cannot list them here: let Parsl's lookup say
+    if ifname not in names:
+        return f"address: no network interface '{ifname}' on this host"
+    try:
+        resolve_address(address)
+    except UserError as exc:
+        return exc.message
+    return None

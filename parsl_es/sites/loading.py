@@ -10,12 +10,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from parsl_es.errors import UserError, allowed, did_you_mean
+from parsl_es.errors import UserError, allowed, did_you_mean, shown
 from parsl_es.sites.spec import LocalProviderSpec, NodeTypeSpec, SiteSpec, SlurmProviderSpec
-from parsl_es.yamlfile import parse_mapping, read_text, validation_error
+from parsl_es.yamlfile import exists, parse_mapping, parse_value, read_text, validation_error
 
 
 def shipped_sites() -> dict[str, Path]:
@@ -30,13 +29,13 @@ def shipped_sites() -> dict[str, Path]:
 def resolve_site_path(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
     path = Path(text)
-    if path.suffix in (".yaml", ".yml") or "/" in text or path.exists():
+    if path.suffix in (".yaml", ".yml") or "/" in text or exists(path):
         return path
     sites = shipped_sites()
     if text in sites:
         return sites[text]
     raise UserError(
-        f"unknown site '{text}'{did_you_mean(text, sites)}; shipped sites: {allowed(sites)} "
+        f"unknown site {shown(text)}{did_you_mean(text, sites)}; shipped sites: {allowed(sites)} "
         "(or give the path of a site file)"
     )
 
@@ -47,28 +46,42 @@ def load_site(name_or_path: str | Path = "local", overrides: list[str] | None = 
     text = read_text(path, "site file")
     data, lines = parse_mapping(text, path, "site file")
     for item in overrides or []:
-        apply_override(data, item, path)
+        for loc in apply_override(data, item, path):
+            # The file's lines no longer hold this value: no line rather than a wrong one.
+            for known in [k for k in lines if k[: len(loc)] == loc]:
+                del lines[known]
+            lines[loc] = None
     try:
-        return SiteSpec.model_validate(data)
+        spec = SiteSpec.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, SiteSpec, path, lines) from None
+    spec._source, spec._lines = str(path), lines
+    return spec
 
 
-def apply_override(data: dict[str, Any], item: str, source: Path | str) -> None:
+def apply_override(data: dict[str, Any], item: str, source: Path | str) -> list[tuple]:
     """Apply one ``key=value`` to raw site data.
 
     ``node_types.gpu.provider.qos=debug`` sets one field; ``gpu.qos=debug``
     is the same with the node type first; a bare ``account=m1234`` sets the
     field wherever it applies: at the top of the site, or in every node type
-    or its provider that has it. Values are YAML (``max_blocks=4`` is a number).
+    or its provider that has it. Values are YAML (``max_blocks=4`` is a number),
+    checked like a file's. Returns the field paths set.
     """
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise UserError(f"--set {item!r}: expected KEY=VALUE", file=source)
-    value = yaml.safe_load(raw) if raw.strip() else None
+        raise UserError(f"--set {shown(item)}: expected KEY=VALUE", file=source)
     parts = key.split(".")
-    node_types = data.get("node_types") or {}
+    if not all(parts):
+        raise UserError(f"--set {shown(key)}: a field name is empty", file=source)
+    try:
+        value = parse_value(raw.strip()) if raw.strip() else None
+    except UserError as exc:
+        raise UserError(f"--set {shown(item)}: {exc.message}", file=source) from None
+    node_types = data.get("node_types")
+    if not isinstance(node_types, dict):  # the file's own error, reported by validation
+        node_types = {}
     if parts[0] in node_types and len(parts) > 1:
         parts = ["node_types", *parts]
     if (
@@ -80,30 +93,35 @@ def apply_override(data: dict[str, Any], item: str, source: Path | str) -> None:
         parts.insert(2, "provider")  # gpu.qos=debug: a provider field of node type gpu
     if len(parts) > 1:
         _set_path(data, parts, value, item, source)
-        return
-    targets = []
+        return [tuple(parts)]
+    targets: list[tuple[dict, tuple]] = []
     if key in SiteSpec.model_fields:
-        targets.append(data)
-    for nt in node_types.values():
+        targets.append((data, ()))
+    for nt_name, nt in node_types.items():
         if not isinstance(nt, dict):
             continue
         if key in NodeTypeSpec.model_fields:
-            targets.append(nt)
+            targets.append((nt, ("node_types", nt_name)))
         else:
             provider = nt.setdefault("provider", {})
+            if not isinstance(provider, dict):
+                continue
             kind = provider.get("kind", "local")
             model = SlurmProviderSpec if kind == "slurm" else LocalProviderSpec
             if key in model.model_fields:
-                targets.append(provider)
+                targets.append((provider, ("node_types", nt_name, "provider")))
     if not targets:
         fields = {
             *SiteSpec.model_fields,
             *NodeTypeSpec.model_fields,
             *SlurmProviderSpec.model_fields,
         }
-        raise UserError(f"--set {key}: no such site field{did_you_mean(key, fields)}", file=source)
-    for target in targets:
+        raise UserError(
+            f"--set {shown(key)}: no such site field{did_you_mean(key, fields)}", file=source
+        )
+    for target, _ in targets:
         target[key] = value
+    return [(*where, key) for _, where in targets]
 
 
 def _set_path(data: dict, parts: list[str], value: Any, item: str, source: Path | str) -> None:
@@ -113,6 +131,6 @@ def _set_path(data: dict, parts: list[str], value: Any, item: str, source: Path 
         if nxt is None:
             nxt = node[part] = {}
         if not isinstance(nxt, dict):
-            raise UserError(f"--set {item}: '{part}' is not a mapping", file=source)
+            raise UserError(f"--set {shown(item)}: {shown(part)} is not a mapping", file=source)
         node = nxt
     node[parts[-1]] = value

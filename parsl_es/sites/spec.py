@@ -2,7 +2,9 @@
 
 Kept apart from loading and building so that the models (and the walltime
 arithmetic the allocation code needs) cost neither Parsl nor file access:
-frozen and strict, a misspelt key is an error, not a silent default.
+frozen and strict, a misspelt key is an error, not a silent default; ``true`` is
+no count, and every number has a bound (a site asking for 10**12 accelerators or
+workers per node is refused here, not found out by the driver or Slurm).
 """
 
 from __future__ import annotations
@@ -11,25 +13,35 @@ import os
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from parsl_es.containers import ContainerSpec
-from parsl_es.errors import allowed, did_you_mean
+from parsl_es.errors import FieldError, allowed, did_you_mean, shown
+from parsl_es.yamlfile import line_of
 
 WALLTIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):([0-5]\d):([0-5]\d)$")
+MAX_WALLTIME_DAYS = 365
+MAX_BLOCKS = 10_000
+MAX_WORKERS_PER_NODE = 4096
+MAX_ACCELERATORS = 256
+DAY = 86_400
+# Where workers reach the driver: 'hostname', 'interface:NAME', or an address or host name.
+ADDRESS = re.compile(r"^(?:hostname|interface:[\w.:@-]{1,64}|[\w.:%-]{1,253})$")
 
 
 def walltime_seconds(text: str) -> int:
-    """Seconds in a Slurm walltime ``[D-]HH:MM:SS``."""
+    """Seconds in a Slurm walltime ``[D-]HH:MM:SS`` (at most ``MAX_WALLTIME_DAYS`` days)."""
     m = WALLTIME.match(text)
     if not m:
-        raise ValueError(f"walltime {text!r} is not [D-]HH:MM:SS")
+        raise ValueError(f"walltime {shown(text)} is not [D-]HH:MM:SS")
+    if m.group(1) and (len(m.group(1)) > 3 or int(m.group(1)) > MAX_WALLTIME_DAYS):
+        raise ValueError(f"walltime {shown(text)} is more than {MAX_WALLTIME_DAYS} days")
     days, h, mi, s = (int(x) if x else 0 for x in m.groups())
     return ((days * 24 + h) * 60 + mi) * 60 + s
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class LauncherSpec(_Strict):
@@ -43,9 +55,9 @@ class LocalProviderSpec(_Strict):
     """Workers on the machine that runs the driver (no batch system)."""
 
     kind: Literal["local"] = "local"
-    init_blocks: int = Field(1, ge=0)
-    min_blocks: int = Field(0, ge=0)
-    max_blocks: int = Field(1, ge=1)
+    init_blocks: int = Field(1, ge=0, le=MAX_BLOCKS)
+    min_blocks: int = Field(0, ge=0, le=MAX_BLOCKS)
+    max_blocks: int = Field(1, ge=1, le=MAX_BLOCKS)
     worker_init: str = ""
 
 
@@ -59,14 +71,14 @@ class SlurmProviderSpec(_Strict):
     qos: str | None = None
     constraint: str | None = None
     clusters: str | None = None
-    nodes_per_block: int = Field(1, ge=1)
-    cores_per_node: int | None = Field(None, ge=1)
-    mem_per_node: int | None = Field(None, ge=1, description="GB")
-    gpus_per_node: int | None = Field(None, ge=1)
+    nodes_per_block: int = Field(1, ge=1, le=100_000)
+    cores_per_node: int | None = Field(None, ge=1, le=65_536)
+    mem_per_node: int | None = Field(None, ge=1, le=1_048_576, description="GB")
+    gpus_per_node: int | None = Field(None, ge=1, le=MAX_ACCELERATORS)
     gres: str | None = None
-    init_blocks: int = Field(1, ge=0)
-    min_blocks: int = Field(0, ge=0)
-    max_blocks: int = Field(1, ge=1)
+    init_blocks: int = Field(1, ge=0, le=MAX_BLOCKS)
+    min_blocks: int = Field(0, ge=0, le=MAX_BLOCKS)
+    max_blocks: int = Field(1, ge=1, le=MAX_BLOCKS)
     parallelism: float = Field(1.0, gt=0, le=1)
     walltime: str = "01:00:00"
     exclusive: bool = True
@@ -75,7 +87,17 @@ class SlurmProviderSpec(_Strict):
     )
     worker_init: str = ""
     launcher: LauncherSpec = LauncherSpec()
-    cmd_timeout: int = Field(60, ge=1)
+    cmd_timeout: int = Field(60, ge=1, le=DAY)
+
+    @field_validator("walltime", mode="before")
+    @classmethod
+    def _quoted(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            raise ValueError(
+                "must be text, [D-]HH:MM:SS in quotes: YAML reads an unquoted 2:00:00 as a "
+                "number of seconds"
+            )
+        return v
 
     @field_validator("walltime")
     @classmethod
@@ -99,8 +121,8 @@ class GlobusComputeSpec(_Strict):
 
     kind: Literal["globus-compute"]
     endpoint_id: str = Field(pattern=r"^[0-9a-fA-F-]{36}$")
-    workers: int = Field(4, ge=1)
-    init_blocks: int = 1
+    workers: int = Field(4, ge=1, le=100_000)
+    init_blocks: int = Field(1, ge=0, le=MAX_BLOCKS)
 
 
 ProviderSpec = Annotated[
@@ -119,20 +141,24 @@ class NodeTypeSpec(_Strict):
     description: str = ""
     provider: ProviderSpec = LocalProviderSpec()
     workers_per_node: int | Literal["auto"] = "auto"
-    cores_per_worker: float = Field(1.0, gt=0)
+    cores_per_worker: float = Field(1.0, ge=0.01, le=4096)
     accelerators: int | list[str] = Field(
         0, description="GPUs per node: a count or device ids; one worker per accelerator"
     )
     prefetch_per_worker: float = Field(
         1.0,
         ge=0,
+        le=1000,
         description="tasks a worker pool holds beyond its free workers, per worker: the next "
         "bundle is there when a worker finishes, not a round trip to the interchange away",
     )
-    heartbeat_period: int = Field(5, ge=1)
-    heartbeat_threshold: int = Field(20, ge=2)
+    heartbeat_period: int = Field(5, ge=1, le=DAY)
+    heartbeat_threshold: int = Field(20, ge=2, le=DAY)
     drain_margin_seconds: int = Field(
-        300, ge=0, description="workers stop taking ranges this long before a block's walltime"
+        300,
+        ge=0,
+        le=MAX_WALLTIME_DAYS * DAY,
+        description="workers stop taking ranges this long before a block's walltime",
     )
     address: str = Field(
         "127.0.0.1",
@@ -156,18 +182,29 @@ class NodeTypeSpec(_Strict):
         """Encryption as it will be: as set, else on for any address off loopback."""
         return (not self.loopback) if self.encrypted is None else self.encrypted
 
-    @field_validator("workers_per_node")
+    @field_validator("workers_per_node", mode="before")
     @classmethod
-    def _positive(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("must be >= 1 or 'auto'")
+    def _positive(cls, v: Any) -> Any:
+        if v == "auto":
+            return v
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_WORKERS_PER_NODE:
+            raise ValueError(f"must be a whole number from 1 to {MAX_WORKERS_PER_NODE}, or 'auto'")
         return v
 
     @field_validator("accelerators")
     @classmethod
     def _accelerators(cls, v: int | list[str]) -> int | list[str]:
-        if isinstance(v, int) and v < 0:
-            raise ValueError("must be >= 0")
+        if isinstance(v, int) and not 0 <= v <= MAX_ACCELERATORS:
+            raise ValueError(f"must be from 0 to {MAX_ACCELERATORS}")
+        if isinstance(v, list) and len(v) > MAX_ACCELERATORS:
+            raise ValueError(f"at most {MAX_ACCELERATORS} device ids")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not ADDRESS.match(v):
+            raise ValueError("must be an IP address or host name, 'hostname', or 'interface:NAME'")
         return v
 
     @property
@@ -184,7 +221,7 @@ class NodeTypeSpec(_Strict):
             n = int(self.workers_per_node)
         else:
             cores = getattr(self.provider, "cores_per_node", None) or _local_cores()
-            n = max(1, int(cores // self.cores_per_worker))
+            n = min(MAX_WORKERS_PER_NODE, max(1, int(cores // self.cores_per_worker)))
         if self.accelerator_ids:
             n = min(n, len(self.accelerator_ids))
         return n
@@ -216,28 +253,41 @@ class SiteSteps(_Strict):
 
 
 class SiteSpec(_Strict):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
-    node_types: dict[str, NodeTypeSpec] = Field(min_length=1)
+    node_types: dict[str, NodeTypeSpec] = Field(min_length=1, max_length=64)
     steps: SiteSteps
-    strategy_period: float = Field(0.5, gt=0)
+    strategy_period: float = Field(0.5, gt=0, le=3600)
     in_flight_per_worker: float = Field(
-        2.0, ge=1.0, description="ranges kept in flight per connected worker (prefetch)"
+        2.0, ge=1.0, le=1000, description="ranges kept in flight per connected worker (prefetch)"
     )
+    #: The file it was read from and the lines of its fields (for messages), if any.
+    _source: str | None = PrivateAttr(None)
+    _lines: dict[tuple, int | None] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, _: Any) -> None:
         known = set(self.node_types)
+        for name in known:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", name):
+                raise FieldError(
+                    ("node_types", name),
+                    f"node type name {shown(name)}: a letter, then letters, digits, _ and - "
+                    "(at most 32)",
+                )
         for step, names in (
             ("simulate", self.steps.simulate),
             ("merge", [self.steps.merge]),
             ("validate", [self.steps.validate_]),
         ):
-            for n in names:
+            for i, n in enumerate(names):
                 if n not in known:
-                    raise ValueError(
-                        f"steps.{step}: unknown node type '{n}'{did_you_mean(n, known)}; "
-                        f"allowed: {allowed(known)}"
+                    where = ("steps", step, i) if step == "simulate" else ("steps", step)
+                    raise FieldError(
+                        where,
+                        f"unknown node type {shown(n)}{did_you_mean(n, known)}; "
+                        f"allowed: {allowed(known)}",
                     )
-        for name in known:
-            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", name):
-                raise ValueError(f"node type name '{name}': letters, digits, _ and - only")
+
+    def source_line(self, loc: tuple) -> tuple[str | None, int | None]:
+        """The file this site came from and the line of field ``loc`` in it, where known."""
+        return self._source, line_of(self._lines, loc) if self._source else None
