@@ -57,6 +57,17 @@ def test_node_types_pull_from_one_queue_at_their_own_speed(tmp_path):
     assert 0.75 <= share <= 0.85  # 4x faster with as many workers: 80 %
 
 
+def test_workers_the_driver_cannot_see_are_counted_with_their_prefetch(tmp_path):
+    """A Globus Compute endpoint's: no pools to ask, so the node type's own count."""
+    out = new_campaign(tmp_path)
+    sim = backend()  # 8 workers, 2 tasks each in flight
+    sim.pools = lambda node_type: None  # what ParslBackend says of an endpoint
+    seen = []
+    result = drive(out, sim, on_progress=seen.append)
+    assert result.status is RunStatus.COMPLETE, result.message
+    assert max(p.tasks_in_flight for p in seen) == 16  # not 8: none waits for a round trip
+
+
 def test_payload_failures_are_retried_within_the_budget(tmp_path):
     out = new_campaign(tmp_path)
     result = drive(out, backend(SimFaults(range_failure_rate=0.2)), attempts=10)

@@ -1,19 +1,27 @@
-"""Remote submission through Globus Compute, with only the cloud hop replaced.
+"""Globus Compute, both uses, with only the cloud's hops replaced (``tests/globus_offline.py``).
 
-The real SDK ``Client`` registers the driver function and packs the campaign
-with ``ComputeSerializer``; ``tests/globus_offline.py`` turns that into the
-``Task`` messages an endpoint receives and runs them on the real
+Remote submission: the real SDK ``Client`` registers the driver function and
+packs the campaign with ``ComputeSerializer``; the offline service turns that
+into the ``Task`` messages an endpoint receives and runs them on the real
 ``GlobusComputeEngine``; the real ``Client`` unpacks the results.
+
+A step on an endpoint: a site's node type of kind ``globus-compute`` is Parsl's
+``GlobusComputeExecutor`` around the real SDK ``Executor``; the engine's tasks go
+through its submission thread to the offline service, run on the same endpoint
+engine, and their results come back through the SDK's AMQP result watcher.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
-from parsl_es import UserError
+from parsl_es import UserError, api
+from parsl_es.ledger import LEDGER_NAME, Ledger
 from parsl_es.remote import RemoteCampaigns, versions
+from parsl_es.sites import SiteSpec
 from tests.globus_offline import OfflineCloud, client_for
 from tests.helpers import assert_every_event_once
 
@@ -29,11 +37,18 @@ CAMPAIGN = {
 }
 
 
+#: Workers of the endpoint's engine (and of the node type that uses it).
+ENDPOINT_WORKERS = 2
+
+
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
     import tests.globus_offline
 
-    cloud = tests.globus_offline.CURRENT = OfflineCloud(tmp_path_factory.mktemp("endpoint"))
+    cloud = tests.globus_offline.CURRENT = OfflineCloud(
+        tmp_path_factory.mktemp("endpoint"), workers=ENDPOINT_WORKERS
+    )
+    cloud.wait_for_workers()
     yield cloud
     tests.globus_offline.CURRENT = None
     cloud.close()
@@ -122,3 +137,101 @@ def test_cli_submit_status_fetch_through_an_endpoint(cloud, tmp_path, monkeypatc
     assert_every_event_once(out, 0, 12)
     unknown = runner.invoke(app, ["fetch", "00000000-0000-0000-0000-000000000001"])
     assert unknown.exit_code == 2 and "knows no" in unknown.output
+
+
+# --- a step on an endpoint ------------------------------------------------------------------
+
+
+def endpoint_site(cloud: OfflineCloud, with_local: bool = True) -> SiteSpec:
+    """Simulate and merge on the endpoint, validate on the driver's own HTEX (or there too)."""
+    endpoint = {
+        "provider": {
+            "kind": "globus-compute",
+            "endpoint_id": cloud.endpoint_id,
+            "workers": ENDPOINT_WORKERS,
+        }
+    }
+    local = {"provider": {"kind": "local"}, "workers_per_node": 1}
+    return SiteSpec.model_validate(
+        {
+            "name": "with-endpoint",
+            "node_types": {"local": local, "endpoint": endpoint}
+            if with_local
+            else {"endpoint": endpoint},
+            "steps": {
+                "simulate": ["endpoint"],
+                "merge": "endpoint",
+                "validate": "local" if with_local else "endpoint",
+            },
+        }
+    )
+
+
+def test_a_campaign_simulates_and_merges_on_an_endpoint_node_type(cloud, tmp_path, monkeypatch):
+    monkeypatch.setenv("PARSL_ES_COMPUTE_CLIENT", "tests.globus_offline:cli_client")
+    monkeypatch.chdir(tmp_path)  # a relative output, as `es-run submit ... -o out` gives
+    before, acknowledged = dict(cloud.submitted), cloud.broker.acknowledged
+    campaign = {
+        "name": "step",
+        "events": 16,
+        "events_per_range": 2,
+        "events_per_merge": 8,
+        "seed": 5,
+        "payload": {"name": "emulate", "seconds_per_event": 0.01},
+    }
+    stop = threading.Event()  # a campaign that cannot finish stops, not hangs
+    deadline = threading.Timer(120, stop.set)
+    deadline.start()
+    try:
+        result = api.run_campaign(campaign, "out", site=endpoint_site(cloud), stop=stop)
+    finally:
+        deadline.cancel()
+    assert result.status == "complete", result.message
+    out = tmp_path / "out"
+    assert_every_event_once(out, 0, 16)  # read from the merged files, not the ledger
+    assert not (cloud.working_dir / "out").exists()  # nothing written beside the endpoint
+    led = Ledger.open(out / LEDGER_NAME, readonly=True)
+    try:
+        summary = led.summary()
+        assert summary.complete and summary.ranges["merged"] == 8
+        assert set(summary.by_node_type) == {"endpoint"}
+        assert all(r.node_type == "endpoint" and r.attempts == 1 for r in led.ranges())
+        assert {m.node_type for m in led.merge_records()} == {"endpoint"}
+        tasks = led.tasks()
+    finally:
+        led.close()
+    # where the workers said they ran: the endpoint engine's own worker pool
+    assert {t.pool for t in tasks} == cloud.worker_pools()
+    ran = {name: n - before.get(name, 0) for name, n in cloud.submitted.items()}
+    assert {k: v for k, v in ran.items() if v} == {
+        "simulate_ranges": len(tasks),
+        "merge_group": 2,
+    }
+    # every result came back through the AMQP result queue (the SDK Executor's only way)
+    assert cloud.broker.acknowledged - acknowledged == len(tasks) + 2
+
+
+def test_a_worker_the_endpoint_loses_is_lost_work_not_a_failure(cloud, tmp_path, monkeypatch):
+    from parsl.app.app import python_app
+
+    from parsl_es.backends.parsl import ParslBackend
+
+    monkeypatch.setenv("PARSL_ES_COMPUTE_CLIENT", "tests.globus_offline:cli_client")
+
+    def lose_the_worker():
+        import os
+
+        os._exit(9)
+
+    def fail():
+        raise ValueError("the payload's own error")
+
+    with ParslBackend(endpoint_site(cloud, with_local=False), tmp_path / "run") as backend:
+        lost, failed = (
+            python_app(f, executors=["endpoint"], data_flow_kernel=backend.dfk)()
+            for f in (lose_the_worker, fail)
+        )
+        lost_exc, failed_exc = lost.exception(timeout=60), failed.exception(timeout=60)
+    assert "WorkerLost" in str(lost_exc)
+    assert backend.lost(lost_exc)  # redone at no cost of an attempt
+    assert isinstance(failed_exc, ValueError) and not backend.lost(failed_exc)

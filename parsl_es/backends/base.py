@@ -58,7 +58,11 @@ class Backend(Protocol):
         """Run ``call`` on one worker of ``node_type``; the future holds its return value."""
 
     def pools(self, node_type: str) -> list[PoolInfo] | None:
-        """The node type's connected worker pools now; None when it cannot say."""
+        """The node type's connected worker pools now; None when it cannot say.
+
+        None for workers the driver cannot see (a Globus Compute endpoint's): the
+        engine then counts ``expected_workers`` as connected.
+        """
 
     def end_block(self, node_type: str, block: str) -> bool:
         """End a block (its tasks come back lost): for a pool that stopped answering."""

@@ -1,4 +1,9 @@
-"""The Parsl backend: a loaded site, one HighThroughputExecutor per node type.
+"""The Parsl backend: a loaded site, one executor per node type.
+
+A node type is a HighThroughputExecutor whose worker pools the backend sees
+(for windows, wedged pools and ending blocks), or a GlobusComputeExecutor: an
+endpoint whose workers it cannot see, and whose lost workers come back as the
+endpoint's traceback text (``lost`` reads it).
 
 Loading Parsl costs seconds (interchange, worker pools, blocks), so a backend is
 reused for every campaign run in one process: the test suite shares one, and a
@@ -11,6 +16,7 @@ Parsl version the project pins).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from concurrent.futures import Future
@@ -55,6 +61,24 @@ def _lost_errors() -> tuple[type[BaseException], ...]:
     return (WorkLost, WorkerLost, ManagerLost, BadStateException)
 
 
+#: The last line of an endpoint's traceback when the endpoint's own Parsl lost the task's
+#: worker or worker pool (the SDK spots WorkerLost in that text the same way).
+_ENDPOINT_LOSS = re.compile(r"parsl\.executors\.high_throughput\.errors\.(WorkerLost|ManagerLost):")
+
+
+def lost_on_endpoint(exc: BaseException) -> bool:
+    """Whether a Globus Compute task failed because the endpoint lost its worker or pool.
+
+    The SDK hands back only the endpoint's traceback, as text, in a
+    ``TaskExecutionFailed``: the task's own exceptions arrive as themselves.
+    """
+    data = getattr(exc, "remote_data", None)
+    if type(exc).__name__ != "TaskExecutionFailed" or not isinstance(data, str):
+        return False
+    lines = [line.strip() for line in data.splitlines() if line.strip(" +-")]
+    return bool(lines) and _ENDPOINT_LOSS.match(lines[-1]) is not None
+
+
 class ParslBackend:
     """Parsl loaded for one site; apps are bound per (step function, node type)."""
 
@@ -95,7 +119,12 @@ class ParslBackend:
         return app(*call.args)
 
     def pools(self, node_type: str) -> list[PoolInfo] | None:
-        """The worker pools connected to the node type's executor; None if it cannot say."""
+        """The worker pools connected to the node type's executor; None if it cannot say.
+
+        None for a Globus Compute endpoint: its pools are the endpoint's, out of sight.
+        """
+        if not self.sees_pools(node_type):
+            return None
         try:
             managers = list(self.executor(node_type).connected_managers())
         except Exception:
@@ -117,6 +146,8 @@ class ParslBackend:
         For a worker pool that is wedged: Parsl only notices pools that stop
         sending heartbeats.
         """
+        if not self.sees_pools(node_type):
+            return False
         ex = self.executor(node_type)
         try:
             ex._hold_block(block)  # no new tasks while it is being cancelled
@@ -135,7 +166,7 @@ class ParslBackend:
         return self.site.in_flight_per_worker
 
     def lost(self, exc: BaseException) -> bool:
-        return isinstance(exc, self._lost)
+        return isinstance(exc, self._lost) or lost_on_endpoint(exc)
 
     def dependency_failed(self, exc: BaseException) -> bool:
         from parsl.dataflow.errors import DependencyError
@@ -169,6 +200,12 @@ class ParslBackend:
 
     def executor(self, node_type: str) -> Any:
         return self.dfk.executors[node_type]
+
+    def sees_pools(self, node_type: str) -> bool:
+        """Whether the node type's worker pools are this driver's (HTEX), not an endpoint's."""
+        from parsl.executors import HighThroughputExecutor
+
+        return isinstance(self.executor(node_type), HighThroughputExecutor)
 
     def connected_workers(self, node_type: str) -> int | None:
         """Workers connected to the node type's executor; None if it cannot say now."""

@@ -82,7 +82,9 @@ class Dispatcher:
         self.ctx = EngineContext(
             ledger=ledger,
             backend=backend,
-            output_dir=output_dir,
+            # absolute: workers need not share the driver's working directory (a Globus
+            # Compute endpoint runs each task in a directory of its own)
+            output_dir=Path(output_dir).absolute(),
             plan=ledger.plan,
             payload=payload,
             budget=RetryBudget(settings.attempts),

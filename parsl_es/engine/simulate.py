@@ -111,13 +111,17 @@ class SimulateStep(Step):
         prefetch = ctx.backend.in_flight_per_worker()
         for nt in self.node_types:
             pools = ctx.backend.pools(nt)
-            workers = None
-            if pools is not None:
+            expected = ctx.backend.expected_workers(nt)
+            if pools is None:
+                # workers this driver cannot see (a Globus Compute endpoint's): the
+                # node type's own count, prefetch included, so they never wait for a
+                # round trip to the driver between tasks
+                workers = expected
+            else:
                 ctx.pools.observe(pools, now)
                 workers = sum(p.workers for p in pools if p.active)
                 self._workers[nt] = workers
             known = ctx.estimates.known(nt)
-            expected = ctx.backend.expected_workers(nt)
             self._windows[nt] = window_size(workers, expected, known, prefetch)
 
     def _bundle_size(self, node_type: str, now: float) -> int:

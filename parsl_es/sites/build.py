@@ -137,6 +137,15 @@ def build_executor(label: str, nt: NodeTypeSpec, run_dir: Path) -> Any:
     )
 
 
+#: The SDK Executor's own rate limit on small submissions (fewer tasks than the limit):
+#: this many in a window, then one per window / limit (plus up to 1 s). The engine refills a
+#: node type's window as results come back, a few tasks at a time (the SDK hands
+#: results over twice a second); at the SDK's default (4 in 16 s) every refill after
+#: the fourth waited about 4 s. 8 is the most the SDK allows.
+API_BURST_LIMIT = 8
+API_BURST_WINDOW_SECONDS = 4
+
+
 def _globus_compute_executor(label: str, spec: GlobusComputeSpec) -> Any:
     from parsl.executors import GlobusComputeExecutor
 
@@ -148,7 +157,12 @@ def _globus_compute_executor(label: str, spec: GlobusComputeSpec) -> Any:
         raise UserError(
             "node types on Globus Compute need the SDK: pip install 'parsl-es[globus]'"
         ) from None
-    executor = Executor(endpoint_id=spec.endpoint_id, client=compute_client())
+    executor = Executor(
+        endpoint_id=spec.endpoint_id,
+        client=compute_client(),
+        api_burst_limit=API_BURST_LIMIT,
+        api_burst_window_s=API_BURST_WINDOW_SECONDS,
+    )
     return GlobusComputeExecutor(executor=executor, label=label)
 
 
@@ -158,7 +172,9 @@ def build_config(
     node_types: list[str] | None = None,
     monitoring_db: Path | None = None,
 ) -> Any:
-    """The ``parsl.Config`` of a site: one HighThroughputExecutor per node type.
+    """The ``parsl.Config`` of a site: one executor per node type.
+
+    A HighThroughputExecutor, or for an endpoint a GlobusComputeExecutor.
 
     With ``monitoring_db``, Parsl's MonitoringHub records every task and the
     workers' resource use in that SQLite file (open it with ``parsl-visualize``).

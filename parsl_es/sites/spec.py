@@ -115,8 +115,9 @@ class GlobusComputeSpec(_Strict):
     """Tasks of this node type go to a Globus Compute endpoint (Parsl's GlobusComputeExecutor).
 
     For steps that belong elsewhere: merges at a site with the storage, say. The
-    endpoint runs them with its own configuration; ``workers`` is how many tasks
-    to keep in flight there.
+    endpoint runs them with its own configuration; ``workers`` is how many of its
+    workers this node type counts on (the driver cannot see them): it keeps
+    ``in_flight_per_worker`` tasks per worker there, as for any node type.
     """
 
     kind: Literal["globus-compute"]
