@@ -320,9 +320,9 @@ def plot_campaign(
     inputs: list[Any] = (),
 ) -> Plots:
     """The campaign's summed physics histograms as PNGs, beside its validation."""
-    from parsl_es import validation
+    from parsl_es.physics_plots import campaign_histograms
 
     started = time.time()
     payload, _ = worker_payload(payload_name, params, setup=False)
-    plots = validation.campaign_histograms(payload, plan, Path(output_dir), merges)
+    plots = campaign_histograms(payload, plan, Path(output_dir), merges)
     return Plots(files=tuple(plots), started=started, finished=time.time(), where=Where.here())
