@@ -59,6 +59,7 @@ class Plan:
     # the campaign's range_timeout (hung ranges and wedged pools are noticed from these)
     timeout_floor: float = 3
     timeout_ceiling: float = 10
+    timeout_slack: float = 10
     # --set overrides of the local site for the drivers, e.g. shorter heartbeats
     site_overrides: tuple[str, ...] = ()
 
@@ -103,6 +104,7 @@ def campaign_file(plan: Plan, directory: Path) -> Path:
             "factor": 5,
             "floor_seconds": plan.timeout_floor,
             "ceiling_seconds": plan.timeout_ceiling,
+            "slack_seconds": plan.timeout_slack,
         },
         "payload": {
             "name": "emulate",

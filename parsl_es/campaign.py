@@ -77,7 +77,8 @@ class RangeTimeoutSpec(BaseModel):
 
     ``factor`` times the 99th percentile of recent range durations on the node
     type, kept between ``floor_seconds`` and ``ceiling_seconds`` (the ceiling
-    until a few ranges have finished).
+    until a few ranges have finished); ``slack_seconds`` more before a bundle or
+    a merge is given up on or its worker pool is presumed wedged.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -85,6 +86,8 @@ class RangeTimeoutSpec(BaseModel):
     factor: float = Field(5.0, ge=1.5)
     floor_seconds: float = Field(60.0, gt=0)
     ceiling_seconds: float = Field(3600.0, gt=0)
+    #: Added to every bundle's allowance and to a merge's: a busy machine's delays.
+    slack_seconds: float = Field(10.0, ge=0, le=86400)
 
     @model_validator(mode="after")
     def _ordered(self) -> RangeTimeoutSpec:

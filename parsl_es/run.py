@@ -158,6 +158,7 @@ def _settings(spec: CampaignSpec, options: DriverOptions) -> Settings:
             factor=timeouts.factor,
             floor=timeouts.floor_seconds,
             ceiling=timeouts.ceiling_seconds,
+            slack=timeouts.slack_seconds,
         ),
         bundle_size=options.get("bundle_size"),
         allocation_end=options.get("allocation_end"),

@@ -2,7 +2,7 @@
 
 ``benchmarks/chaos.py`` is the full run (3,000 ranges, >= 20 worker kills, 3
 driver kills); this is the same code with fewer ranges and kills, short range
-timeouts (hung ranges and wedged pools are given up on sooner) and short
+timeouts and slack (hung ranges and wedged pools are given up on sooner) and short
 heartbeats (a killed pool is noticed sooner). What each kind of damage must lead
 to is checked on the simulated backend in tests/test_engine.py (lost pools, hung
 ranges, wedged pools, lost merges, stop and resume); here real HTEX delivers the
@@ -31,6 +31,7 @@ def test_short_chaos_run_loses_nothing_and_doubles_nothing(tmp_path):
         seed=3,
         timeout_floor=1,
         timeout_ceiling=3,
+        timeout_slack=2,
         site_overrides=("local.heartbeat_period=1", "local.heartbeat_threshold=4"),
     )
     f = run_chaos(plan, tmp_path, say=print)

@@ -185,6 +185,18 @@ def test_timeout_follows_observed_durations_within_floor_and_ceiling():
     assert t.bundle_allowance("cpu", 1) == 2 * (5 * 500) + 600 / 2
 
 
+def test_allowances_add_the_slack_for_a_busy_machine():
+    estimates = Estimates()
+    estimates.ranges("cpu").extend([0.1] * MIN_SAMPLES)
+    estimates.merges.extend([0.1] * MIN_SAMPLES)
+    default = RangeTimeouts(TimeoutPolicy(factor=5, floor=1, ceiling=3), estimates)
+    quick = RangeTimeouts(TimeoutPolicy(factor=5, floor=1, ceiling=3, slack=2), estimates)
+    # short ranges: the slack is most of the allowance
+    assert default.bundle_allowance("cpu", 1) == 2 * 1 + 10
+    assert quick.bundle_allowance("cpu", 1) == 2 * 1 + 2
+    assert (default.merge_allowance(), quick.merge_allowance()) == (2 * 1 + 10, 2 * 1 + 2)
+
+
 def test_a_pool_holding_tasks_without_results_is_wedged():
     watch = PoolWatch()
     idle = PoolInfo(pool="a", block="0", workers=4, tasks=0)

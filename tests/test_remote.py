@@ -25,7 +25,8 @@ from parsl_es.sites import SiteSpec
 from tests.globus_offline import OfflineCloud, client_for
 from tests.helpers import assert_every_event_once
 
-pytestmark = pytest.mark.integration
+# one xdist worker runs them all: one offline cloud and endpoint engine, not one per worker
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("globus")]
 
 CAMPAIGN = {
     "name": "remote",

@@ -22,6 +22,7 @@ class TimeoutPolicy:
     factor: float = 5.0
     floor: float = 60.0
     ceiling: float = 3600.0
+    slack: float = 10.0  # added to allowances: a busy machine's delays
 
     def timeout_for(self, est: DurationEstimate) -> float:
         """``factor`` x the p99 of ``est`` within floor and ceiling (the ceiling until trusted)."""
@@ -51,8 +52,8 @@ class RangeTimeouts:
         timeout = self.policy.timeout_for(est)
         p99 = est.percentile(0.99) or timeout
         own = max(timeout, self.policy.factor * n_ranges * p99)
-        return 2 * own + max(10.0, 0.5 * timeout)
+        return 2 * own + max(self.policy.slack, 0.5 * timeout)
 
     def merge_allowance(self) -> float:
         """How long a merge or validation may run before its pools are suspected wedged."""
-        return 2 * self.policy.timeout_for(self.estimates.merges) + 10.0
+        return 2 * self.policy.timeout_for(self.estimates.merges) + self.policy.slack
