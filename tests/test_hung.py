@@ -44,7 +44,15 @@ def _campaign(name: str, **payload) -> dict:
         "events_per_merge": 20,
         "seed": 6,
         "attempts": 1,  # a hang must not count as a payload failure, or the range is fatal
-        "range_timeout": {"factor": 5, "floor_seconds": 1, "ceiling_seconds": 2},
+        # The worker's own deadlines must act first: the driver's allowance for the
+        # bundle (twice the timeout plus the slack) is kept well above them, so that a
+        # loaded machine cannot let the driver give up on the bundle before.
+        "range_timeout": {
+            "factor": 5,
+            "floor_seconds": 1,
+            "ceiling_seconds": 2,
+            "slack_seconds": 30,
+        },
         "payload": {"name": "emulate", "seconds_per_event": 0.02, **payload},
     }
 

@@ -143,29 +143,6 @@ def test_second_driver_is_refused_and_a_dead_one_leaves_no_lock(local_session, t
 # --- graceful stops ------------------------------------------------------------------------
 
 
-@pytest.mark.integration
-def test_sigterm_stops_gracefully_with_how_to_resume(local_session, tmp_path):
-    path = write_campaign(
-        tmp_path,
-        "term",
-        events=120,
-        events_per_range=1,
-        events_per_merge=40,
-        payload={"name": "emulate", "seconds_per_event": 0.05},
-    )
-    out = tmp_path / "out"
-    proc = es_run("submit", str(path), "-o", str(out))
-    wait_for(lambda: (out / "ledger.sqlite").exists() and len(done_ranges(out)) >= 10)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 3, stderr
-    assert f"es-run resume {out}" in stderr and "Traceback" not in stderr
-    assert running_ranges(out) == 0
-    result = api.resume_campaign(out, session=local_session)
-    assert result.status == "complete", result.message
-    assert_every_event_once(out, 0, 120)
-
-
 # --- lost workers ----------------------------------------------------------------------------
 
 

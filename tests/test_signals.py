@@ -121,14 +121,16 @@ def test_a_second_signal_ends_driver_and_workers_at_once_and_the_ledger_resumes(
     while not _running(out) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert proc.poll() is None and _running(out), proc.communicate()
-    proc.send_signal(signal.SIGINT)  # graceful: would wait 5 s for both ranges
-    assert "finishing what is in flight" in _next_line(proc)
+    # SIGTERM (as Slurm sends it) stops gracefully: it would wait 5 s for both ranges
+    # (a graceful stop that waits and resumes: tests/test_cli.py, with Ctrl-C).
     proc.send_signal(signal.SIGTERM)
+    assert "SIGTERM: finishing what is in flight" in _next_line(proc)
+    proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == (
-        f"SIGTERM: the driver and its workers ended at once; in-flight ranges are redone by: "
+        f"SIGINT: the driver and its workers ended at once; in-flight ranges are redone by: "
         f"es-run resume {out}"
     )
     # It did not wait for the ranges in flight: none of them finished.
