@@ -22,7 +22,25 @@ def status_tables(s: Summary) -> list[Table]:
     ]
     if s.by_node_type:
         tables.append(_node_type_table(s))
+    if s.transforms:
+        tables.append(_transform_table(s))
     return tables
+
+
+def _transform_table(s: Summary) -> Table:
+    """Service mode: how often each worker started its transform, and what that cost."""
+    table = Table(title="transforms (service mode) by worker", title_justify="left")
+    for name in ("worker", "starts", "restarts", "init s", "init s/start"):
+        table.add_column(name, justify="left" if name == "worker" else "right")
+    for worker, row in s.transforms.items():
+        table.add_row(
+            worker,
+            str(row["starts"]),
+            str(row["restarts"]),
+            f"{row['init_seconds']:.1f}",
+            f"{row['mean_init_seconds']:.1f}",
+        )
+    return table
 
 
 def _node_type_table(s: Summary) -> Table:

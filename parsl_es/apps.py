@@ -162,7 +162,12 @@ def simulate_ranges(
             )
         except Exception as exc:
             results.append(_failure(index, attempt, exc, started))
-    reply = BundleResult(where=where, setup_seconds=setup_time, results=tuple(results))
+    reply = BundleResult(
+        where=where,
+        setup_seconds=setup_time,
+        results=tuple(results),
+        transform_starts=tuple(payload.take_transform_starts()),
+    )
     return pack(reply)
 
 

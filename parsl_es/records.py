@@ -73,12 +73,26 @@ class RangeResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TransformStart:
+    """One start of a long-lived transform (the command payload's service mode).
+
+    A framework such as Athena initialises for minutes: each start, and whether it
+    replaced one that died, hung or misbehaved, is what an operator needs to see.
+    """
+
+    started: float  # epoch seconds
+    init_seconds: float | None  # start to its first "Ready for events"; None: never ready
+    restart: bool  # it replaced a transform of the same worker
+
+
+@dataclass(frozen=True, kw_only=True)
 class BundleResult:
     """A simulate task's reply: where it ran once, and every range of its bundle."""
 
     where: Where
     setup_seconds: float  # payload initialisation paid by this task (a worker's first)
     results: tuple[RangeResult, ...]
+    transform_starts: tuple[TransformStart, ...] = ()  # during this task (service mode)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +103,7 @@ class TaskOutcomes:
     where: Where
     results: tuple[RangeResult, ...]
     setup_seconds: float | None = None
+    transform_starts: tuple[TransformStart, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -90,8 +90,14 @@ def collect(ledger: Ledger) -> tuple[Timeline, dict[str, Any]]:
             tl.node_type.setdefault(r.worker, r.node_type or "?")
         if r.task is not None and r.started is not None:
             first_of_task.setdefault(r.task, r.started)
+    # A transform's every start is an initialisation bar; a worker without transforms
+    # shows the payload's own set-up, paid by its first task.
+    with_transforms = {t.worker for t in rows.transforms}
+    for t in rows.transforms:
+        end = t.started + (t.init_seconds if t.init_seconds is not None else 0.0)
+        tl.add(t.worker, t.started, end, "init")
     for t in rows.tasks:
-        if t.task in first_of_task and t.setup:
+        if t.task in first_of_task and t.setup and t.worker not in with_transforms:
             tl.add(t.worker, first_of_task[t.task] - t.setup, first_of_task[t.task], "init")
     for a in rows.attempts:
         tl.add(a.worker, a.started, a.finished, a.outcome.value)
@@ -307,6 +313,23 @@ def build_report(output: str | Path, dest: str | Path | None = None) -> Path:
     return dest / "index.html"
 
 
+def _transform_html(per_worker: dict[str, dict[str, float]]) -> str:
+    """Service mode: each worker's transform starts, restarts and initialisation time."""
+    if not per_worker:
+        return ""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(worker)}</td><td>{row['starts']:.0f}</td><td>{row['restarts']:.0f}</td>"
+        f"<td>{row['init_seconds']:.1f}</td><td>{row['mean_init_seconds']:.1f}</td></tr>"
+        for worker, row in per_worker.items()
+    )
+    return (
+        "<h2>Transforms (service mode)</h2>\n<table><tr><th>worker</th><th>starts</th>"
+        "<th>restarts</th><th>initialisation (s)</th><th>per start (s)</th></tr>\n"
+        f"{rows}</table>"
+    )
+
+
 def _html(
     jr: dict[str, Any],
     summary: Any,
@@ -336,6 +359,7 @@ def _html(
     phys = "".join(f'<img class="physics" src="{e(src)}" alt="{e(src)}">' for src in physics)
     validation = jr.get("validation") or {}
     verdict = {True: "passed", False: "FAILED", None: "not yet run"}[validation.get("passed")]
+    transforms = _transform_html(summary.transforms)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>parsl-es report: {e(name)}</title>
@@ -360,6 +384,7 @@ their first and last bar.</p>
 <table><tr><th>file</th><th>events</th><th>event numbers</th><th>adler32</th>
 <th>validation</th></tr>
 {rows}</table>
+{transforms}
 <h2>Attempts that did not succeed</h2>
 <table><tr><th>range</th><th>attempt</th><th>outcome</th><th>node type</th><th>error</th></tr>
 {fails or '<tr><td colspan="5">none</td></tr>'}</table>

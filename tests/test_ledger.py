@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from parsl_es import fileio
+from parsl_es.cli.main import app
 from parsl_es.errors import UserError
 from parsl_es.ledger import LEDGER_NAME, SCHEMA_VERSION, Ledger, schema
 from parsl_es.ranges import RangePlan
@@ -98,7 +100,7 @@ def test_new_ledger_has_all_ranges_ready_and_merges_waiting(ledger):
     state = ledger.resume_state()
     assert state.cursor == 0 and state.retry == () and state.done_per_group == {}
     assert [m.state for m in state.merges] == [MergeState.WAITING] * 2
-    assert ledger.schema_version == SCHEMA_VERSION == 2
+    assert ledger.schema_version == SCHEMA_VERSION == 3
 
 
 def test_create_refuses_an_existing_ledger(ledger):
@@ -619,7 +621,7 @@ def test_a_v1_ledger_is_migrated_once_on_a_read_write_open(tmp_path, monkeypatch
     path = tmp_path / LEDGER_NAME
     write_v1_ledger(path)
     with Ledger.open(path) as led:
-        assert led.schema_version == 2 and led.meta("schema_version") == "2"
+        assert led.schema_version == SCHEMA_VERSION and led.meta("schema_version") == "3"
         state = led.resume_state()
         assert state.cursor == 8 and state.retry == ()
         assert (state.ranges_done, state.events_done, state.done_per_group) == (6, 12, {0: 5, 1: 1})
@@ -629,8 +631,9 @@ def test_a_v1_ledger_is_migrated_once_on_a_read_write_open(tmp_path, monkeypatch
         assert row(led, 0).host == "old" and row(led, 0).task is None
         m0 = led.merge_record(0)
         assert m0.validation is Verdict.PASSED and m0.output == "merged/m0"
-    assert {"tasks", "range_info"} <= objects(path)
+    assert {"tasks", "range_info", "transforms"} <= objects(path)
     monkeypatch.setitem(schema.MIGRATIONS, 1, lambda conn: pytest.fail("migrated twice"))
+    monkeypatch.setitem(schema.MIGRATIONS, 2, lambda conn: pytest.fail("migrated twice"))
     with Ledger.open(path) as led:  # the ledger carries on in the current layout
         led.reset_for_resume(tmp_path)  # no files on disk: everything is redone
         assert start(led, 5, 8) == [2, 1]
@@ -673,3 +676,58 @@ def test_a_ledger_from_a_newer_parsl_es_is_refused(ledger, readonly):
     ledger.set_meta("schema_version", "99")
     with pytest.raises(UserError, match="written by a newer parsl-es"):
         Ledger.open(ledger.path, readonly=readonly)
+
+
+# --- transforms (service mode) -----------------------------------------------------------------
+
+
+def test_transform_starts_are_recorded_with_where_they_ran_and_summed_per_worker(ledger, tmp_path):
+    from parsl_es.records import TransformStart
+    from parsl_es.report import collect
+
+    start(ledger, 0, 1)
+    first = TransformStart(started=100.0, init_seconds=20.0, restart=False)
+    again = TransformStart(started=150.0, init_seconds=18.0, restart=True)
+    died = TransformStart(started=170.0, init_seconds=None, restart=True)
+    batch = TaskOutcomes(
+        node_type="cpu",
+        where=HERE,
+        results=(done(0, started=121.0, finished=130.0), done(1, started=169.0, finished=175.0)),
+        transform_starts=(first, again, died),
+    )
+    ledger.record([batch], BUDGET)
+    other = Where(host="node2", worker="node2:7", pool="p2")
+    late = TaskOutcomes(
+        node_type="?",
+        where=other,
+        results=(),
+        transform_starts=(TransformStart(started=101.0, init_seconds=25.0, restart=False),),
+    )
+    ledger.record([late], BUDGET)  # a late task's transform starts are kept too
+    rows = ledger.transform_starts()
+    assert [(r.worker, r.started, r.init_seconds, r.restart) for r in rows] == [
+        ("node1:42", 100.0, 20.0, False),
+        ("node2:7", 101.0, 25.0, False),
+        ("node1:42", 150.0, 18.0, True),
+        ("node1:42", 170.0, None, True),
+    ]
+    assert ledger.summary().transforms == {
+        "node1:42": {"starts": 3, "restarts": 2, "init_seconds": 38.0, "mean_init_seconds": 19.0},
+        "node2:7": {"starts": 1, "restarts": 0, "init_seconds": 25.0, "mean_init_seconds": 25.0},
+    }
+    timeline, _ = collect(ledger)
+    inits = [(s, d) for s, d, kind in timeline.bars["node1:42"] if kind == "init"]
+    assert inits == [(100.0, 20.0), (150.0, 18.0), (170.0, 0.0)]  # one bar per start
+    shown = CliRunner().invoke(app, ["status", str(tmp_path)], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert "transforms (service mode) by worker" in shown.output
+    line = next(x for x in shown.output.splitlines() if "node1:42" in x)
+    cells = [c.strip() for c in line.strip(" │┃").split("│")]
+    assert cells == ["node1:42", "3", "2", "38.0", "19.0"], line
+
+
+def test_a_ledger_without_transforms_reads_as_having_none(tmp_path):
+    path = tmp_path / LEDGER_NAME
+    write_v1_ledger(path)
+    with Ledger.open(path, readonly=True) as led:  # read-only: no migration, a temp table
+        assert led.transform_starts() == () and led.summary().transforms == {}

@@ -154,7 +154,14 @@ class SimulateStep(Step):
             ctx.pools.result_from(reply.where.pool, now)
             if bundle is None:  # given up on (timed out) and redone: keep a record only
                 late = tuple(dataclasses.replace(r, outcome=Outcome.LATE) for r in reply.results)
-                batches.append(TaskOutcomes(node_type="?", where=reply.where, results=late))
+                batches.append(
+                    TaskOutcomes(
+                        node_type="?",
+                        where=reply.where,
+                        results=late,
+                        transform_starts=reply.transform_starts,
+                    )
+                )
                 continue
             ctx.counters.workers.add(reply.where.worker or "?")
             if reply.setup_seconds:
@@ -165,6 +172,7 @@ class SimulateStep(Step):
                     where=reply.where,
                     results=reply.results,
                     setup_seconds=reply.setup_seconds or None,
+                    transform_starts=reply.transform_starts,
                 )
             )
         self._record(batches)

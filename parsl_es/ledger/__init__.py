@@ -22,6 +22,7 @@ from parsl_es.ledger.models import (
     Run,
     Summary,
     TaskRow,
+    TransformRow,
 )
 from parsl_es.ledger.ranges import RangeWrites
 from parsl_es.ledger.reads import LedgerReads
@@ -49,4 +50,5 @@ __all__ = [
     "Run",
     "Summary",
     "TaskRow",
+    "TransformRow",
 ]

@@ -105,6 +105,20 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class TransformRow:
+    """One start of a long-lived transform (service mode), and where."""
+
+    worker: str | None
+    node_type: str | None
+    started: float
+    init_seconds: float | None  # None: it died or hung before it was ready
+    restart: bool
+
+
+TRANSFORM_COLUMNS = "worker, node_type, started, init_seconds, restart"
+
+
+@dataclass(frozen=True, slots=True)
 class ReportRows:
     """What the campaign report draws, from the ledger alone."""
 
@@ -114,6 +128,7 @@ class ReportRows:
     merges: tuple[MergeRecord, ...]
     merge_runs: tuple[Run, ...]  # done merges (worker, else host)
     validation_runs: tuple[Run, ...]  # per merged file, the campaign's proof and plots
+    transforms: tuple[TransformRow, ...] = ()  # service mode's transform starts, by time
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +160,9 @@ class Summary:
     #: Where the simulated ranges ran: per node type, ranges, events, hosts, batch
     #: jobs, mean range duration, and attempts lost (worker or node gone) or failed.
     by_node_type: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Long-lived transforms (service mode), per worker: starts, restarts (starts that
+    #: replaced a transform that died, hung or misbehaved) and seconds of initialisation.
+    transforms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:

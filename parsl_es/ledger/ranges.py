@@ -36,6 +36,10 @@ _INSERT_TASK = (
     "INSERT INTO tasks (node_type, host, worker, slurm_job, accelerator, pool, block, recorded, "
     "setup) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_TRANSFORM = (
+    "INSERT INTO transforms (node_type, host, worker, pool, block, started, init_seconds, "
+    "restart) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _MARK_DONE = (
     "UPDATE ranges SET state='done', task=?, started=?, finished=?, output=?, size=?, "
     "checksum=?, n_events=?, error=NULL WHERE idx=? AND attempts=? AND state='running'"
@@ -124,7 +128,17 @@ class RangeWrites(LedgerCore):
         range's current one, or it is ``LATE``: recorded, never applied).
         """
         with self.transaction():
+            self._record_transform_starts(batches)
             return [self._record_task(batch, budget) for batch in batches]
+
+    def _record_transform_starts(self, batches: Sequence[TaskOutcomes]) -> None:
+        rows = [
+            (b.node_type, b.where.host, b.where.worker, b.where.pool, b.where.block, *start)
+            for b in batches
+            for start in ((t.started, t.init_seconds, int(t.restart)) for t in b.transform_starts)
+        ]
+        if rows:
+            self._conn.executemany(_INSERT_TRANSFORM, rows)
 
     def _record_task(self, batch: TaskOutcomes, budget: RetryBudget) -> list[RangeState | None]:
         results = batch.results

@@ -17,6 +17,7 @@ from parsl_es.ledger.models import (
     RANGE_COLUMNS,
     RANGE_STATES,
     TASK_COLUMNS,
+    TRANSFORM_COLUMNS,
     AttemptRow,
     RangeRow,
     ReportRows,
@@ -24,6 +25,7 @@ from parsl_es.ledger.models import (
     Run,
     Summary,
     TaskRow,
+    TransformRow,
     attempt_row,
     merge_record,
     range_row,
@@ -146,6 +148,7 @@ class LedgerReads(LedgerCore):
             events_merged=merged,
             campaign_validation=self.meta("campaign_validation"),
             by_node_type=self._by_node_type(),
+            transforms=self._transforms(),
         )
 
     def _by_node_type(self) -> dict[str, dict[str, float]]:
@@ -210,4 +213,24 @@ class LedgerReads(LedgerCore):
             merges=tuple(self.merge_records()),
             merge_runs=tuple(Run(*t) for t in merge_runs),
             validation_runs=tuple(runs),
+            transforms=self.transform_starts(),
         )
+
+    def transform_starts(self) -> tuple[TransformRow, ...]:
+        rows = self._tuples(f"SELECT {TRANSFORM_COLUMNS} FROM transforms ORDER BY started")
+        return tuple(TransformRow(w, nt, s, i, bool(r)) for w, nt, s, i, r in rows)
+
+    def _transforms(self) -> dict[str, dict[str, float]]:
+        """Per worker: transform starts, restarts and initialisation seconds (total, mean)."""
+        out = {}
+        for worker, starts, restarts, init, mean in self._tuples(
+            "SELECT COALESCE(worker, '?'), COUNT(*), SUM(restart), COALESCE(SUM(init_seconds), 0), "
+            "AVG(init_seconds) FROM transforms GROUP BY worker ORDER BY worker"
+        ):
+            out[worker] = {
+                "starts": starts,
+                "restarts": restarts,
+                "init_seconds": round(init, 3),
+                "mean_init_seconds": round(mean or 0.0, 3),
+            }
+        return out

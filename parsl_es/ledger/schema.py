@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from parsl_es.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _RANGES = """
 CREATE TABLE ranges (
@@ -69,6 +69,15 @@ CREATE {temp}TABLE IF NOT EXISTS tasks (
     setup REAL  -- seconds this task spent initialising the payload (a worker's first task)
 )"""
 
+#: Starts of long-lived transforms (the command payload's service mode), where they ran.
+_TRANSFORMS = """
+CREATE {temp}TABLE IF NOT EXISTS transforms (
+    node_type TEXT, host TEXT, worker TEXT, pool TEXT, block TEXT,
+    started REAL NOT NULL,
+    init_seconds REAL,  -- start to its first 'Ready for events'; NULL: it never was ready
+    restart INTEGER NOT NULL  -- 1: it replaced a transform that died, hung or misbehaved
+)"""
+
 #: Ranges with where they ran: a successful range points at its task's row; failed
 #: attempts and ledgers from before tasks were recorded carry it in the range itself.
 _RANGE_INFO = """
@@ -93,6 +102,7 @@ DDL = ";\n".join(
         _MERGES,
         _TASKS.format(temp=""),
         _RANGE_INFO.format(temp=""),
+        _TRANSFORMS.format(temp=""),
     )
 )
 
@@ -122,8 +132,13 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute(_RANGE_INFO.format(temp=""))
 
 
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """The ``transforms`` table (service mode's transform starts)."""
+    conn.execute(_TRANSFORMS.format(temp=""))
+
+
 #: ``MIGRATIONS[n]`` brings a version ``n`` ledger to version ``n + 1``.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def version(conn: sqlite3.Connection) -> int:
@@ -177,6 +192,11 @@ def _compat_views(conn: sqlite3.Connection) -> None:
     ).fetchone()
     if not has_tasks:
         conn.execute(_TASKS.format(temp="TEMP "))
+    has_transforms = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='transforms'"
+    ).fetchone()
+    if not has_transforms:
+        conn.execute(_TRANSFORMS.format(temp="TEMP "))
     elif "setup" not in columns(conn, "tasks"):
         conn.execute("CREATE TEMP VIEW tasks AS SELECT *, NULL AS setup FROM main.tasks")
     for table in ("ranges", "attempts", "merges"):

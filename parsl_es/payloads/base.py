@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from parsl_es.ranges import EventRange
+from parsl_es.records import TransformStart
 
 
 class PayloadParams(BaseModel):
@@ -112,3 +113,10 @@ class Payload(ABC):
     def check_events(self, path: Path, campaign_seed: int, max_events: int) -> EventCheck | None:
         """Re-derive up to ``max_events`` events of ``path`` and compare (None: cannot)."""
         return None
+
+    def take_transform_starts(self) -> list[TransformStart]:
+        """Starts of long-lived external processes since last asked (the engine records them).
+
+        Only a payload that keeps a transform alive across ranges has any.
+        """
+        return []
