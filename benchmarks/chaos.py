@@ -62,10 +62,19 @@ class Plan:
     timeout_slack: float = 10
     # --set overrides of the local site for the drivers, e.g. shorter heartbeats
     site_overrides: tuple[str, ...] = ()
+    # the campaign's payload instead of emulate (hung ranges need emulate's hang_events),
+    # e.g. the command payload in service mode, whose transforms can then be killed
+    payload: dict | None = None
+    transform_kills: int = 0
 
 
 #: The figure counting each kind of injected damage.
-INJECTED = {"worker": "worker_kills", "pool": "pool_kills", "wedge": "wedges_injected"}
+INJECTED = {
+    "worker": "worker_kills",
+    "pool": "pool_kills",
+    "wedge": "wedges_injected",
+    "transform": "transform_kills",
+}
 
 
 @dataclass
@@ -75,6 +84,9 @@ class Figures:
     pool_kills: int = 0
     driver_kills: int = 0
     wedges_injected: int = 0  # pools this script wedged
+    transform_kills: int = 0  # service mode: transforms this script SIGKILLed
+    transform_starts: int = 0  # service mode: transform starts the ledger recorded
+    transform_workers: int = 0  # ... on this many distinct workers
     wedged_pools: int = 0  # wedged pools the driver detected and ended (its run records)
     hung_ranges: int = 0
     hung_ranges_redone: int = 0  # hung ranges given up on (timed out, or lost with a killed pool)
@@ -106,7 +118,8 @@ def campaign_file(plan: Plan, directory: Path) -> Path:
             "ceiling_seconds": plan.timeout_ceiling,
             "slack_seconds": plan.timeout_slack,
         },
-        "payload": {
+        "payload": plan.payload
+        or {
             "name": "emulate",
             "seconds_per_event": plan.seconds_per_event,
             "hang_events": hang,
@@ -176,6 +189,16 @@ def kill(procs: list[psutil.Process]) -> bool:
     return hit
 
 
+def kill_transform(out: Path, rng: random.Random) -> bool:
+    """SIGKILL one long-lived transform (service mode): a process a worker started."""
+    transforms = []
+    for pool in pools_of(out):
+        for worker in helper_and_workers(pool)[1]:
+            with contextlib.suppress(psutil.Error):
+                transforms.extend(worker.children(recursive=True))
+    return bool(transforms) and kill([rng.choice(transforms)])
+
+
 def kill_worker(out: Path, rng: random.Random) -> bool:
     workers = [w for pool in pools_of(out) for w in helper_and_workers(pool)[1]]
     return bool(workers) and kill([rng.choice(workers)])
@@ -230,6 +253,7 @@ def run_chaos(plan: Plan, workdir: Path, say=print) -> Figures:
         # report a detection that nothing needed).
         "pool": triggers(plan.pool_kills, plan.ranges, 0.1, 0.3, rng),
         "wedge": triggers(plan.wedges, plan.ranges, 0.45, 0.65, rng),
+        "transform": triggers(plan.transform_kills, plan.ranges, 0.1, 0.8, rng),
     }
     done_at_kills: dict[int, int] = {}
     t0 = time.time()
@@ -270,9 +294,13 @@ def run_chaos(plan: Plan, workdir: Path, say=print) -> Figures:
                     say(f"[{time.time() - t0:6.1f}s] killed the driver at {done} ranges done")
                     marks.pop(0)
                     break  # the loop restarts the driver
-                hit = {"worker": kill_worker, "pool": kill_pool, "wedge": wedge_pool}[kind](
-                    out, rng
-                )
+                damage = {
+                    "worker": kill_worker,
+                    "pool": kill_pool,
+                    "wedge": wedge_pool,
+                    "transform": kill_transform,
+                }
+                hit = damage[kind](out, rng)
                 if hit:
                     marks.pop(0)
                     key = INJECTED[kind]
@@ -317,7 +345,7 @@ def _account(out: Path, plan: Plan, figures: Figures, done_at_kills: dict[int, i
     figures.reruns_of_done_ranges = sum(
         1 for idx, n in done_at_kills.items() if final.get(idx) != n and idx not in damaged
     )
-    hung = yaml.safe_load((out.parent / "chaos.yaml").read_text())["payload"]["hang_events"]
+    hung = yaml.safe_load((out.parent / "chaos.yaml").read_text())["payload"].get("hang_events", [])
     given_up = query(
         out,
         "SELECT DISTINCT range_idx FROM attempts WHERE outcome IN ('timeout','lost') "
@@ -328,6 +356,9 @@ def _account(out: Path, plan: Plan, figures: Figures, done_at_kills: dict[int, i
     outcomes = dict(query(out, "SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome"))
     figures.lost_attempts = outcomes.get("lost", 0)
     figures.timeout_attempts = outcomes.get("timeout", 0)
+    starts = query(out, "SELECT COUNT(*), COUNT(DISTINCT worker) FROM transforms")
+    if starts:
+        figures.transform_starts, figures.transform_workers = starts[0]
 
 
 def main() -> None:
