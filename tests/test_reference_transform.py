@@ -208,3 +208,34 @@ def test_no_channel_is_an_error(tmp_path: Path) -> None:
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 1
     assert "no --channel and no $PARSL_ES_CHANNEL" in proc.stderr
+
+
+# --- the benchmark's stand-in transform ---------------------------------------------------
+
+STANDIN = Path(__file__).resolve().parents[1] / "benchmarks" / "standin_transform.py"
+
+
+def test_standin_transform_in_both_modes(channel_dir: Path, tmp_path: Path) -> None:
+    """Both forms write an events TTree the built-in merge reads (not uproot's RNTuple)."""
+    single = tmp_path / "single.root"
+    argv = [sys.executable, str(STANDIN), "range", "--first-event", "3", "--last-event", "5"]
+    subprocess.run([*argv, "--output", str(single)], check=True, timeout=TIMEOUT)
+    worker = Worker(channel_dir)
+    argv = [sys.executable, str(STANDIN), "service", "--channel", worker.path]
+    proc = subprocess.Popen(
+        [*argv, "--outdir", str(tmp_path / "out"), "--init-seconds", "0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        worker.accept()
+        done, backwards = serve(worker, [message(6, 7), message(9, 8)])
+        code, _, err = finish(worker, proc)
+    finally:
+        proc.kill()
+    assert code == 0, err
+    assert isinstance(done, protocol.RangeDone) and done.range_id == "c-6-7"
+    assert isinstance(backwards, protocol.RangeFailed) and not backwards.fatal
+    merged = tmp_path / "merged.root"
+    assert rootio.merge_files([single, Path(done.path)], merged) == 5
+    assert list(rootio.read_events(merged)["event_number"]) == [3, 4, 5, 6, 7]
