@@ -239,3 +239,22 @@ def test_standin_transform_in_both_modes(channel_dir: Path, tmp_path: Path) -> N
     merged = tmp_path / "merged.root"
     assert rootio.merge_files([single, Path(done.path)], merged) == 5
     assert list(rootio.read_events(merged)["event_number"]) == [3, 4, 5, 6, 7]
+
+
+def test_benchmark_campaign_payloads(tmp_path: Path) -> None:
+    """benchmarks.service's per-range payload runs a range; service is accepted once it exists."""
+    from benchmarks.service import accepted, payload_spec
+    from parsl_es.payloads import make_payload
+
+    with_mode = accepted(payload_spec("per_range", 0, 0, with_mode=True)) is None
+    spec = payload_spec("per_range", 0.1, 0.01, with_mode=with_mode)
+    assert accepted(spec) is None
+    payload = make_payload("command", {k: v for k, v in spec.items() if k != "name"})
+    payload.setup()
+    output = tmp_path / "ranges" / ".tmp-abc123def456-c-4-6.attempt-1.root"
+    output.parent.mkdir()
+    r = EventRange("c", 0, 4, 6, 0, campaign_seed=SEED)
+    assert payload.simulate(r, output) == 3
+    assert list(payload.event_numbers(output)) == [4, 5, 6]
+    service = accepted(payload_spec("service", 0.1, 0.01, with_mode=with_mode))
+    assert (service is None) == with_mode, service
