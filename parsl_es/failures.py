@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from parsl_es.payloads.base import PayloadError
+from parsl_es.payloads.base import PayloadError, TransformLost
 from parsl_es.states import FailureKind
 
 #: Exit status of a worker that the hard watchdog ended.
@@ -46,6 +46,8 @@ def classify(exc: BaseException) -> FailureKind:
     """
     if isinstance(exc, RangeTimeout):
         return FailureKind.TIMEOUT
+    if isinstance(exc, TransformLost):
+        return FailureKind.INFRASTRUCTURE
     if isinstance(exc, PayloadError):
         return FailureKind.PAYLOAD if exc.transient else FailureKind.PERMANENT
     if isinstance(exc, OSError):
