@@ -41,7 +41,8 @@ def main() -> int:
         print("fake_transform: cannot initialise, marker-5678", flush=True)
         return 3
     import numpy as np
-    import uproot
+
+    from parsl_es import rootio  # the events TTree the engine merges and validates
 
     fault_event = int(env.get("FAKE_TF_FAULT_EVENT", "-1"))
     fault = env.get("FAKE_TF_FAULT", "")
@@ -79,8 +80,7 @@ def main() -> int:
                     continue
             path = Path(f"{r.range_id}.root")
             numbers = np.arange(r.first_event, r.last_event + 1, dtype=np.int64)
-            with uproot.recreate(path) as f:
-                f["events"] = {"event_number": numbers}
+            rootio.write_events(path, {"event_number": numbers})
             wall = time.monotonic() - started
             say(protocol.done_line(r.range_id, str(path), wall, wall))
 

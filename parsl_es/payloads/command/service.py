@@ -187,6 +187,7 @@ class Transform:
             self._wait_readable(self._conn or self._listener, deadline)
             if self._conn is None:
                 self._conn, _ = self._listener.accept()
+                self._forget_channel()  # connected: nothing left in /tmp if the worker is killed
                 continue
             chunk = self._conn.recv(65536)
             if not chunk:
@@ -231,6 +232,9 @@ class Transform:
                 s.close()
         self._conn = self._listener = None
         self._buffer.clear()
+        self._forget_channel()
+
+    def _forget_channel(self) -> None:
         if self._channel_dir is not None:
             shutil.rmtree(self._channel_dir, ignore_errors=True)
             self._channel_dir = None
