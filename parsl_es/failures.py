@@ -9,7 +9,8 @@ Kinds, as workers report them and the ledger counts them:
 
 ``payload``        the payload raised: counts against the range's ``attempts``
 ``permanent``      ``FatalPayloadError``: the range is fatal at once
-``infrastructure`` an I/O error, a lost worker, node or block: retried, not counted
+``infrastructure`` an I/O error, a lost worker, node or block, a lost service-mode
+                   transform (``TransformLost``): retried, not counted
                    as a payload failure (a range that keeps killing its workers is
                    stopped after ``RetryBudget.lost_factor`` times its attempts)
 ``timeout``        the range ran far longer than ranges do: presumed hung, redone

@@ -1,4 +1,5 @@
-"""The ``CommandPayload`` class: one external process per range (and per merge).
+"""The ``CommandPayload`` class: one external process per range (and per merge), or
+in ``mode: service`` one long-lived transform per worker process serving its ranges.
 
 The engine's contract (simulate, merge, event numbers, hashes) implemented by
 running the experiment's own transforms; templates, parameters and process
@@ -85,6 +86,10 @@ class CommandPayload(Payload):
     job report (if configured) says ``exitCode: 0`` and the output exists, is
     non-empty and holds a readable tree. A missing executable is fatal; any
     other failure is retried.
+
+    In ``mode: service`` the simulate command is one transform per worker
+    process, started at its first range and kept across ranges and bundles; it
+    logs and works in ``logs/service`` of the campaign (see ``_serve``).
     """
 
     name: ClassVar[str] = "command"
