@@ -30,11 +30,12 @@ FAKE = Path(__file__).parent / "transforms" / "fake_transform.py"
 SIMULATE = f"{shlex.quote(sys.executable)} {shlex.quote(str(FAKE))} --channel {{channel}}"
 
 
-def service(tmp_path: Path, **env) -> CommandPayload:
+def service(tmp_path: Path, params: dict | None = None, **env) -> CommandPayload:
     starts = tmp_path / "starts"
     starts.mkdir(exist_ok=True)
     env = {"FAKE_TF_STARTS_DIR": str(starts), **{k: str(v) for k, v in env.items()}}
-    payload = make_payload("command", {"simulate": SIMULATE, "mode": "service", "env": env})
+    fields = {"simulate": SIMULATE, "mode": "service", "env": env, **(params or {})}
+    payload = make_payload("command", fields)
     assert isinstance(payload, CommandPayload)
     payload.setup()
     return payload
@@ -204,6 +205,28 @@ def test_init_crash_loop_is_fatal_with_the_log_tail(tmp_path: Path, payloads) ->
     with pytest.raises(FatalPayloadError, match="3 times in a row"):
         payload.simulate(make_range(2, 3), tmp_path / "o.root")
     assert len(started(tmp_path)) == 3
+
+
+def test_initialisation_outlives_a_range_deadline(tmp_path: Path, payloads) -> None:
+    """Ranges of seconds give a timeout of a minute; transforms initialise for minutes."""
+    payload = service(tmp_path, FAKE_TF_INIT_SECONDS=2)
+    payloads.append(payload)
+    r = make_range(0, 1)
+    with pytest.raises(RangeTimeout), range_deadline(0.5):
+        payload.simulate(r, engine_tmp_path(tmp_path, r))
+    pid = payload._transform.pid
+    os.kill(pid, 0)  # still initialising, not killed
+    run(payload, tmp_path, 2, 3)
+    assert payload._transform.pid == pid and payload.service_stats().starts == 1
+
+
+def test_initialisation_past_its_limit_is_an_init_death(tmp_path: Path, payloads) -> None:
+    payload = service(tmp_path, {"init_timeout_seconds": 0.3}, FAKE_TF_INIT_SECONDS=60)
+    payloads.append(payload)
+    r = make_range(0, 1)
+    with pytest.raises(FatalPayloadError, match=r"did not ask for events within 0\.3 s"):
+        payload.simulate(r, engine_tmp_path(tmp_path, r))
+    assert payload.service_stats().starts == 3 and payload._transform.running is False
 
 
 def test_per_range_output_placeholders_unchanged() -> None:

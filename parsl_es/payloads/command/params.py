@@ -65,6 +65,13 @@ class CommandParams(PayloadParams):
     timeout_seconds: float | None = Field(
         None, gt=0, description="Kill a command running longer than this (a retryable failure)."
     )
+    init_timeout_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="mode: service: a transform not asking for events this long after its "
+        "start is killed (an initialisation death; three in a row are fatal). Initialisation "
+        "outlives a range's own timeout: that range is redone, the transform kept.",
+    )
     tree: str = Field("events", min_length=1, description="TTree holding the event numbers.")
     event_number_branch: str = Field(
         "event_number", min_length=1, description="Branch of the event numbers in that tree."

@@ -29,6 +29,7 @@ import uproot
 
 from parsl_es import rootio
 from parsl_es.containers import container_argv
+from parsl_es.failures import RangeTimeout
 from parsl_es.payloads.base import (
     FatalPayloadError,
     Payload,
@@ -197,6 +198,17 @@ class CommandPayload(Payload):
         t = self._service_transform(output)
         try:
             reply = self._exchange(t, r, what, message)
+        except RangeTimeout:
+            # A transform still initialising holds no range: the range is redone
+            # (not the range's fault), the initialisation goes on for the next one.
+            # Otherwise a transform initialising longer than the range timeout
+            # (minutes, against a timeout derived from seconds-long ranges) would
+            # be killed again at every restart and never serve a range.
+            if t.running and not t.ready_once:
+                logger.info("%s: timed out while the transform initialises; kept", what)
+            else:
+                t.kill()
+            raise
         except BaseException:
             t.kill()
             raise
@@ -260,8 +272,9 @@ class CommandPayload(Payload):
     def _until_ready(self, t: Transform, what: str) -> None:
         """Start the transform if none runs, and wait for its ``Ready for events``.
 
-        Initialisation has no time limit of its own (only the range's deadline);
-        a transform dying in it is started again, up to ``InitDeaths``.
+        Initialisation is limited by ``init_timeout_seconds`` from the start, not
+        by the range's deadline (see ``_serve``); a transform dying in it, or
+        overrunning it, is started again, up to ``InitDeaths``.
         """
         while True:
             if not t.running:
@@ -271,11 +284,16 @@ class CommandPayload(Payload):
                     t.start()
                 except OSError as exc:
                     raise FatalPayloadError(f"{what}: cannot start the transform: {exc}") from None
+            limit = None
+            if not t.ready_once:
+                limit = max(0.0, self.params.init_timeout_seconds - t.initialising_for())
             try:
-                message = t.receive()
-            except TransformGone as exc:
+                message = t.receive(limit)
+            except (TransformGone, TransformSilent) as exc:
                 if t.ready_once:
                     raise
+                if isinstance(exc, TransformSilent):
+                    exc = f"did not ask for events within {self.params.init_timeout_seconds} s"
                 tail = _tail(t.log, t.log_offset)
                 t.kill()
                 if self._init_deaths.died():

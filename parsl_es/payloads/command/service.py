@@ -166,6 +166,10 @@ class Transform:
         s = self.stats
         self.stats = ServiceStats(s.starts + 1, s.restarts + int(replaced), s.init_seconds)
 
+    def initialising_for(self) -> float:
+        """Seconds since the start (meaningful until the first ``Ready``)."""
+        return time.monotonic() - self._started
+
     def initialised(self) -> None:
         """The first ``Ready for events`` came: the end of initialisation."""
         if not self.ready_once:
