@@ -229,6 +229,18 @@ def test_initialisation_past_its_limit_is_an_init_death(tmp_path: Path, payloads
     assert payload.service_stats().starts == 3 and payload._transform.running is False
 
 
+def test_executable_that_cannot_run_is_fatal(tmp_path: Path, payloads) -> None:
+    script = tmp_path / "not_executable_tf"
+    script.write_text("#!/bin/sh\n")  # no x bit: found by name, but cannot be run
+    payload = make_payload(
+        "command", {"simulate": f"{script} --channel {{channel}}", "mode": "service"}
+    )
+    payloads.append(payload)
+    with pytest.raises(FatalPayloadError, match="not_executable_tf"):
+        payload.simulate(make_range(0, 1), tmp_path / "o.root")
+    assert payload.service_stats().starts == 0
+
+
 def test_per_range_output_placeholders_unchanged() -> None:
     """mode: per_range stays the default and keeps every placeholder."""
     params = CommandParams(simulate="tf {output} {first_event} {seed} {campaign_seed}")
@@ -257,6 +269,7 @@ def test_campaign_in_service_mode(local_session, tmp_path: Path) -> None:
     }
     result = api.run_campaign(campaign, tmp_path / "out", session=local_session)
     assert result.status == "complete", result.message
+    assert result.failures == 0
     assert_every_event_once(tmp_path / "out", 0, 40)
     workers = [p.name.split("-")[0] for p in starts.iterdir()]
     assert workers and len(workers) == len(set(workers)), "a worker started its transform twice"

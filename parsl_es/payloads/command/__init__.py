@@ -23,8 +23,9 @@ over the socket.
 
 Simulate placeholders: ``{input}``, ``{output}``, ``{skip}``, ``{first_event}``,
 ``{last_event}``, ``{n_events}``, ``{seed}``, ``{campaign_seed}``, ``{range_id}``,
-``{workdir}``. Merge placeholders: ``{inputs_file}``, ``{output}``,
-``{n_inputs}``, ``{workdir}``. A literal brace is written ``{{`` or ``}}``.
+``{workdir}``, and ``{channel}`` (``mode: service`` only). Merge placeholders:
+``{inputs_file}``, ``{output}``, ``{n_inputs}``, ``{workdir}``. A literal brace is
+written ``{{`` or ``}}``.
 
 Modules, dependencies one way: ``templates``, ``protocol`` <- ``params`` <-
 ``payload``, which also uses ``process`` and ``service`` (which uses

@@ -58,6 +58,7 @@ from parsl_es.payloads.command.service import (
     InitDeaths,
     ServiceStats,
     Transform,
+    TransformCannotStart,
     TransformGone,
     TransformSilent,
 )
@@ -282,8 +283,8 @@ class CommandPayload(Payload):
                     logger.warning("%s: starting the transform again (log %s)", what, t.log)
                 try:
                     t.start()
-                except OSError as exc:
-                    raise FatalPayloadError(f"{what}: cannot start the transform: {exc}") from None
+                except TransformCannotStart as exc:
+                    raise FatalPayloadError(f"{what}: {exc}") from None
             limit = None
             if not t.ready_once:
                 limit = max(0.0, self.params.init_timeout_seconds - t.initialising_for())

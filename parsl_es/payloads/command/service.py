@@ -56,6 +56,10 @@ class TransformGone(Exception):
     """The transform exited, or closed its end of the socket."""
 
 
+class TransformCannotStart(Exception):
+    """The transform's executable could not be run at all (not found, not executable)."""
+
+
 class TransformSilent(Exception):
     """The transform said nothing within the time it was given."""
 
@@ -149,17 +153,22 @@ class Transform:
                 f"=== pid {os.getpid()} starts transform in {self.workdir}: {argv}\n".encode()
             )
             out.flush()
-            self._proc = subprocess.Popen(
-                argv,
-                shell=False,
-                cwd=self.workdir,
-                env={**self.env, CHANNEL_ENV: channel},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # one group: killing it ends what the transform started
-                preexec_fn=_die_with_parent,
-            )
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    shell=False,
+                    cwd=self.workdir,
+                    env={**self.env, CHANNEL_ENV: channel},
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # one group: killing it ends what it started
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as exc:
+                self.kill()  # the socket and its directory
+                raise TransformCannotStart(f"cannot run {argv[0]!r}: {exc}") from None
+            self._proc = proc
         self.pid = self._proc.pid
         self._started = time.monotonic()
         self.ready_once = False
