@@ -156,6 +156,14 @@ def test_killed_transform_loses_the_range_and_is_restarted(tmp_path: Path, paylo
     assert len(started(tmp_path)) == 2
 
 
+def test_transform_gone_between_ranges_costs_no_range(tmp_path: Path, payloads) -> None:
+    payload = service(tmp_path, FAKE_TF_FAULT_EVENT=0, FAKE_TF_FAULT="quit")
+    payloads.append(payload)
+    run(payload, tmp_path, 0, 1)  # reported done, then exits without asking for more
+    run(payload, tmp_path, 2, 3)  # held no range: simply started again
+    assert payload.service_stats().starts == 2 and payload.service_stats().restarts == 1
+
+
 def test_hung_transform_times_out_and_is_killed(tmp_path: Path, payloads) -> None:
     payload = service(tmp_path, FAKE_TF_FAULT_EVENT=2, FAKE_TF_FAULT="hang")
     payloads.append(payload)

@@ -11,7 +11,8 @@ until ``No more events``. Faults on request, from the environment:
 ``FAKE_TF_READY_N``      ask for this many ranges at a time
 ``FAKE_TF_FAULT_EVENT``  the first event of the range that gets ``FAKE_TF_FAULT``:
                          ``kill`` (SIGKILL itself), ``hang``, ``garbage``, ``unknown``
-                         (reports another range id), ``err``, ``fatal``, ``nofile``
+                         (reports another range id), ``err``, ``fatal``, ``nofile``,
+                         ``quit`` (exits after reporting it, without asking for more)
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def main() -> int:
             rootio.write_events(path, {"event_number": numbers})
             wall = time.monotonic() - started
             say(protocol.done_line(r.range_id, str(path), wall, wall))
+            if r.first_event == fault_event and fault == "quit":
+                return 0  # done, then gone before asking for more
 
 
 if __name__ == "__main__":

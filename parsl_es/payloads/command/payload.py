@@ -291,8 +291,10 @@ class CommandPayload(Payload):
             try:
                 message = t.receive(limit)
             except (TransformGone, TransformSilent) as exc:
-                if t.ready_once:
-                    raise
+                if t.ready_once:  # died idle, between ranges: it held none, start another
+                    logger.warning("%s: the idle transform %s (log %s)", what, exc, t.log)
+                    t.kill()
+                    continue
                 if isinstance(exc, TransformSilent):
                     exc = f"did not ask for events within {self.params.init_timeout_seconds} s"
                 tail = _tail(t.log, t.log_offset)
