@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -247,6 +250,47 @@ def test_executable_that_cannot_run_is_fatal(tmp_path: Path, payloads) -> None:
     with pytest.raises(FatalPayloadError, match="not_executable_tf"):
         payload.simulate(make_range(0, 1), tmp_path / "o.root")
     assert payload.service_stats().starts == 0
+
+
+WORKER = """
+import os, signal, sys
+from pathlib import Path
+from parsl_es.payloads import make_payload
+from tests.test_command_payload import make_range
+p = make_payload("command", {"simulate": sys.argv[1], "mode": "service"})
+r = make_range(0, 1)
+assert p.simulate(r, Path(sys.argv[2])) == 2
+print(p._transform.pid, p._transform.log, flush=True)
+if sys.argv[3] == "killed":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.parametrize("end", ["exits", "killed"])
+def test_transform_never_outlives_its_worker(tmp_path: Path, end: str) -> None:
+    """A worker leaving says No more events; a worker killed takes its transform along."""
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER, SIMULATE, str(tmp_path / "o.root"), end],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == (0 if end == "exits" else -signal.SIGKILL), done.stderr
+    pid, log = done.stdout.split()
+    deadline = time.monotonic() + 10
+    while _alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(int(pid))
+    assert ("no more events" in Path(log).read_text()) == (end == "exits")
 
 
 def test_per_range_output_placeholders_unchanged() -> None:
