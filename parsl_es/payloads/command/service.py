@@ -9,8 +9,9 @@ range after another over a Unix domain socket, in the messages of
 The transform must never outlive its worker: the child asks the kernel for
 SIGKILL when the worker dies (``PR_SET_PDEATHSIG``, as the interchange guard
 does), and a normal exit of the worker says ``No more events``, waits briefly
-and then kills the transform's process group. (Inside a container the death
-signal reaches the runtime's process; killing the group still ends the rest.)
+and then kills the transform's process group. HTEX ends its workers with
+SIGTERM, then SIGKILL, at the end of a campaign: there the death signal does it.
+(Inside a container the death signal reaches the runtime's process only.)
 
 This module knows processes and sockets, not ranges' files: the payload decides
 what a message means for the range it holds.
@@ -91,10 +92,22 @@ class InitDeaths:
         self.in_a_row = 0
 
 
+def _prctl() -> Callable | None:
+    """``prctl`` of the C library, looked up in the worker: a child forked from a
+    process with threads had better not call ``dlopen`` before it ``exec``s."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
 def _die_with_parent() -> None:
     """In the child: the kernel sends SIGKILL when the worker dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Transform:
