@@ -24,7 +24,8 @@ from parsl_es.payloads import FatalPayloadError, PayloadError, make_payload
 from parsl_es.payloads.base import TransformLost
 from parsl_es.payloads.command import CommandParams, CommandPayload
 from parsl_es.payloads.command.params import range_message
-from parsl_es.payloads.command.service import InitDeaths, ServiceStats
+from parsl_es.payloads.command.process import InitDeaths
+from parsl_es.payloads.command.service import ServiceStats
 from parsl_es.states import FailureKind
 from tests.helpers import assert_every_event_once
 from tests.test_command_payload import engine_tmp_path, make_range

@@ -29,7 +29,7 @@ written ``{{`` or ``}}``.
 
 Modules, dependencies one way: ``templates``, ``protocol`` <- ``params`` <-
 ``payload``, which also uses ``process`` and ``service`` (which uses
-``protocol``). This package re-exports their public names (the entry
+``protocol`` and ``process``). This package re-exports their public names (the entry
 point is ``parsl_es.payloads.command:CommandPayload``).
 """
 

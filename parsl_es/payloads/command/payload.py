@@ -44,7 +44,13 @@ from parsl_es.payloads.command.params import (
     service_values,
     simulate_values,
 )
-from parsl_es.payloads.command.process import _absolute, _final_stem, _kill_group, _tail
+from parsl_es.payloads.command.process import (
+    InitDeaths,
+    _absolute,
+    _final_stem,
+    _kill_group,
+    _tail,
+)
 from parsl_es.payloads.command.protocol import (
     ProtocolError,
     RangeDone,
@@ -55,7 +61,6 @@ from parsl_es.payloads.command.protocol import (
 )
 from parsl_es.payloads.command.service import (
     CHANNEL_ENV,
-    InitDeaths,
     ServiceStats,
     Transform,
     TransformCannotStart,

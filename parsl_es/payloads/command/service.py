@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import select
 import shutil
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from multiprocessing import util as mp_util
 from pathlib import Path
 
+from parsl_es.payloads.command.process import _die_with_parent
 from parsl_es.payloads.command.protocol import (
     MAX_LINE,
     NO_MORE,
@@ -50,7 +50,6 @@ CHANNEL_ENV = "PARSL_ES_CHANNEL"
 POLL_SECONDS = 0.2
 #: How long a transform told ``No more events`` gets to exit before SIGKILL (s).
 STOP_SECONDS = 3.0
-PR_SET_PDEATHSIG = 1
 
 
 class TransformGone(Exception):
@@ -72,42 +71,6 @@ class ServiceStats:
     starts: int = 0
     restarts: int = 0  # starts that replaced a transform that died or was killed
     init_seconds: float = 0.0  # summed from each start to its first ``Ready for events``
-
-
-class InitDeaths:
-    """The rule "a transform that dies while initialising ``limit`` times in a row is
-    broken for good": a bad release, a missing file. Any transform that gets as far
-    as asking for events resets the count. Pure, so that it is tested on its own."""
-
-    def __init__(self, limit: int = 3) -> None:
-        self.limit = limit
-        self.in_a_row = 0
-
-    def died(self) -> bool:
-        """One more death before the first ``Ready``; True when that makes it fatal."""
-        self.in_a_row += 1
-        return self.in_a_row >= self.limit
-
-    def ready(self) -> None:
-        self.in_a_row = 0
-
-
-def _prctl() -> Callable | None:
-    """``prctl`` of the C library, looked up in the worker: a child forked from a
-    process with threads had better not call ``dlopen`` before it ``exec``s."""
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _prctl()
-
-
-def _die_with_parent() -> None:
-    """In the child: the kernel sends SIGKILL when the worker dies (Linux)."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Transform:
