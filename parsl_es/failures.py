@@ -9,7 +9,8 @@ Kinds, as workers report them and the ledger counts them:
 
 ``payload``        the payload raised: counts against the range's ``attempts``
 ``permanent``      ``FatalPayloadError``: the range is fatal at once
-``infrastructure`` an I/O error, a lost worker, node or block: retried, not counted
+``infrastructure`` an I/O error, a lost worker, node or block, a lost service-mode
+                   transform (``TransformLost``): retried, not counted
                    as a payload failure (a range that keeps killing its workers is
                    stopped after ``RetryBudget.lost_factor`` times its attempts)
 ``timeout``        the range ran far longer than ranges do: presumed hung, redone
@@ -28,7 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from parsl_es.payloads.base import PayloadError
+from parsl_es.payloads.base import PayloadError, TransformLost
 from parsl_es.states import FailureKind
 
 #: Exit status of a worker that the hard watchdog ended.
@@ -46,6 +47,8 @@ def classify(exc: BaseException) -> FailureKind:
     """
     if isinstance(exc, RangeTimeout):
         return FailureKind.TIMEOUT
+    if isinstance(exc, TransformLost):
+        return FailureKind.INFRASTRUCTURE
     if isinstance(exc, PayloadError):
         return FailureKind.PAYLOAD if exc.transient else FailureKind.PERMANENT
     if isinstance(exc, OSError):

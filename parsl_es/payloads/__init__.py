@@ -18,6 +18,7 @@ from parsl_es.payloads.base import (
     Payload,
     PayloadError,
     PayloadParams,
+    TransformLost,
 )
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Payload",
     "PayloadError",
     "PayloadParams",
+    "TransformLost",
     "available_payloads",
     "load_payload_class",
     "make_payload",

@@ -44,6 +44,14 @@ class FatalPayloadError(PayloadError):
     transient = False
 
 
+class TransformLost(PayloadError):
+    """The long-lived process serving ranges died or was killed while holding one.
+
+    Like a lost worker it says nothing about the range, so the range is redone
+    without spending one of its attempts (``failures.classify``: infrastructure).
+    """
+
+
 @dataclass
 class EventCheck:
     """Events of a file re-derived independently of the run that wrote them.

@@ -1,4 +1,4 @@
-"""The ``command`` payload: run an experiment's own transforms, one process per range.
+"""The ``command`` payload: run an experiment's own transforms, per range or as a service.
 
 A campaign names a command-line template for simulation (an ATLAS ``Sim_tf.py``
 line, say) and optionally one for merging; this payload fills in the range's
@@ -12,13 +12,24 @@ filled with ``str.format`` inside its own argument, and the argument list is
 run with ``shell=False``. A value holding spaces, quotes, ``;``, ``$(...)`` or
 braces therefore arrives as (part of) exactly one argument, literally.
 
+``mode: per_range`` (the default) starts the simulate command once per range.
+``mode: service`` starts it once per worker process and hands it one range
+after another over a Unix domain socket (the event-service exchange of
+``protocol``; the process and socket are ``service``): a transform that takes
+minutes to initialise pays that once per worker, not once per range. Its
+template may use only ``{channel}`` (the socket's path, also in
+``$PARSL_ES_CHANNEL``), ``{input}`` and ``{workdir}``: the ranges' numbers come
+over the socket.
+
 Simulate placeholders: ``{input}``, ``{output}``, ``{skip}``, ``{first_event}``,
 ``{last_event}``, ``{n_events}``, ``{seed}``, ``{campaign_seed}``, ``{range_id}``,
-``{workdir}``. Merge placeholders: ``{inputs_file}``, ``{output}``,
-``{n_inputs}``, ``{workdir}``. A literal brace is written ``{{`` or ``}}``.
+``{workdir}``, and ``{channel}`` (``mode: service`` only). Merge placeholders:
+``{inputs_file}``, ``{output}``, ``{n_inputs}``, ``{workdir}``. A literal brace is
+written ``{{`` or ``}}``.
 
-Modules, dependencies one way: ``templates`` <- ``params`` <- ``payload``, which
-also uses ``process``. This package re-exports their public names (the entry
+Modules, dependencies one way: ``templates``, ``protocol`` <- ``params`` <-
+``payload``, which also uses ``process`` and ``service`` (which uses
+``protocol`` and ``process``). This package re-exports their public names (the entry
 point is ``parsl_es.payloads.command:CommandPayload``).
 """
 
@@ -28,8 +39,10 @@ from parsl_es.containers import ContainerSpec, container_argv
 from parsl_es.payloads.command.params import CommandParams, input_skip, simulate_values
 from parsl_es.payloads.command.payload import MERGED_DIR, RUNTIMES, CommandPayload
 from parsl_es.payloads.command.process import TAIL_LINES
+from parsl_es.payloads.command.service import ServiceStats
 from parsl_es.payloads.command.templates import (
     MERGE_FIELDS,
+    SERVICE_FIELDS,
     SIMULATE_FIELDS,
     check_template,
     render,
@@ -42,11 +55,13 @@ __all__ = [
     "MERGED_DIR",
     "MERGE_FIELDS",
     "RUNTIMES",
+    "SERVICE_FIELDS",
     "SIMULATE_FIELDS",
     "TAIL_LINES",
     "CommandParams",
     "CommandPayload",
     "ContainerSpec",
+    "ServiceStats",
     "check_template",
     "container_argv",
     "input_skip",

@@ -7,15 +7,18 @@ environment name or an inconsistent tree fail at load time, not per range.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from parsl_es import rootio
 from parsl_es.containers import ContainerSpec
 from parsl_es.payloads.base import FatalPayloadError, PayloadParams
+from parsl_es.payloads.command.protocol import RangeMessage
 from parsl_es.payloads.command.templates import (
     MERGE_FIELDS,
+    SERVICE_FIELDS,
+    SERVICE_ONLY_FIELDS,
     SIMULATE_FIELDS,
     check_template,
     template_fields,
@@ -29,6 +32,12 @@ class CommandParams(PayloadParams):
     simulate: str = Field(
         description="Command line simulating one range, with placeholders such as {output}, "
         "{skip} and {n_events}; split like a shell would, never run by one."
+    )
+    mode: Literal["per_range", "service"] = Field(
+        "per_range",
+        description="per_range: run the simulate command once per range; service: start it "
+        "once per worker process and hand it ranges over the socket {channel} (the "
+        "event-service protocol, see parsl_es.payloads.command.protocol).",
     )
     merge: str | None = Field(
         None,
@@ -55,6 +64,13 @@ class CommandParams(PayloadParams):
     )
     timeout_seconds: float | None = Field(
         None, gt=0, description="Kill a command running longer than this (a retryable failure)."
+    )
+    init_timeout_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="mode: service: a transform not asking for events this long after its "
+        "start is killed (an initialisation death; three in a row are fatal). Initialisation "
+        "outlives a range's own timeout: that range is redone, the transform kept.",
     )
     tree: str = Field("events", min_length=1, description="TTree holding the event numbers.")
     event_number_branch: str = Field(
@@ -101,6 +117,20 @@ class CommandParams(PayloadParams):
     def _consistent(self) -> CommandParams:
         if "input" in template_fields(self.simulate) and self.input is None:
             raise ValueError("the simulate template uses {input} but no input is set")
+        used = template_fields(self.simulate)
+        if self.mode == "service":
+            per_range = sorted(used - SERVICE_FIELDS)
+            if per_range:
+                names = ", ".join(f"{{{n}}}" for n in per_range)
+                raise ValueError(
+                    f"placeholder {names} of the simulate template is per range: in mode "
+                    "service the transform is started once and gets its ranges over {channel}; "
+                    f"allowed: {', '.join(f'{{{n}}}' for n in sorted(SERVICE_FIELDS))}"
+                )
+            if self.job_report is not None:
+                raise ValueError("job_report is per run of a transform: not with mode: service")
+        elif used & SERVICE_ONLY_FIELDS:
+            raise ValueError("placeholder {channel} of the simulate template needs mode: service")
         if self.merge is None and self.tree != rootio.TREE:
             raise ValueError(
                 f"tree {self.tree!r} needs a merge template: the built-in merge only "
@@ -135,3 +165,34 @@ def simulate_values(params: CommandParams, r: EventRange, output: Path, workdir:
         "range_id": r.id,
         "workdir": str(workdir),
     }
+
+
+def service_values(params: CommandParams, channel: str, workdir: Path) -> dict:
+    """The simulate placeholders' values for a ``mode: service`` transform (no range's)."""
+    return {
+        "input": params.input if params.input is not None else "",
+        "workdir": str(workdir),
+        "channel": channel,
+    }
+
+
+def range_message(params: CommandParams, r: EventRange) -> RangeMessage:
+    """One range as a service-mode transform is handed it.
+
+    With an input file the range's events are read from it: ``startEvent`` and
+    ``lastEvent`` are 1-based positions in that file (as PanDA counts), the first
+    being ``input_skip + 1``, so they agree with ``{skip}`` of ``mode: per_range``.
+    """
+    if params.input is None:
+        return RangeMessage(r.id, r.first_event, r.last_event, r.seed)
+    skip = input_skip(params, r)
+    return RangeMessage(
+        r.id,
+        r.first_event,
+        r.last_event,
+        r.seed,
+        pfn=params.input,
+        lfn=Path(params.input).name,
+        start_event=skip + 1,
+        last_event_in_file=skip + r.n_events,
+    )

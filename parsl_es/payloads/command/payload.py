@@ -1,4 +1,5 @@
-"""The ``CommandPayload`` class: one external process per range (and per merge).
+"""The ``CommandPayload`` class: one external process per range (and per merge), or
+in ``mode: service`` one long-lived transform per worker process serving its ranges.
 
 The engine's contract (simulate, merge, event numbers, hashes) implemented by
 running the experiment's own transforms; templates, parameters and process
@@ -10,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -26,9 +29,44 @@ import uproot
 
 from parsl_es import rootio
 from parsl_es.containers import container_argv
-from parsl_es.payloads.base import FatalPayloadError, Payload, PayloadError, PayloadParams
-from parsl_es.payloads.command.params import CommandParams, input_skip, simulate_values
-from parsl_es.payloads.command.process import _absolute, _final_stem, _kill_group, _tail
+from parsl_es.failures import RangeTimeout
+from parsl_es.payloads.base import (
+    FatalPayloadError,
+    Payload,
+    PayloadError,
+    PayloadParams,
+    TransformLost,
+)
+from parsl_es.payloads.command.params import (
+    CommandParams,
+    input_skip,
+    range_message,
+    service_values,
+    simulate_values,
+)
+from parsl_es.payloads.command.process import (
+    InitDeaths,
+    _absolute,
+    _final_stem,
+    _kill_group,
+    _tail,
+)
+from parsl_es.payloads.command.protocol import (
+    ProtocolError,
+    RangeDone,
+    RangeFailed,
+    RangeMessage,
+    Ready,
+    ranges_line,
+)
+from parsl_es.payloads.command.service import (
+    CHANNEL_ENV,
+    ServiceStats,
+    Transform,
+    TransformCannotStart,
+    TransformGone,
+    TransformSilent,
+)
 from parsl_es.payloads.command.templates import render, split_template, token_fields
 from parsl_es.ranges import EventRange
 
@@ -39,6 +77,10 @@ MERGED_DIR = "merged"
 #: the driver renames it into ``merged/``: its log goes to ``logs/merge`` too, one per group.
 MERGE_ATTEMPT_DIR = re.compile(r"group-\d+")
 RUNTIMES = ("shifter", "podman-hpc", "apptainer")
+#: Where service-mode transforms log and work, in the engine's layout (``<output>/logs/service``).
+SERVICE_DIR = "service"
+
+logger = logging.getLogger(__name__)
 
 
 class CommandPayload(Payload):
@@ -51,6 +93,10 @@ class CommandPayload(Payload):
     job report (if configured) says ``exitCode: 0`` and the output exists, is
     non-empty and holds a readable tree. A missing executable is fatal; any
     other failure is retried.
+
+    In ``mode: service`` the simulate command is one transform per worker
+    process, started at its first range and kept across ranges and bundles; it
+    logs and works in ``logs/service`` of the campaign (see ``_serve``).
     """
 
     name: ClassVar[str] = "command"
@@ -59,6 +105,9 @@ class CommandPayload(Payload):
     def __init__(self, params: PayloadParams) -> None:
         super().__init__(params)
         self.params: CommandParams = params  # type: ignore[assignment]
+        self._transform: Transform | None = None  # mode: service, started on first use
+        self._init_deaths = InitDeaths()
+        self._broken: str | None = None  # why this worker's transform cannot start
 
     def setup(self) -> None:
         """Fail a worker at once when the simulate executable is not there."""
@@ -88,6 +137,8 @@ class CommandPayload(Payload):
         return problems
 
     def simulate(self, event_range: EventRange, output: Path) -> int:
+        if self.params.mode == "service":
+            return self._serve(event_range, output)
         output = _absolute(output)
         input_skip(self.params, event_range)  # before anything is created
         workdir = self._new_workdir(output.parent, event_range.id)
@@ -130,6 +181,158 @@ class CommandPayload(Payload):
 
     def histograms(self, path: Path) -> dict[str, Any]:
         return {}
+
+    def service_stats(self) -> ServiceStats:
+        """This worker process's transform starts, restarts and initialisation time."""
+        return ServiceStats() if self._transform is None else self._transform.stats
+
+    # --- mode: service -------------------------------------------------------------------
+
+    def _serve(self, r: EventRange, output: Path) -> int:
+        """One range through this worker's long-lived transform.
+
+        One range per ``Ready for events [N]``: the payload interface is one range
+        per call, and the protocol lets the worker send fewer than asked for.
+        Whatever goes wrong in the exchange (the transform died, hung, said
+        something unexpected, or the deadline's SIGALRM came) kills the transform:
+        its state is unknown, and the next range starts a fresh one. Only a
+        range the transform reported done, with an output that reads back, is done.
+        """
+        output = _absolute(output)
+        message = range_message(self.params, r)  # a range before the input: fatal, nothing run
+        what = f"range {r.id}"
+        t = self._service_transform(output)
+        try:
+            reply = self._exchange(t, r, what, message)
+        except RangeTimeout:
+            # A transform still initialising holds no range: the range is redone
+            # (not the range's fault), the initialisation goes on for the next one.
+            # Otherwise a transform initialising longer than the range timeout
+            # (minutes, against a timeout derived from seconds-long ranges) would
+            # be killed again at every restart and never serve a range.
+            if t.running and not t.ready_once:
+                logger.info("%s: timed out while the transform initialises; kept", what)
+            else:
+                t.kill()
+            raise
+        except BaseException:
+            t.kill()
+            raise
+        context = f"transform log {t.log}"
+        if isinstance(reply, RangeFailed):
+            error = FatalPayloadError if reply.fatal else PayloadError
+            raise error(f"{what}: the transform failed it: {reply.message} ({context})")
+        produced = Path(reply.path)
+        if not produced.is_absolute():
+            produced = t.workdir / produced
+        if not produced.is_file():
+            raise PayloadError(
+                f"{what}: reported done in {produced}, which is not there ({context})"
+            )
+        shutil.move(produced, output)
+        return self._count_events(output, what, context)
+
+    def _exchange(
+        self, t: Transform, r: EventRange, what: str, message: RangeMessage
+    ) -> RangeDone | RangeFailed:
+        """Hand the range over and wait for its end; each fault as the exception it is."""
+        try:
+            self._until_ready(t, what)
+            t.send(ranges_line([message]))
+            return self._reply(t, r)
+        except TransformGone as exc:
+            raise TransformLost(
+                f"{what}: transform (pid {t.pid}) {exc} while holding the range; "
+                f"log {t.log}, last lines:\n{_tail(t.log, t.log_offset)}"
+            ) from None
+        except TransformSilent:
+            raise PayloadError(
+                f"{what}: transform (pid {t.pid}) said nothing for "
+                f"{self.params.timeout_seconds} s and was killed (log {t.log})"
+            ) from None
+        except ProtocolError as exc:
+            raise PayloadError(
+                f"{what}: transform (pid {t.pid}): {exc}; killed (log {t.log})"
+            ) from None
+
+    def _service_transform(self, output: Path) -> Transform:
+        if self._broken is not None:
+            raise FatalPayloadError(self._broken)
+        if self._transform is None:
+            log_dir = self._service_log_dir(output)
+            log = log_dir / f"transform-{socket.gethostname()}-{os.getpid()}.log"
+            self._transform = Transform(self._service_argv, self._environment(), log, log_dir)
+        return self._transform
+
+    def _service_argv(self, channel: str, workdir: Path) -> list[str]:
+        argv = render(self.params.simulate, service_values(self.params, channel, workdir))
+        spec = self.params.container
+        if spec is not None:
+            argv = [
+                *container_argv(spec, workdir, {**self.params.env, CHANNEL_ENV: channel}),
+                *argv,
+            ]
+        self._check_executable(argv[0])
+        return argv
+
+    def _until_ready(self, t: Transform, what: str) -> None:
+        """Start the transform if none runs, and wait for its ``Ready for events``.
+
+        Initialisation is limited by ``init_timeout_seconds`` from the start, not
+        by the range's deadline (see ``_serve``); a transform dying in it, or
+        overrunning it, is started again, up to ``InitDeaths``.
+        """
+        while True:
+            if not t.running:
+                if t.stats.starts:
+                    logger.warning("%s: starting the transform again (log %s)", what, t.log)
+                try:
+                    t.start()
+                except TransformCannotStart as exc:
+                    raise FatalPayloadError(f"{what}: {exc}") from None
+            limit = None
+            if not t.ready_once:
+                limit = max(0.0, self.params.init_timeout_seconds - t.initialising_for())
+            try:
+                message = t.receive(limit)
+            except (TransformGone, TransformSilent) as exc:
+                if t.ready_once:  # died idle, between ranges: it held none, start another
+                    logger.warning("%s: the idle transform %s (log %s)", what, exc, t.log)
+                    t.kill()
+                    continue
+                if isinstance(exc, TransformSilent):
+                    exc = f"did not ask for events within {self.params.init_timeout_seconds} s"
+                tail = _tail(t.log, t.log_offset)
+                t.kill()
+                if self._init_deaths.died():
+                    self._broken = (
+                        f"the transform died while initialising {self._init_deaths.in_a_row} "
+                        f"times in a row (last: {exc}; log {t.log}); last lines:\n{tail}"
+                    )
+                    raise FatalPayloadError(f"{what}: {self._broken}") from None
+                continue
+            if not isinstance(message, Ready):
+                raise ProtocolError(f"sent {message} when it should ask for events")
+            t.initialised()
+            self._init_deaths.ready()
+            return
+
+    def _reply(self, t: Transform, r: EventRange) -> RangeDone | RangeFailed:
+        message = t.receive(self.params.timeout_seconds)
+        if isinstance(message, Ready):
+            raise ProtocolError(f"asked for events again while holding {r.id}")
+        if message.range_id != r.id:
+            raise ProtocolError(f"reported range {message.range_id!r}, which it was not given")
+        return message
+
+    @staticmethod
+    def _service_log_dir(output: Path) -> Path:
+        """``<campaign>/logs/service`` in the engine's layout, else beside the output."""
+        if MERGE_ATTEMPT_DIR.fullmatch(output.parent.name) and output.parent.parent.name == (
+            "ranges"
+        ):
+            return output.parent.parent.parent / "logs" / SERVICE_DIR
+        return output.parent
 
     # --- helpers -------------------------------------------------------------------------
 

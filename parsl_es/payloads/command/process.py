@@ -1,22 +1,26 @@
 """Small helpers around the transform's process, its log and its paths.
 
 Apart from the payload class so that how a process group is killed or a log
-tail is quoted can be read (and changed) without the payload's logic around it.
+tail is quoted can be read (and changed) without the payload's logic around it;
+here too the rule for a service-mode transform that keeps dying as it starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from parsl_es.fileio import TMP_MARK
 
 #: Lines of the transform's log quoted in an error message.
 TAIL_LINES = 20
+PR_SET_PDEATHSIG = 1
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -49,3 +53,39 @@ def _final_stem(output: Path) -> str:
 def _absolute(path: Path) -> Path:
     """Absolute without resolving symlinks: the command runs in another directory."""
     return Path(os.path.abspath(path))
+
+
+def _prctl() -> Callable | None:
+    """``prctl`` of the C library, looked up in the worker: a child forked from a
+    process with threads had better not call ``dlopen`` before it ``exec``s."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
+def _die_with_parent() -> None:
+    """In the child: the kernel sends SIGKILL when the worker dies (Linux)."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class InitDeaths:
+    """The rule "a transform that dies while initialising ``limit`` times in a row is
+    broken for good": a bad release, a missing file. Any transform that gets as far
+    as asking for events resets the count. Pure, so that it is tested on its own."""
+
+    def __init__(self, limit: int = 3) -> None:
+        self.limit = limit
+        self.in_a_row = 0
+
+    def died(self) -> bool:
+        """One more death before the first ``Ready``; True when that makes it fatal."""
+        self.in_a_row += 1
+        return self.in_a_row >= self.limit
+
+    def ready(self) -> None:
+        self.in_a_row = 0

@@ -26,7 +26,16 @@ SIMULATE_FIELDS: dict[str, type] = {
     "campaign_seed": int,
     "range_id": str,
     "workdir": str,
+    "channel": str,
 }
+#: The simulate placeholders of ``mode: service``: a transform started once per worker
+#: process serves many ranges, so nothing of one range can be on its command line; it
+#: learns its ranges over the socket whose path is ``{channel}``. Not ``{campaign_seed}``
+#: either: one worker's transform may serve ranges of campaigns sharing the parameters
+#: (each range's own seed is in its message).
+SERVICE_FIELDS = frozenset({"input", "workdir", "channel"})
+#: Placeholders only ``mode: service`` has.
+SERVICE_ONLY_FIELDS = frozenset({"channel"})
 #: Placeholders a merge template may use.
 MERGE_FIELDS: dict[str, type] = {"inputs_file": str, "output": str, "n_inputs": int, "workdir": str}
 
