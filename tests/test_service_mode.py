@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from parsl_es import api
 from parsl_es.failures import RangeTimeout, classify, range_deadline
+from parsl_es.ledger import Ledger
 from parsl_es.payloads import FatalPayloadError, PayloadError, make_payload
 from parsl_es.payloads.base import TransformLost
 from parsl_es.payloads.command import CommandParams, CommandPayload
@@ -158,6 +159,12 @@ def test_killed_transform_loses_the_range_and_is_restarted(tmp_path: Path, paylo
     run(payload, tmp_path, 4, 5)
     assert payload.service_stats().starts == 2 and payload.service_stats().restarts == 1
     assert len(started(tmp_path)) == 2
+    # what the engine records: both starts, once, the second marked as a restart
+    starts = payload.take_transform_starts()
+    assert [s.restart for s in starts] == [False, True]
+    assert all(s.init_seconds is not None and s.init_seconds > 0 for s in starts)
+    assert starts[0].started < starts[1].started
+    assert payload.take_transform_starts() == []
 
 
 def test_transform_gone_between_ranges_costs_no_range(tmp_path: Path, payloads) -> None:
@@ -326,3 +333,10 @@ def test_campaign_in_service_mode(local_session, tmp_path: Path) -> None:
     assert_every_event_once(tmp_path / "out", 0, 40)
     workers = [p.name.split("-")[0] for p in starts.iterdir()]
     assert workers and len(workers) == len(set(workers)), "a worker started its transform twice"
+    # the ledger holds each start, where it ran, with its initialisation time
+    with Ledger.open(tmp_path / "out" / "ledger.sqlite", readonly=True) as led:
+        recorded = led.transform_starts()
+        per_worker = led.summary().transforms
+    assert len(recorded) == len(workers) and not any(r.restart for r in recorded)
+    assert all(r.init_seconds is not None for r in recorded)
+    assert sum(row["starts"] for row in per_worker.values()) == len(workers)

@@ -69,6 +69,7 @@ from parsl_es.payloads.command.service import (
 )
 from parsl_es.payloads.command.templates import render, split_template, token_fields
 from parsl_es.ranges import EventRange
+from parsl_es.records import TransformStart
 
 #: The engine's directory of merged files: validation reports any file in it that the
 #: ledger does not know, so merge logs go to ``<output>/logs/merge`` instead.
@@ -185,6 +186,9 @@ class CommandPayload(Payload):
     def service_stats(self) -> ServiceStats:
         """This worker process's transform starts, restarts and initialisation time."""
         return ServiceStats() if self._transform is None else self._transform.stats
+
+    def take_transform_starts(self) -> list[TransformStart]:
+        return [] if self._transform is None else self._transform.take_starts()
 
     # --- mode: service -------------------------------------------------------------------
 

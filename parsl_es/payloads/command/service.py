@@ -31,7 +31,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import util as mp_util
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from parsl_es.payloads.command.protocol import (
     TransformMessage,
     parse_transform_line,
 )
+from parsl_es.records import TransformStart
 
 #: The environment variable holding the socket's path.
 CHANNEL_ENV = "PARSL_ES_CHANNEL"
@@ -100,6 +101,7 @@ class Transform:
         self._started = 0.0
         self.ready_once = False  # has this process asked for events yet
         self.stats = ServiceStats()
+        self._starts: list[TransformStart] = []  # not yet handed to the engine
         # atexit for a plain process; multiprocessing children (HTEX's workers) skip
         # atexit and run only their Finalize hooks. A weak reference: no cycle keeps it.
         ref = weakref.ref(self)
@@ -150,6 +152,9 @@ class Transform:
         self.ready_once = False
         s = self.stats
         self.stats = ServiceStats(s.starts + 1, s.restarts + int(replaced), s.init_seconds)
+        self._starts.append(
+            TransformStart(started=time.time(), init_seconds=None, restart=replaced)
+        )
 
     def initialising_for(self) -> float:
         """Seconds since the start (meaningful until the first ``Ready``)."""
@@ -162,6 +167,15 @@ class Transform:
             s = self.stats
             elapsed = time.monotonic() - self._started
             self.stats = ServiceStats(s.starts, s.restarts, s.init_seconds + elapsed)
+            if self._starts:
+                self._starts[-1] = replace(self._starts[-1], init_seconds=elapsed)
+
+    def take_starts(self) -> list[TransformStart]:
+        """Starts since last asked, for the ledger; one still initialising waits its turn."""
+        pending = self.running and not self.ready_once and bool(self._starts)
+        taken = self._starts[:-1] if pending else self._starts
+        self._starts = self._starts[len(taken) :]
+        return taken
 
     def receive(self, timeout: float | None = None) -> TransformMessage:
         """The next message; waits in short selects, so SIGALRM and a death end it.
