@@ -12,6 +12,9 @@ signals and the campaign still ends with every event once.
 from __future__ import annotations
 
 import json
+import shlex
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +56,37 @@ def test_wedged_pools_are_read_from_the_run_records(tmp_path):
     assert detected_wedged_pools(tmp_path) == 3
     (logs / "run-004.json").write_text(json.dumps({"status": "complete"}))  # older records
     assert detected_wedged_pools(tmp_path) == 3
+
+
+STANDIN = Path(__file__).parent.parent / "benchmarks" / "standin_transform.py"
+
+
+@pytest.mark.integration
+def test_chaos_with_transforms_killed_loses_nothing_and_doubles_nothing(tmp_path):
+    """Service mode: long-lived transforms SIGKILLed mid-campaign (and a worker too)."""
+    standin = [sys.executable, str(STANDIN), "service", "--init-seconds", "1"]
+    simulate = shlex.join([*standin, "--seconds-per-event", "0.05", "--channel"])
+    plan = Plan(
+        ranges=120,
+        events_per_merge=40,
+        worker_kills=1,
+        pool_kills=0,
+        driver_kills=0,
+        wedges=0,
+        hung_ranges=0,
+        transform_kills=3,
+        seed=5,
+        timeout_floor=5,
+        timeout_ceiling=20,
+        timeout_slack=5,
+        payload={"name": "command", "mode": "service", "simulate": simulate + " {channel}"},
+        site_overrides=("local.heartbeat_period=1", "local.heartbeat_threshold=4"),
+    )
+    f = run_chaos(plan, tmp_path, say=print)
+    assert f.complete, f.notes
+    assert (f.transform_kills, f.worker_kills) == (3, 1)
+    assert f.events_lost == 0 and f.events_duplicated == 0
+    assert f.reruns_of_done_ranges == 0
+    # every killed transform was started again; a killed worker's successor starts its own
+    assert f.transform_starts >= f.transform_workers + f.transform_kills, f
+    print(f"transform starts {f.transform_starts} on {f.transform_workers} workers")

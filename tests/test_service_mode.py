@@ -340,3 +340,41 @@ def test_campaign_in_service_mode(local_session, tmp_path: Path) -> None:
     assert len(recorded) == len(workers) and not any(r.restart for r in recorded)
     assert all(r.init_seconds is not None for r in recorded)
     assert sum(row["starts"] for row in per_worker.values()) == len(workers)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("fault", "outcome"),
+    [
+        ({"FAKE_TF_FAULT": "kill"}, "lost"),
+        ({"FAKE_TF_FAULT": "hang"}, "timeout"),
+        ({"FAKE_TF_FAULT": "garbage"}, "failed"),
+        ({"FAKE_TF_FAULT": "unknown"}, "failed"),
+        ({"FAKE_TF_INIT_CRASH": "1"}, None),  # it held no range yet: started again
+    ],
+    ids=["killed", "hung", "garbage", "unknown-range", "init-crash"],
+)
+def test_every_fault_leaves_every_event_exactly_once(local_session, tmp_path, fault, outcome):
+    """Each fault once, in a real campaign: the range it hit is redone, nothing doubled."""
+    env = {"FAKE_TF_FAULT_EVENT": "6", "FAKE_TF_ONCE": str(tmp_path / "once"), **fault}
+    campaign = {
+        "name": "svcfault",
+        "events": 20,
+        "events_per_range": 2,
+        "events_per_merge": 10,
+        "seed": 9,
+        "attempts": 2,
+        "range_timeout": {"floor_seconds": 1, "ceiling_seconds": 3, "slack_seconds": 5},
+        "payload": {"name": "command", "mode": "service", "simulate": SIMULATE, "env": env},
+    }
+    out = tmp_path / "out"
+    result = api.run_campaign(campaign, out, session=local_session)
+    assert result.status == "complete", result.message
+    assert_every_event_once(out, 0, 20)
+    with Ledger.open(out / "ledger.sqlite", readonly=True) as led:
+        outcomes = [a.outcome.value for a in led.attempts()]
+        restarts = sum(row["restarts"] for row in led.summary().transforms.values())
+    if outcome is None:
+        assert outcomes == [] and restarts == 1, (outcomes, restarts)
+    else:  # the range the fault hit failed once, as the fault's kind; nothing else did
+        assert outcomes and set(outcomes) == {outcome}, outcomes

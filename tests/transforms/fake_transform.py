@@ -13,6 +13,9 @@ until ``No more events``. Faults on request, from the environment:
                          ``kill`` (SIGKILL itself), ``hang``, ``garbage``, ``unknown``
                          (reports another range id), ``err``, ``fatal``, ``nofile``,
                          ``quit`` (exits after reporting it, without asking for more)
+``FAKE_TF_ONCE``         a path: the fault (or the initialisation crash) happens only
+                         while no file is there, and makes it, so a campaign's retry
+                         of the range (or the restarted transform) goes through
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def main() -> int:
         marker = Path(starts) / f"{os.getppid()}-{os.getpid()}"
         marker.write_text(f"{args.channel}\n{channel}\n")
     time.sleep(float(env.get("FAKE_TF_INIT_SECONDS", "0")))
-    if env.get("FAKE_TF_INIT_CRASH"):
+    if env.get("FAKE_TF_INIT_CRASH") and _first_time(env):
         print("fake_transform: cannot initialise, marker-5678", flush=True)
         return 3
     import numpy as np
@@ -62,7 +65,7 @@ def main() -> int:
             return 0
         for r in ranges:
             started = time.monotonic()
-            if r.first_event == fault_event:
+            if r.first_event == fault_event and _first_time(env):
                 if fault == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
                 if fault == "hang":
@@ -86,6 +89,18 @@ def main() -> int:
             say(protocol.done_line(r.range_id, str(path), wall, wall))
             if r.first_event == fault_event and fault == "quit":
                 return 0  # done, then gone before asking for more
+
+
+def _first_time(env: os._Environ) -> bool:
+    """Without ``FAKE_TF_ONCE`` always; with it, only until its file exists."""
+    once = env.get("FAKE_TF_ONCE")
+    if not once:
+        return True
+    try:
+        Path(once).touch(exist_ok=False)
+    except FileExistsError:
+        return False
+    return True
 
 
 if __name__ == "__main__":
