@@ -7,6 +7,7 @@ request; one integration test runs a whole campaign on a real HTEX.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import signal
@@ -29,7 +30,7 @@ from parsl_es.payloads.command.process import InitDeaths
 from parsl_es.payloads.command.service import ServiceStats
 from parsl_es.states import FailureKind
 from tests.helpers import assert_every_event_once
-from tests.test_command_payload import engine_tmp_path, make_range
+from tests.test_command_payload import SEED, engine_tmp_path, make_range
 
 FAKE = Path(__file__).parent / "transforms" / "fake_transform.py"
 SIMULATE = f"{shlex.quote(sys.executable)} {shlex.quote(str(FAKE))} --channel {{channel}}"
@@ -89,7 +90,7 @@ def test_transform_lost_is_infrastructure() -> None:
     [
         ("tf --channel {channel} --first {first_event}", r"\{first_event\}.*is per range"),
         ("tf --channel {channel} --out {output} --seed {seed}", r"\{output\}, \{seed\}"),
-        ("tf {channel} {campaign_seed}", r"\{campaign_seed\}"),
+        ("tf {channel} {campaign_seed} {range_id}", r"\{range_id\}"),
     ],
 )
 def test_service_refuses_per_range_placeholders(template: str, expected: str) -> None:
@@ -378,3 +379,50 @@ def test_every_fault_leaves_every_event_exactly_once(local_session, tmp_path, fa
         assert outcomes == [] and restarts == 1, (outcomes, restarts)
     else:  # the range the fault hit failed once, as the fault's kind; nothing else did
         assert outcomes and set(outcomes) == {outcome}, outcomes
+
+
+@pytest.mark.integration
+def test_the_reference_transform_runs_a_campaign_with_the_in_process_events(
+    local_session, tmp_path
+):
+    """The physics CLI's service mode through the real protocol: Pythia initialised once
+    per worker, the campaign's events identical to the in-process physics payload's."""
+    simulate = (
+        f"{shlex.quote(sys.executable)} -m parsl_es.payloads.physics service --process minbias "
+        "--campaign-seed {campaign_seed} --channel {channel}"
+    )
+    base = {"events": 12, "events_per_range": 2, "events_per_merge": 6, "seed": 31}
+    service = {"name": "refsvc", **base, "payload": {"name": "command", "mode": "service",
+               "simulate": simulate}}  # fmt: skip
+    reference = {"name": "refsvc", **base, "payload": {"name": "physics", "process": "minbias"}}
+    done = api.run_campaign(service, tmp_path / "svc", session=local_session)
+    assert done.status == "complete", done.message
+    assert_every_event_once(tmp_path / "svc", 0, 12)
+    same = api.run_campaign(reference, tmp_path / "ref", session=local_session)
+    assert same.status == "complete", same.message
+    physics = make_payload("physics", {"process": "minbias"})
+    for a, b in zip(
+        sorted((tmp_path / "svc" / "merged").iterdir()),
+        sorted((tmp_path / "ref" / "merged").iterdir()),
+        strict=True,
+    ):
+        assert physics.content_hash(a) == physics.content_hash(b), (a, b)
+    with Ledger.open(tmp_path / "svc" / "ledger.sqlite", readonly=True) as led:
+        per_worker = led.summary().transforms
+    assert per_worker and all(row["starts"] == 1 for row in per_worker.values())
+
+
+def test_a_range_of_another_campaign_seed_gets_a_transform_of_its_own(tmp_path, payloads):
+    """A transform started with ``{campaign_seed}`` serves that campaign seed only."""
+    payload = service(tmp_path, {"simulate": SIMULATE + " --seed-arg {campaign_seed}"})
+    payloads.append(payload)
+    run(payload, tmp_path, 0, 1)
+    first = payload._transform
+    other = dataclasses.replace(make_range(2, 3), campaign_seed=SEED + 1)
+    output = engine_tmp_path(tmp_path / "ranges" / "group-000000", other)
+    assert payload.simulate(other, output) == 2
+    assert payload._transform is not first and not first.running
+    starts = payload.take_transform_starts()
+    assert len(starts) == 2 and not any(s.restart for s in starts)
+    argvs = [p.read_text() for p in sorted((tmp_path / "starts").iterdir())]
+    assert len(argvs) == 2

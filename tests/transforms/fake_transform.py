@@ -34,6 +34,7 @@ from parsl_es.payloads.command import protocol
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--channel", required=True)
+    parser.add_argument("--seed-arg", help="a campaign seed it was started with (ignored)")
     args = parser.parse_args()
     env = os.environ
     channel = env["PARSL_ES_CHANNEL"]

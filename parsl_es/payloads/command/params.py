@@ -167,12 +167,13 @@ def simulate_values(params: CommandParams, r: EventRange, output: Path, workdir:
     }
 
 
-def service_values(params: CommandParams, channel: str, workdir: Path) -> dict:
+def service_values(params: CommandParams, channel: str, workdir: Path, campaign_seed: int) -> dict:
     """The simulate placeholders' values for a ``mode: service`` transform (no range's)."""
     return {
         "input": params.input if params.input is not None else "",
         "workdir": str(workdir),
         "channel": channel,
+        "campaign_seed": campaign_seed,
     }
 
 

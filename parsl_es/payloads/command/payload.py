@@ -9,6 +9,7 @@ helpers live in their own modules beside this one.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -107,6 +108,8 @@ class CommandPayload(Payload):
         super().__init__(params)
         self.params: CommandParams = params  # type: ignore[assignment]
         self._transform: Transform | None = None  # mode: service, started on first use
+        self._transform_seed: int | None = None  # the campaign seed it was started with
+        self._earlier_starts: list[TransformStart] = []  # of transforms ended for a new seed
         self._init_deaths = InitDeaths()
         self._broken: str | None = None  # why this worker's transform cannot start
 
@@ -188,7 +191,9 @@ class CommandPayload(Payload):
         return ServiceStats() if self._transform is None else self._transform.stats
 
     def take_transform_starts(self) -> list[TransformStart]:
-        return [] if self._transform is None else self._transform.take_starts()
+        mine = [] if self._transform is None else self._transform.take_starts()
+        earlier, self._earlier_starts = self._earlier_starts, []
+        return [*earlier, *mine]
 
     # --- mode: service -------------------------------------------------------------------
 
@@ -205,7 +210,7 @@ class CommandPayload(Payload):
         output = _absolute(output)
         message = range_message(self.params, r)  # a range before the input: fatal, nothing run
         what = f"range {r.id}"
-        t = self._service_transform(output)
+        t = self._service_transform(output, r.campaign_seed)
         try:
             reply = self._exchange(t, r, what, message)
         except RangeTimeout:
@@ -259,17 +264,25 @@ class CommandPayload(Payload):
                 f"{what}: transform (pid {t.pid}): {exc}; killed (log {t.log})"
             ) from None
 
-    def _service_transform(self, output: Path) -> Transform:
+    def _service_transform(self, output: Path, campaign_seed: int) -> Transform:
+        """This worker's transform; one started for another campaign seed is ended first."""
         if self._broken is not None:
             raise FatalPayloadError(self._broken)
+        if self._transform is not None and self._transform_seed != campaign_seed:
+            starts = self._transform.take_starts()
+            self._transform.close()
+            self._transform, self._earlier_starts = None, [*self._earlier_starts, *starts]
         if self._transform is None:
             log_dir = self._service_log_dir(output)
             log = log_dir / f"transform-{socket.gethostname()}-{os.getpid()}.log"
-            self._transform = Transform(self._service_argv, self._environment(), log, log_dir)
+            argv = functools.partial(self._service_argv, campaign_seed=campaign_seed)
+            self._transform = Transform(argv, self._environment(), log, log_dir)
+            self._transform_seed = campaign_seed
         return self._transform
 
-    def _service_argv(self, channel: str, workdir: Path) -> list[str]:
-        argv = render(self.params.simulate, service_values(self.params, channel, workdir))
+    def _service_argv(self, channel: str, workdir: Path, campaign_seed: int) -> list[str]:
+        values = service_values(self.params, channel, workdir, campaign_seed)
+        argv = render(self.params.simulate, values)
         spec = self.params.container
         if spec is not None:
             argv = [

@@ -30,10 +30,10 @@ SIMULATE_FIELDS: dict[str, type] = {
 }
 #: The simulate placeholders of ``mode: service``: a transform started once per worker
 #: process serves many ranges, so nothing of one range can be on its command line; it
-#: learns its ranges over the socket whose path is ``{channel}``. Not ``{campaign_seed}``
-#: either: one worker's transform may serve ranges of campaigns sharing the parameters
-#: (each range's own seed is in its message).
-SERVICE_FIELDS = frozenset({"input", "workdir", "channel"})
+#: learns its ranges over the socket whose path is ``{channel}``. ``{campaign_seed}`` is
+#: allowed (a transform deriving each event's seed needs it): a worker that gets a range
+#: of another campaign seed ends its transform and starts one for that seed.
+SERVICE_FIELDS = frozenset({"input", "workdir", "channel", "campaign_seed"})
 #: Placeholders only ``mode: service`` has.
 SERVICE_ONLY_FIELDS = frozenset({"channel"})
 #: Placeholders a merge template may use.
