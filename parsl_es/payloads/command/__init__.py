@@ -18,8 +18,8 @@ after another over a Unix domain socket (the event-service exchange of
 ``protocol``; the process and socket are ``service``): a transform that takes
 minutes to initialise pays that once per worker, not once per range. Its
 template may use only ``{channel}`` (the socket's path, also in
-``$PARSL_ES_CHANNEL``), ``{input}`` and ``{workdir}``: the ranges' numbers come
-over the socket.
+``$PARSL_ES_CHANNEL``), ``{input}``, ``{workdir}`` and ``{campaign_seed}``: the
+ranges' numbers come over the socket.
 
 Simulate placeholders: ``{input}``, ``{output}``, ``{skip}``, ``{first_event}``,
 ``{last_event}``, ``{n_events}``, ``{seed}``, ``{campaign_seed}``, ``{range_id}``,
@@ -28,8 +28,9 @@ Simulate placeholders: ``{input}``, ``{output}``, ``{skip}``, ``{first_event}``,
 written ``{{`` or ``}}``.
 
 Modules, dependencies one way: ``templates``, ``protocol`` <- ``params`` <-
-``payload``, which also uses ``process`` and ``service`` (which uses
-``protocol`` and ``process``). This package re-exports their public names (the entry
+``serving`` (service mode's half of the payload) <- ``payload``; ``serving`` uses
+``service`` (the transform's process and socket, which uses ``protocol`` and
+``process``). This package re-exports their public names (the entry
 point is ``parsl_es.payloads.command:CommandPayload``).
 """
 
