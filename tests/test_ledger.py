@@ -683,7 +683,7 @@ def test_a_ledger_from_a_newer_parsl_es_is_refused(ledger, readonly):
 
 def test_transform_starts_are_recorded_with_where_they_ran_and_summed_per_worker(ledger, tmp_path):
     from parsl_es.records import TransformStart
-    from parsl_es.report import collect
+    from parsl_es.report import _transform_html, collect
 
     start(ledger, 0, 1)
     first = TransformStart(started=100.0, init_seconds=20.0, restart=False)
@@ -715,6 +715,8 @@ def test_transform_starts_are_recorded_with_where_they_ran_and_summed_per_worker
         "node1:42": {"starts": 3, "restarts": 2, "init_seconds": 38.0, "mean_init_seconds": 19.0},
         "node2:7": {"starts": 1, "restarts": 0, "init_seconds": 25.0, "mean_init_seconds": 25.0},
     }
+    page = _transform_html(ledger.summary().transforms)  # the report's table
+    assert "<td>node1:42</td><td>3</td><td>2</td><td>38.0</td><td>19.0</td>" in page
     timeline, _ = collect(ledger)
     inits = [(s, d) for s, d, kind in timeline.bars["node1:42"] if kind == "init"]
     assert inits == [(100.0, 20.0), (150.0, 18.0), (170.0, 0.0)]  # one bar per start
