@@ -13,7 +13,7 @@ model twice:
                    [--channel PATH] [--outdir DIR] [--init-seconds S ...]
 
 In service mode it speaks the event-service protocol
-(``parsl_es.payloads.command.protocol``, docs/service-mode.md) over the worker's
+(``parsl_es.event_service``, docs/service-mode.md) over the worker's
 Unix socket (``--channel``, default ``$PARSL_ES_CHANNEL``).
 """
 
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from parsl_es import event_service as protocol
 from parsl_es import rootio
-from parsl_es.payloads.command import protocol
 
 CHANNEL_ENV = "PARSL_ES_CHANNEL"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from parsl_es import event_service as protocol
 from parsl_es import rootio
-from parsl_es.payloads.command import protocol
 from parsl_es.payloads.physics import PhysicsPayload
 from parsl_es.ranges import EventRange, range_seed
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from parsl_es.payloads.command.protocol import (
+from parsl_es.event_service import (
     NO_MORE,
     ProtocolError,
     RangeDone,

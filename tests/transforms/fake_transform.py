@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from parsl_es.payloads.command import protocol
+from parsl_es import event_service as protocol
 
 
 def main() -> int:

@@ -15,7 +15,7 @@ braces therefore arrives as (part of) exactly one argument, literally.
 ``mode: per_range`` (the default) starts the simulate command once per range.
 ``mode: service`` starts it once per worker process and hands it one range
 after another over a Unix domain socket (the event-service exchange of
-``protocol``; the process and socket are ``service``): a transform that takes
+``parsl_es.event_service``; the process and socket are ``service``): a transform that takes
 minutes to initialise pays that once per worker, not once per range. Its
 template may use only ``{channel}`` (the socket's path, also in
 ``$PARSL_ES_CHANNEL``), ``{input}``, ``{workdir}`` and ``{campaign_seed}``: the
@@ -27,9 +27,9 @@ Simulate placeholders: ``{input}``, ``{output}``, ``{skip}``, ``{first_event}``,
 ``{inputs_file}``, ``{output}``, ``{n_inputs}``, ``{workdir}``. A literal brace is
 written ``{{`` or ``}}``.
 
-Modules, dependencies one way: ``templates``, ``protocol`` <- ``params`` <-
+Modules, dependencies one way: ``templates``, ``parsl_es.event_service`` <- ``params`` <-
 ``serving`` (service mode's half of the payload) <- ``payload``; ``serving`` uses
-``service`` (the transform's process and socket, which uses ``protocol`` and
+``service`` (the transform's process and socket, which uses ``event_service`` and
 ``process``). This package re-exports their public names (the entry
 point is ``parsl_es.payloads.command:CommandPayload``).
 """

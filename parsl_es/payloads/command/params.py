@@ -13,8 +13,8 @@ from pydantic import Field, field_validator, model_validator
 
 from parsl_es import rootio
 from parsl_es.containers import ContainerSpec
+from parsl_es.event_service import RangeMessage
 from parsl_es.payloads.base import FatalPayloadError, PayloadParams
-from parsl_es.payloads.command.protocol import RangeMessage
 from parsl_es.payloads.command.templates import (
     MERGE_FIELDS,
     SERVICE_FIELDS,
@@ -37,7 +37,7 @@ class CommandParams(PayloadParams):
         "per_range",
         description="per_range: run the simulate command once per range; service: start it "
         "once per worker process and hand it ranges over the socket {channel} (the "
-        "event-service protocol, see parsl_es.payloads.command.protocol).",
+        "event-service protocol, see parsl_es.event_service).",
     )
     merge: str | None = Field(
         None,

@@ -35,14 +35,14 @@ from dataclasses import dataclass, replace
 from multiprocessing import util as mp_util
 from pathlib import Path
 
-from parsl_es.payloads.command.process import _die_with_parent
-from parsl_es.payloads.command.protocol import (
+from parsl_es.event_service import (
     MAX_LINE,
     NO_MORE,
     ProtocolError,
     TransformMessage,
     parse_transform_line,
 )
+from parsl_es.payloads.command.process import _die_with_parent
 from parsl_es.records import TransformStart
 
 #: The environment variable holding the socket's path.

@@ -18,11 +18,7 @@ import socket
 from pathlib import Path
 
 from parsl_es.containers import container_argv
-from parsl_es.failures import RangeTimeout
-from parsl_es.payloads.base import FatalPayloadError, PayloadError, TransformLost
-from parsl_es.payloads.command.params import range_message, service_values
-from parsl_es.payloads.command.process import InitDeaths, _absolute, _tail
-from parsl_es.payloads.command.protocol import (
+from parsl_es.event_service import (
     ProtocolError,
     RangeDone,
     RangeFailed,
@@ -30,6 +26,10 @@ from parsl_es.payloads.command.protocol import (
     Ready,
     ranges_line,
 )
+from parsl_es.failures import RangeTimeout
+from parsl_es.payloads.base import FatalPayloadError, PayloadError, TransformLost
+from parsl_es.payloads.command.params import range_message, service_values
+from parsl_es.payloads.command.process import InitDeaths, _absolute, _tail
 from parsl_es.payloads.command.service import (
     CHANNEL_ENV,
     ServiceStats,

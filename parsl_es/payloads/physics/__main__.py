@@ -9,7 +9,7 @@ stderr), and optionally an ATLAS-like ``jobReport.json``.
 ``... service ...`` is the reference transform of the command payload's service
 mode (docs/service-mode.md): it initialises Pythia and the detector once, connects
 to the worker's Unix socket and simulates the ranges it is sent, speaking the
-event-service protocol of ``parsl_es.payloads.command.protocol``.
+event-service protocol of ``parsl_es.event_service``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from parsl_es import event_service as protocol
 from parsl_es.payloads.base import PayloadError
-from parsl_es.payloads.command import protocol
 from parsl_es.payloads.physics.payload import PhysicsParams, PhysicsPayload
 from parsl_es.ranges import EventRange, range_seed
 
