@@ -733,3 +733,18 @@ def test_a_ledger_without_transforms_reads_as_having_none(tmp_path):
     write_v1_ledger(path)
     with Ledger.open(path, readonly=True) as led:  # read-only: no migration, a temp table
         assert led.transform_starts() == () and led.summary().transforms == {}
+
+
+def test_a_v1_ledger_whose_tasks_lack_setup_reads_read_only(tmp_path):
+    """A shape 0.1 had while it was developed: a ``tasks`` table without ``setup``."""
+    path = tmp_path / LEDGER_NAME
+    write_v1_ledger(path)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE tasks (task INTEGER PRIMARY KEY, node_type TEXT, host TEXT, "
+                 "worker TEXT, slurm_job TEXT, accelerator TEXT, pool TEXT, block TEXT, "
+                 "recorded REAL)")  # fmt: skip
+    conn.commit()
+    conn.close()
+    with Ledger.open(path, readonly=True) as led:
+        rows = led.report_rows()
+        assert rows.tasks == () and rows.transforms == ()

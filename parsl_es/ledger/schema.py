@@ -181,24 +181,23 @@ def prepare(conn: sqlite3.Connection, readonly: bool, path: object) -> int:
     return SCHEMA_VERSION
 
 
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+    return row.fetchone() is not None
+
+
 def _compat_views(conn: sqlite3.Connection) -> None:
     """Temporary objects that show an old ledger in the current layout, read-only.
 
     Temporary objects live in the connection's own temp database and shadow the
     file's tables of the same name; the ledger's file is not touched.
     """
-    has_tasks = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='tasks'"
-    ).fetchone()
-    if not has_tasks:
+    if not _has_table(conn, "tasks"):
         conn.execute(_TASKS.format(temp="TEMP "))
-    has_transforms = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='transforms'"
-    ).fetchone()
-    if not has_transforms:
-        conn.execute(_TRANSFORMS.format(temp="TEMP "))
     elif "setup" not in columns(conn, "tasks"):
         conn.execute("CREATE TEMP VIEW tasks AS SELECT *, NULL AS setup FROM main.tasks")
+    if not _has_table(conn, "transforms"):
+        conn.execute(_TRANSFORMS.format(temp="TEMP "))
     for table in ("ranges", "attempts", "merges"):
         have = columns(conn, table)
         missing = [c for t, c, _ in _ADDED_COLUMNS if t == table and c not in have]
