@@ -40,11 +40,12 @@ from parsl_es.payloads.command.params import (
 )
 from parsl_es.payloads.command.process import (
     _absolute,
+    _campaign_of,
     _final_stem,
     _kill_group,
     _tail,
 )
-from parsl_es.payloads.command.serving import MERGE_ATTEMPT_DIR, ServiceMode
+from parsl_es.payloads.command.serving import ServiceMode
 from parsl_es.payloads.command.templates import render, split_template, token_fields
 from parsl_es.ranges import EventRange
 
@@ -157,14 +158,11 @@ class CommandPayload(ServiceMode, Payload):
 
     @staticmethod
     def _merge_log_dir(output: Path) -> Path:
-        """Beside the output, except in the engine's layout (see MERGED_DIR, MERGE_ATTEMPT_DIR)."""
-        campaign = None
-        if output.parent.name == MERGED_DIR:
-            campaign = output.parent.parent
-        elif MERGE_ATTEMPT_DIR.fullmatch(output.parent.name) and output.parent.parent.name == (
-            "ranges"
-        ):
-            campaign = output.parent.parent.parent
+        """Beside the output, except in the engine's layout: ``merged/``, or a merge
+        attempt's ``ranges/group-NNNNNN/NAME.attempt-N`` (logged to ``logs/merge`` too)."""
+        campaign = (
+            output.parent.parent if output.parent.name == MERGED_DIR else _campaign_of(output)
+        )
         if campaign is not None:
             log_dir = campaign / "logs" / "merge"
             log_dir.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,18 @@ def _final_stem(output: Path) -> str:
     return ATTEMPT_SUFFIX.sub("", Path(name).stem)
 
 
+#: Where the engine has ranges and merge attempts write (``ranges/group-NNNNNN/...``).
+GROUP_DIR = re.compile(r"group-\d+")
+
+
+def _campaign_of(output: Path) -> Path | None:
+    """The campaign directory of a file in ``ranges/group-NNNNNN/``; None elsewhere."""
+    group = output.parent
+    if GROUP_DIR.fullmatch(group.name) and group.parent.name == "ranges":
+        return group.parent.parent
+    return None
+
+
 def _absolute(path: Path) -> Path:
     """Absolute without resolving symlinks: the command runs in another directory."""
     return Path(os.path.abspath(path))

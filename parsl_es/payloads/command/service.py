@@ -100,8 +100,8 @@ class Transform:
         self._buffer = bytearray()
         self._started = 0.0
         self.ready_once = False  # has this process asked for events yet
-        self.stats = ServiceStats()
-        self._starts: list[TransformStart] = []  # not yet handed to the engine
+        self.starts: list[TransformStart] = []  # every start of this worker's transform
+        self._handed = 0  # how many of them the engine has been given
         # atexit for a plain process; multiprocessing children (HTEX's workers) skip
         # atexit and run only their Finalize hooks. A weak reference: no cycle keeps it.
         ref = weakref.ref(self)
@@ -112,9 +112,17 @@ class Transform:
     def running(self) -> bool:
         return self._proc is not None
 
+    @property
+    def stats(self) -> ServiceStats:
+        return ServiceStats(
+            starts=len(self.starts),
+            restarts=sum(s.restart for s in self.starts),
+            init_seconds=sum(s.init_seconds or 0.0 for s in self.starts),
+        )
+
     def start(self) -> None:
         """Listen on a fresh socket and start the process (not yet initialised)."""
-        replaced = self._proc is not None or self.stats.starts > 0
+        replaced = self._proc is not None or bool(self.starts)
         self.kill()
         # AF_UNIX paths are limited to ~107 bytes: a short private directory in /tmp
         self._channel_dir = tempfile.mkdtemp(prefix="pes-", dir="/tmp")
@@ -150,11 +158,7 @@ class Transform:
         self.pid = self._proc.pid
         self._started = time.monotonic()
         self.ready_once = False
-        s = self.stats
-        self.stats = ServiceStats(s.starts + 1, s.restarts + int(replaced), s.init_seconds)
-        self._starts.append(
-            TransformStart(started=time.time(), init_seconds=None, restart=replaced)
-        )
+        self.starts.append(TransformStart(started=time.time(), init_seconds=None, restart=replaced))
 
     def initialising_for(self) -> float:
         """Seconds since the start (meaningful until the first ``Ready``)."""
@@ -164,17 +168,14 @@ class Transform:
         """The first ``Ready for events`` came: the end of initialisation."""
         if not self.ready_once:
             self.ready_once = True
-            s = self.stats
             elapsed = time.monotonic() - self._started
-            self.stats = ServiceStats(s.starts, s.restarts, s.init_seconds + elapsed)
-            if self._starts:
-                self._starts[-1] = replace(self._starts[-1], init_seconds=elapsed)
+            self.starts[-1] = replace(self.starts[-1], init_seconds=elapsed)
 
     def take_starts(self) -> list[TransformStart]:
         """Starts since last asked, for the ledger; one still initialising waits its turn."""
-        pending = self.running and not self.ready_once and bool(self._starts)
-        taken = self._starts[:-1] if pending else self._starts
-        self._starts = self._starts[len(taken) :]
+        end = len(self.starts) - (self.running and not self.ready_once)
+        taken = self.starts[self._handed : end]
+        self._handed = max(self._handed, end)
         return taken
 
     def receive(self, timeout: float | None = None) -> TransformMessage:

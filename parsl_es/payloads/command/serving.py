@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import shutil
 import socket
 from pathlib import Path
@@ -29,7 +28,7 @@ from parsl_es.event_service import (
 from parsl_es.failures import RangeTimeout
 from parsl_es.payloads.base import FatalPayloadError, PayloadError, TransformLost
 from parsl_es.payloads.command.params import range_message, service_values
-from parsl_es.payloads.command.process import InitDeaths, _absolute, _tail
+from parsl_es.payloads.command.process import InitDeaths, _absolute, _campaign_of, _tail
 from parsl_es.payloads.command.service import (
     CHANNEL_ENV,
     ServiceStats,
@@ -42,9 +41,6 @@ from parsl_es.payloads.command.templates import render
 from parsl_es.ranges import EventRange
 from parsl_es.records import TransformStart
 
-#: Where the engine has a merge attempt write (``ranges/group-NNNNNN/NAME.attempt-N``) before
-#: the driver renames it into ``merged/``: its log goes to ``logs/merge`` too, one per group.
-MERGE_ATTEMPT_DIR = re.compile(r"group-\d+")
 #: Where service-mode transforms log and work, in the engine's layout (``<output>/logs/service``).
 SERVICE_DIR = "service"
 
@@ -219,8 +215,5 @@ class ServiceMode:
     @staticmethod
     def _service_log_dir(output: Path) -> Path:
         """``<campaign>/logs/service`` in the engine's layout, else beside the output."""
-        if MERGE_ATTEMPT_DIR.fullmatch(output.parent.name) and output.parent.parent.name == (
-            "ranges"
-        ):
-            return output.parent.parent.parent / "logs" / SERVICE_DIR
-        return output.parent
+        campaign = _campaign_of(output)
+        return output.parent if campaign is None else campaign / "logs" / SERVICE_DIR
