@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,21 +25,16 @@ from parsl_es.crashpoints import ENV
 from parsl_es.ledger import Ledger
 from parsl_es.states import RangeState
 from tests.helpers import assert_every_event_once, done_ranges, write_campaign
-
-ES_RUN = str(Path(sys.executable).parent / "es-run")
+from tests.test_reliability import es_run
 
 
 def submit(campaign: Path, out: Path, crash_at: str | None = None) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.pop(ENV, None)
-    if crash_at:
-        env[ENV] = crash_at
-    return subprocess.Popen(
-        [ES_RUN, "submit", str(campaign), "--output", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    return es_run(
+        "submit",
+        str(campaign),
+        "--output",
+        str(out),
+        env={ENV: crash_at or ""},  # empty: no crash point
         start_new_session=True,  # its own session: every process it leaves can be found
     )
 
