@@ -85,6 +85,11 @@ class EventRange:
     last_event: int
     merge_group: int
     campaign_seed: int
+    #: The file this range reads its events from (a step with an input: an earlier
+    #: step's merged file or a dataset file), and how many events of it come before
+    #: the range's first. None for a step that makes its own events (generation).
+    input: str | None = None
+    skip: int = 0
 
     @property
     def seed(self) -> int:

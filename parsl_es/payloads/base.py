@@ -83,6 +83,11 @@ class Payload(ABC):
     Params: ClassVar[type[PayloadParams]] = PayloadParams
     #: File suffix of range and merged outputs.
     suffix: ClassVar[str] = ".root"
+    #: The format of what the payload writes (``hepmc3``, ``sim-root``, ``aod-root``;
+    #: None: not declared) and of what it reads (None: it makes its own events). A chain
+    #: is checked at submit: a step must read what its input step writes.
+    writes: ClassVar[str | None] = None
+    reads: ClassVar[str | None] = None
 
     def __init__(self, params: PayloadParams) -> None:
         self.params = params
@@ -92,7 +97,11 @@ class Payload(ABC):
 
     @abstractmethod
     def simulate(self, event_range: EventRange, output: Path) -> int:
-        """Write the events of ``event_range`` to ``output``; return how many."""
+        """Write the events of ``event_range`` to ``output``; return how many.
+
+        A payload that ``reads`` takes the range's events from ``event_range.input``:
+        ``event_range.n_events`` events after the first ``event_range.skip``.
+        """
 
     @abstractmethod
     def merge(self, inputs: Sequence[Path], output: Path) -> int:

@@ -78,6 +78,7 @@ class PhysicsPayload(RootTreePayload):
     """
 
     name: ClassVar[str] = "physics"
+    writes: ClassVar[str] = "sim-root"
     Params: ClassVar[type[PayloadParams]] = PhysicsParams
 
     def __init__(self, params: PayloadParams) -> None:
