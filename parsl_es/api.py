@@ -32,19 +32,21 @@ from parsl_es.campaign import (
     load_campaign,
     resolve_campaign_path,
 )
+from parsl_es.chain import ChainSpec
 from parsl_es.crashpoints import crash_point
 from parsl_es.engine.result import RunResult
 from parsl_es.errors import UserError, shown
 from parsl_es.ledger import LEDGER_NAME, Ledger
 from parsl_es.lock import LEASE_NAME, LOCK_NAME, campaign_lock
 from parsl_es.run import (
-    OUTPUT_DIRS,
     DriverOptions,
     PreparedRun,
     drive,
     open_campaign,
+    output_dirs,
     recorded_site,
-    resolve_steps,
+    resolve_stages,
+    spec_from_json,
 )
 from parsl_es.sites import SiteSpec, load_site
 from parsl_es.sites.checks import site_problems
@@ -52,7 +54,7 @@ from parsl_es.sites.checks import site_problems
 if TYPE_CHECKING:
     from parsl_es.backends.parsl import ParslBackend
 
-Campaign = str | Path | dict[str, Any] | CampaignSpec
+Campaign = str | Path | dict[str, Any] | CampaignSpec | ChainSpec
 Site = str | Path | SiteSpec
 #: What Parsl's providers cannot carry in a path: they write the run directory (for a
 #: campaign, DIR/logs/parsl) into shell command lines unquoted (``bash SCRIPT``,
@@ -82,13 +84,13 @@ def prepare(
     crash_point("campaign-read")
     site_spec = _site(site, overrides, session)
     out = output_for(spec, output)
-    placement = resolve_steps(spec, site_spec, source or "campaign")
+    stages = resolve_stages(spec, site_spec, source or "campaign")
     preflight(spec, source)
     if session is None:
         require_usable(site_spec)
         check_launchable(out)
     check_new_output(out)
-    return PreparedRun(spec=spec, site=site_spec, placement=placement, output=out, source=source)
+    return PreparedRun(spec=spec, site=site_spec, stages=stages, output=out, source=source)
 
 
 def prepare_resume(
@@ -108,22 +110,22 @@ def prepare_resume(
     out = Path(output)
     ledger = open_campaign(out, readonly=True)
     try:
-        spec = CampaignSpec.model_validate(ledger.campaign_json())
+        spec = spec_from_json(ledger.campaign_json())
         site_spec = recorded_site(ledger) if site is None and session is None else None
     finally:
         ledger.close()
     if site_spec is None:
         site_spec = _site(site or "local", overrides, session)
-    placement = resolve_steps(spec, site_spec, str(out / LEDGER_NAME))
+    stages = resolve_stages(spec, site_spec, str(out / LEDGER_NAME))
     if session is None:
         require_usable(site_spec)
         check_launchable(out)
-    return PreparedRun(spec=spec, site=site_spec, placement=placement, output=out, resume=True)
+    return PreparedRun(spec=spec, site=site_spec, stages=stages, output=out, resume=True)
 
 
-def load(campaign: Campaign) -> tuple[CampaignSpec, str | None]:
+def load(campaign: Campaign) -> tuple[CampaignSpec | ChainSpec, str | None]:
     """The campaign, validated, and the file it came from (None for a mapping or spec)."""
-    if isinstance(campaign, CampaignSpec):
+    if isinstance(campaign, CampaignSpec | ChainSpec):
         return campaign, None
     if isinstance(campaign, dict):
         return campaign_from_dict(campaign), None
@@ -139,21 +141,23 @@ def _site(site: Site, overrides: list[str] | None, session: ParslBackend | None)
     return site if isinstance(site, SiteSpec) else load_site(site, overrides)
 
 
-def output_for(spec: CampaignSpec, output: str | Path | None) -> Path:
+def output_for(spec: CampaignSpec | ChainSpec, output: str | Path | None) -> Path:
     """The output directory: as given, else the campaign's ``output`` key, else NAME-output."""
     if output is not None:
         return Path(output)
     return Path(spec.output or f"{spec.name}-output")
 
 
-def preflight(spec: CampaignSpec, source: str | Path | None = None) -> None:
-    """Refuse a campaign whose payload can already tell it cannot run (e.g. no executable)."""
+def preflight(spec: CampaignSpec | ChainSpec, source: str | Path | None = None) -> None:
+    """Refuse a campaign whose payloads can already tell they cannot run (no executable)."""
     from parsl_es.apps import worker_payload
 
-    problems = worker_payload(spec.payload.name, spec.payload.params, setup=False)[0].preflight()
-    if problems:
-        field, message = next(iter(problems.items()))
-        raise UserError(message, file=source, field=f"payload.{field}")
+    for step in spec.step_plans():
+        problems = worker_payload(*step.payload, setup=False)[0].preflight()
+        if problems:
+            field, message = next(iter(problems.items()))
+            at = "payload" if step.name is None else f"chain.{step.name}.payload"
+            raise UserError(message, file=source, field=f"{at}.{field}")
 
 
 def require_usable(site: SiteSpec) -> None:
@@ -334,14 +338,14 @@ def _continue(prepared: PreparedRun, options: DriverOptions) -> RunResult:
     with campaign_lock(out):
         ledger = open_campaign(out)
         try:
-            for sub in OUTPUT_DIRS:
-                (out / sub).mkdir(exist_ok=True)
+            for sub in output_dirs(prepared.spec):
+                (out / sub).mkdir(parents=True, exist_ok=True)
             return drive(ledger, prepared, **options)
         finally:
             ledger.close()
 
 
-def create_output(spec: CampaignSpec, output: Path, site: SiteSpec) -> Ledger:
+def create_output(spec: CampaignSpec | ChainSpec, output: Path, site: SiteSpec) -> Ledger:
     """The output directory's folders and ledger; on failure, nothing is left behind.
 
     The caller holds the campaign lock on ``output`` (which exists).
@@ -349,15 +353,20 @@ def create_output(spec: CampaignSpec, output: Path, site: SiteSpec) -> Ledger:
     check_new_output(output)  # again, under the lock: another submit may have won
     made: list[Path] = []
     try:
-        for sub in OUTPUT_DIRS:
-            (output / sub).mkdir()
-            made.append(output / sub)
+        for sub in output_dirs(spec):
+            top = output / sub.split("/")[0]
+            if not top.exists():
+                made.append(top)
+            (output / sub).mkdir(parents=True)
         meta = {
             "campaign": spec.to_json(),
             "site": site.name,
             "site_spec": site.model_dump_json(by_alias=True),
             "parsl_es_version": __version__,
         }
+        if isinstance(spec, ChainSpec):
+            steps = {step.name: step.plan for step in spec.step_plans() if step.name}
+            return Ledger.create(output / LEDGER_NAME, meta, steps=steps)
         return Ledger.create(output / LEDGER_NAME, meta, spec.plan)
     except BaseException as exc:  # a full disk, or a Ctrl-C half-way
         for suffix in ("", "-wal", "-shm", "-journal"):

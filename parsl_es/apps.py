@@ -9,6 +9,7 @@ happens once per worker, not once per range.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -20,7 +21,7 @@ from typing import Any
 from parsl_es import fileio
 from parsl_es.failures import classify, range_deadline
 from parsl_es.payloads import Payload, PayloadError, make_payload
-from parsl_es.ranges import EventRange, MergeGroup, RangePlan
+from parsl_es.ranges import EventRange, MergeGroup, RangePlan, merged_name
 from parsl_es.records import (
     BundleResult,
     CampaignVerdict,
@@ -70,12 +71,17 @@ def range_output_path(output_dir: Path, r: EventRange, attempt: int, suffix: str
     can never overwrite the file the ledger recorded for a newer one.
     """
     name = f"{r.id}.attempt-{attempt}{suffix}"
-    return output_dir / "ranges" / f"group-{r.merge_group:06d}" / name
+    return group_dir(output_dir, r.merge_group) / name
+
+
+def group_dir(output_dir: Path, group: int) -> Path:
+    """The directory of one merge group's range files (and its merge attempts' files)."""
+    return output_dir / "ranges" / f"group-{group:06d}"
 
 
 def merged_output_path(output_dir: Path, group: MergeGroup, suffix: str) -> Path:
     """The group's merged file, where the driver puts the current attempt's file."""
-    return output_dir / "merged" / f"{group.campaign}.merge-{group.index:06d}{suffix}"
+    return output_dir / "merged" / merged_name(group.campaign, group.index, suffix)
 
 
 def merge_attempt_path(output_dir: Path, group: MergeGroup, attempt: int, suffix: str) -> Path:
@@ -85,7 +91,7 @@ def merge_attempt_path(output_dir: Path, group: MergeGroup, attempt: int, suffix
     attempt is current: a late attempt can never replace a recorded merged file.
     """
     name = f"{group.campaign}.merge-{group.index:06d}.attempt-{attempt}{suffix}"
-    return output_dir / "ranges" / f"group-{group.index:06d}" / name
+    return group_dir(output_dir, group.index) / name
 
 
 def pack(obj: Any) -> bytes:
@@ -138,6 +144,8 @@ def simulate_ranges(
     for index, attempt in work:
         started = time.time()
         r = plan.range(index)
+        if r.input is not None and not os.path.isabs(r.input):  # an earlier step's file
+            r = dataclasses.replace(r, input=os.path.normpath(out / r.input))
         final = range_output_path(out, r, attempt, payload.suffix)
         try:
             if final.parent not in _MADE_DIRS:

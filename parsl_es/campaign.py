@@ -20,84 +20,35 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
-from parsl_es.errors import FieldError, UserError, allowed, did_you_mean, shown
-from parsl_es.payloads import available_payloads, load_payload_class
+from parsl_es.chain import ChainSpec, chain_from_dict
+from parsl_es.errors import UserError, allowed, did_you_mean, shown
 from parsl_es.ranges import RangePlan
+from parsl_es.specs import (
+    MAX_EVENT_NUMBER,
+    MAX_MERGE_GROUPS,
+    STEPS,
+    PayloadSpec,
+    RangeTimeoutSpec,
+    StepsSpec,
+    check_payload,
+    merge_groups_problem,
+)
+from parsl_es.stepplan import StepPlan
 from parsl_es.yamlfile import exists, parse_mapping, read_text, validation_error
 
-STEPS = ("simulate", "merge", "validate")
-# Event numbers are stored as SQLite integers: signed 64-bit.
-MAX_EVENT_NUMBER = 2**63 - 1
-#: Merge groups are rows of the ledger made when the campaign is created, and the
-#: engine, the notebook and validation each hold a little per group: a bound keeps
-#: creating any accepted campaign under a second and the driver's memory small.
-#: Event ranges need no bound: their rows are written when they are first started.
-MAX_MERGE_GROUPS = 100_000
-
-
-class StepsSpec(BaseModel):
-    """Which node type of the site runs each step; unset steps use the site's defaults."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    simulate: list[str] | None = None
-    merge: str | None = None
-    validate_: str | None = Field(None, alias="validate")
-
-    @field_validator("simulate", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("simulate")
-    @classmethod
-    def _not_empty(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and not value:
-            raise ValueError("needs at least one node type")
-        return value
-
-
-class PayloadSpec(BaseModel):
-    """``name`` picks the payload; every other key is one of its parameters."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    name: str
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
-class RangeTimeoutSpec(BaseModel):
-    """When a range is presumed hung and redone elsewhere.
-
-    ``factor`` times the 99th percentile of recent range durations on the node
-    type, kept between ``floor_seconds`` and ``ceiling_seconds`` (the ceiling
-    until a few ranges have finished); ``slack_seconds`` more before a bundle or
-    a merge is given up on or its worker pool is presumed wedged.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-    factor: float = Field(5.0, ge=1.5)
-    floor_seconds: float = Field(60.0, gt=0)
-    ceiling_seconds: float = Field(3600.0, gt=0)
-    #: Added to every bundle's allowance and to a merge's: a busy machine's delays.
-    slack_seconds: float = Field(10.0, ge=0, le=86400)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RangeTimeoutSpec:
-        if self.ceiling_seconds < self.floor_seconds:
-            raise FieldError(
-                ("ceiling_seconds",),
-                f"ceiling_seconds ({self.ceiling_seconds:g}) is below floor_seconds "
-                f"({self.floor_seconds:g})",
-            )
-        return self
+__all__ = [
+    "MAX_EVENT_NUMBER",
+    "MAX_MERGE_GROUPS",
+    "STEPS",
+    "CampaignSpec",
+    "PayloadSpec",
+    "RangeTimeoutSpec",
+    "StepsSpec",
+    "campaign_from_dict",
+    "load_campaign",
+]
 
 
 class CampaignSpec(BaseModel):
@@ -132,20 +83,11 @@ class CampaignSpec(BaseModel):
     @field_validator("events_per_merge")
     @classmethod
     def _merge_groups_fit(cls, value: int, info: ValidationInfo) -> int:
-        per_range = info.data.get("events_per_range")
-        if per_range and value % per_range:
-            raise ValueError(
-                f"events_per_merge ({value}) must be a multiple of events_per_range ({per_range})"
-            )
-        events = info.data.get("events")
-        if events and -(-events // value) > MAX_MERGE_GROUPS:
-            least = -(-events // MAX_MERGE_GROUPS)
-            if per_range:
-                least = -(-least // per_range) * per_range
-            raise ValueError(
-                f"{events} events in merge groups of {value} make {-(-events // value)} merged "
-                f"files, more than {MAX_MERGE_GROUPS}; use events_per_merge >= {least}"
-            )
+        problem = merge_groups_problem(
+            info.data.get("events"), info.data.get("events_per_range"), value
+        )
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("output")
@@ -168,45 +110,36 @@ class CampaignSpec(BaseModel):
             seed=self.seed,
         )
 
+    def step_plans(self) -> tuple[StepPlan, ...]:
+        """The one unnamed step of a single-step campaign."""
+        payload = (self.payload.name, self.payload.params)
+        return (StepPlan(name=None, plan=self.plan, payload=payload),)
+
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
 
 
-def _check_payload(spec: CampaignSpec, source: str | Path, lines: dict[tuple, int]) -> None:
-    """Validate the payload's own parameters against its registered Params model."""
-    names = available_payloads()
-    name = spec.payload.name
-    if name not in names:
-        line = lines.get(("payload", "name"))
-        raise UserError(
-            f"unknown payload {shown(name)}{did_you_mean(name, names)}; allowed: {allowed(names)}",
-            file=source,
-            field="payload.name",
-            line=line,
-        )
-    params_model = load_payload_class(name).Params
-    try:
-        params_model(**spec.payload.params)
-    except ValidationError as exc:
-        raise validation_error(exc, params_model, source, lines, prefix=("payload",)) from None
-
-
 def campaign_from_dict(
     data: dict[str, Any], source: str | Path = "<campaign>", lines: dict | None = None
-) -> CampaignSpec:
-    """Validate a campaign given as a mapping (from a file, a notebook or JSON)."""
+) -> CampaignSpec | ChainSpec:
+    """Validate a campaign given as a mapping (from a file, a notebook or JSON).
+
+    A mapping with a ``chain`` is a chain campaign (``parsl_es.chain``).
+    """
     lines = lines or {}
     if not isinstance(data, dict):
         raise UserError("a campaign must be a mapping of keys to values", file=source)
+    if "chain" in data:
+        return chain_from_dict(data, source, lines)
     try:
         spec = CampaignSpec.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, CampaignSpec, source, lines) from None
-    _check_payload(spec, source, lines)
+    check_payload(spec.payload, source, lines)
     return spec
 
 
-def load_campaign(path: str | Path) -> CampaignSpec:
+def load_campaign(path: str | Path) -> CampaignSpec | ChainSpec:
     """Load a campaign file, or a campaign shipped in ``workflows/`` by name."""
     file = resolve_campaign_path(path)
     text = read_text(file, "campaign file")

@@ -138,9 +138,34 @@ class MergeGroup:
         return range(self.first_range, self.last_range + 1)
 
 
+def merged_name(campaign: str, group: int, suffix: str) -> str:
+    """The file name of a merge group's merged file (in its step's ``merged/``)."""
+    return f"{campaign}.merge-{group:06d}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class StepInput:
+    """Where a chain step's ranges read their events: an earlier step's merged files.
+
+    The earlier step cuts the same campaign events into merge groups of
+    ``events_per_merge``; its group ``g`` is the file
+    ``../<step>/merged/<campaign>.merge-<g><suffix>`` seen from this step's directory.
+    """
+
+    step: str
+    events_per_merge: int
+    suffix: str
+
+
 @dataclass(frozen=True, slots=True)
 class RangePlan:
-    """How a campaign's events are cut: the arithmetic behind ranges and groups."""
+    """How a campaign's events are cut: the arithmetic behind ranges and groups.
+
+    In a chain, a step that reads an earlier step's merged files (``input``) cuts
+    the same campaign events its own way; each of its ranges lies within one
+    input file (``events_per_range`` divides the input's ``events_per_merge``), so
+    a range knows its file and its position in it by arithmetic too.
+    """
 
     campaign: str
     events: int
@@ -148,12 +173,51 @@ class RangePlan:
     events_per_range: int
     events_per_merge: int
     seed: int
+    input: StepInput | None = None
 
     def __post_init__(self) -> None:
         if self.events <= 0 or self.events_per_range <= 0 or self.events_per_merge <= 0:
             raise ValueError("events, events_per_range and events_per_merge must be > 0")
         if self.events_per_merge % self.events_per_range:
             raise ValueError("events_per_merge must be a multiple of events_per_range")
+        if self.input is not None and self.input.events_per_merge % self.events_per_range:
+            raise ValueError("events_per_range must divide the input step's events_per_merge")
+
+    def to_json(self) -> dict:
+        out = {
+            "campaign": self.campaign,
+            "events": self.events,
+            "first_event": self.first_event,
+            "events_per_range": self.events_per_range,
+            "events_per_merge": self.events_per_merge,
+            "seed": self.seed,
+        }
+        if self.input is not None:
+            out["input"] = {
+                "step": self.input.step,
+                "events_per_merge": self.input.events_per_merge,
+                "suffix": self.input.suffix,
+            }
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> RangePlan:
+        given = dict(data)
+        if given.get("input") is not None:
+            given["input"] = StepInput(**given["input"])
+        return cls(**given)
+
+    def input_group(self, index: int) -> int | None:
+        """The merge group of the input step whose file holds range ``index`` (None: no input)."""
+        if self.input is None:
+            return None
+        return index * self.events_per_range // self.input.events_per_merge
+
+    def input_ranges(self, group: int) -> range:
+        """This step's ranges that read the input step's merged file ``group``."""
+        assert self.input is not None
+        per_file = self.input.events_per_merge // self.events_per_range
+        return range(group * per_file, min((group + 1) * per_file, self.n_ranges))
 
     @property
     def ranges_per_merge(self) -> int:
@@ -176,6 +240,12 @@ class RangePlan:
             raise IndexError(f"range index {index} outside 0..{self.n_ranges - 1}")
         first = self.first_event + index * self.events_per_range
         last = min(first + self.events_per_range - 1, self.last_event)
+        source, skip = None, 0
+        if self.input is not None:
+            g = (first - self.first_event) // self.input.events_per_merge
+            name = merged_name(self.campaign, g, self.input.suffix)
+            source = f"../{self.input.step}/merged/{name}"
+            skip = first - self.first_event - g * self.input.events_per_merge
         return EventRange(
             campaign=self.campaign,
             index=index,
@@ -183,6 +253,8 @@ class RangePlan:
             last_event=last,
             merge_group=index // self.ranges_per_merge,
             campaign_seed=self.seed,
+            input=source,
+            skip=skip,
         )
 
     def rows(self, indices: list[int]) -> list[tuple[int, str, int, int, int]]:

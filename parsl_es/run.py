@@ -22,7 +22,8 @@ from pydantic import ValidationError
 
 from parsl_es.backends.base import Backend
 from parsl_es.campaign import CampaignSpec
-from parsl_es.engine.dispatcher import Dispatcher, Settings
+from parsl_es.chain import ChainSpec
+from parsl_es.engine.dispatcher import Dispatcher, Settings, Stage
 from parsl_es.engine.result import Progress, RunResult
 from parsl_es.engine.steps import Placement
 from parsl_es.engine.timeouts import TimeoutPolicy
@@ -35,27 +36,63 @@ from parsl_es.yamlfile import validation_error
 log = logging.getLogger("parsl_es")
 
 OUTPUT_DIRS = ("ranges", "merged", "validation", "logs")
+#: What each step of a chain has of its own, in ``OUTPUT/<step>/``.
+STEP_DIRS = ("ranges", "merged", "validation")
+
+
+def output_dirs(spec: CampaignSpec | ChainSpec) -> list[str]:
+    """The folders of a campaign's output: a chain's steps each have theirs."""
+    if isinstance(spec, ChainSpec):
+        return ["logs", *(f"{step}/{d}" for step in spec.chain for d in STEP_DIRS)]
+    return list(OUTPUT_DIRS)
+
+
+def spec_from_json(data: dict) -> CampaignSpec | ChainSpec:
+    """The campaign a ledger recorded (a chain's has its ``chain``)."""
+    model = ChainSpec if "chain" in data else CampaignSpec
+    return model.model_validate(data)
+
+
 #: Parsl's monitoring database, when monitoring is on.
 MONITORING_DB = "monitoring.db"
 #: Ranges that would end closer than this to the allocation's end are not started.
 DEFAULT_MARGIN_SECONDS = 300.0
 
 
-def resolve_steps(spec: CampaignSpec, site: SiteSpec, source: str = "campaign") -> Placement:
-    """The node types for each step: the campaign's choice, else the site's default."""
+def resolve_stages(
+    spec: CampaignSpec | ChainSpec, site: SiteSpec, source: str = "campaign"
+) -> tuple[Stage, ...]:
+    """Each step with the node types that run it: the campaign's choice, else the site's.
+
+    A chain step's ``node_types`` (in preference order) process its ranges; its
+    merges and validations run where the campaign's ``steps`` or the site say.
+    """
     known = site.node_types
-    simulate = spec.steps.simulate or site.steps.simulate
     merge = spec.steps.merge or site.steps.merge
     validate = spec.steps.validate_ or site.steps.validate_
-    for step, names in (("simulate", simulate), ("merge", [merge]), ("validate", [validate])):
-        for name in names:
-            if name not in known:
-                raise UserError(
-                    f"node type '{name}' is not in site '{site.name}'; allowed: {allowed(known)}",
-                    file=source,
-                    field=f"steps.{step}",
-                )
-    return Placement(simulate=list(dict.fromkeys(simulate)), merge=merge, validate=validate)
+    stages = []
+    for step in spec.step_plans():
+        chosen = spec.steps.simulate if step.name is None else step.node_types
+        simulate = list(chosen or site.steps.simulate)
+        at = "steps.simulate" if step.name is None else f"chain.{step.name}.node_types"
+        for field, names in (
+            (at, simulate),
+            ("steps.merge", [merge]),
+            ("steps.validate", [validate]),
+        ):
+            for name in names:
+                if name not in known:
+                    raise UserError(
+                        f"node type '{name}' is not in site '{site.name}'; "
+                        f"allowed: {allowed(known)}",
+                        file=source,
+                        field=field,
+                    )
+        placement = Placement(
+            simulate=list(dict.fromkeys(simulate)), merge=merge, validate=validate
+        )
+        stages.append(Stage(step, placement))
+    return tuple(stages)
 
 
 class DriverLog:
@@ -97,9 +134,9 @@ class DriverOptions(TypedDict, total=False):
 class PreparedRun:
     """A run whose every input has been checked; nothing written yet."""
 
-    spec: CampaignSpec
+    spec: CampaignSpec | ChainSpec
     site: SiteSpec
-    placement: Placement  # the node types of each step, resolved against the site
+    stages: tuple[Stage, ...]  # every step with its node types, resolved against the site
     output: Path
     source: str | None = None  # the campaign file, when it came from one
     resume: bool = False
@@ -110,16 +147,23 @@ def drive(ledger: Ledger, prepared: PreparedRun, **options: Unpack[DriverOptions
 
     Every input was checked once by ``api.prepare``; nothing is checked again here.
     """
-    spec, site, placement, output = (
+    spec, site, stages, output = (
         prepared.spec,
         prepared.site,
-        prepared.placement,
+        prepared.stages,
         prepared.output,
     )
     backend = options.get("session")
     own_backend = backend is None
     with DriverLog(output):
-        log.info("campaign %s on site %s: %s", spec.name, site.name, placement)
+        for stage in stages:
+            log.info(
+                "campaign %s (%s) on site %s: %s",
+                spec.name,
+                stage.plan.label,
+                site.name,
+                stage.placement,
+            )
         if options.get("allocation_end"):
             log.info("allocation ends at %s", time.ctime(options["allocation_end"]))
         if backend is None:
@@ -136,8 +180,7 @@ def drive(ledger: Ledger, prepared: PreparedRun, **options: Unpack[DriverOptions
                 ledger=ledger,
                 backend=backend,
                 output_dir=output,
-                payload=(spec.payload.name, spec.payload.params),
-                placement=placement,
+                stages=stages,
                 settings=_settings(spec, options),
                 on_progress=options.get("on_progress"),
                 stop=options.get("stop"),
@@ -150,7 +193,7 @@ def drive(ledger: Ledger, prepared: PreparedRun, **options: Unpack[DriverOptions
     return result
 
 
-def _settings(spec: CampaignSpec, options: DriverOptions) -> Settings:
+def _settings(spec: CampaignSpec | ChainSpec, options: DriverOptions) -> Settings:
     timeouts = spec.range_timeout
     return Settings(
         attempts=spec.attempts,

@@ -79,3 +79,70 @@ def range_attempts(out: Path) -> dict[int, int]:
 
     with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
         return {r.index: r.attempts for r in ledger.ranges([RangeState.DONE, RangeState.MERGED])}
+
+
+def chain_data(**fields: Any) -> dict[str, Any]:
+    """A three-step emulate chain: gen -> sim -> rec, each cut its own way."""
+    npy = {"name": "emulate", "output_format": "npy"}
+    return {
+        "name": "chain",
+        "events": 200,
+        "seed": 5,
+        "chain": {
+            "gen": {"payload": npy, "events_per_range": 5, "events_per_merge": 20},
+            "sim": {"payload": npy, "input": "gen", "events_per_range": 2, "events_per_merge": 10},
+            "rec": {"payload": npy, "input": "sim", "events_per_range": 5, "events_per_merge": 40},
+        },
+    } | fields
+
+
+def new_chain(directory: Path, **fields: Any) -> Path:
+    """An output directory with a fresh chain ledger (every step's folders made)."""
+    from parsl_es.run import output_dirs
+
+    spec = campaign_from_dict(chain_data(**fields))
+    out = directory / "out"
+    for sub in output_dirs(spec):
+        (out / sub).mkdir(parents=True)
+    steps = {s.name: s.plan for s in spec.step_plans()}
+    Ledger.create(out / LEDGER_NAME, {"campaign": spec.to_json()}, steps=steps).close()
+    return out
+
+
+def drive_chain(
+    out: Path,
+    sim: SimulatedBackend,
+    node_types: dict[str, list[str]] | None = None,
+    *,
+    attempts: int = 3,
+    **settings: Any,
+) -> RunResult:
+    """Run the engine once on a chain: each step on its ``node_types`` (default: all)."""
+    from parsl_es.engine.dispatcher import Stage
+    from parsl_es.run import spec_from_json
+
+    stop = settings.pop("stop", None)
+    on_progress = settings.pop("on_progress", None)
+    names = sim.node_types()
+    with Ledger.open(out / LEDGER_NAME) as ledger:
+        spec = spec_from_json(ledger.campaign_json())
+        stages = [
+            Stage(
+                step,
+                Placement(
+                    simulate=(node_types or {}).get(step.name, names),
+                    merge=names[0],
+                    validate=names[0],
+                ),
+            )
+            for step in spec.step_plans()
+        ]
+        return Dispatcher(
+            ledger=ledger,
+            backend=sim,
+            output_dir=out,
+            stages=stages,
+            settings=Settings(attempts=attempts, timeouts=SHORT_TIMEOUTS, **settings),
+            on_progress=on_progress,
+            stop=stop,
+        ).run()

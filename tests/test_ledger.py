@@ -100,7 +100,7 @@ def test_new_ledger_has_all_ranges_ready_and_merges_waiting(ledger):
     state = ledger.resume_state()
     assert state.cursor == 0 and state.retry == () and state.done_per_group == {}
     assert [m.state for m in state.merges] == [MergeState.WAITING] * 2
-    assert ledger.schema_version == SCHEMA_VERSION == 3
+    assert ledger.schema_version == SCHEMA_VERSION == 4
 
 
 def test_create_refuses_an_existing_ledger(ledger):
@@ -621,7 +621,8 @@ def test_a_v1_ledger_is_migrated_once_on_a_read_write_open(tmp_path, monkeypatch
     path = tmp_path / LEDGER_NAME
     write_v1_ledger(path)
     with Ledger.open(path) as led:
-        assert led.schema_version == SCHEMA_VERSION and led.meta("schema_version") == "3"
+        assert led.schema_version == SCHEMA_VERSION
+        assert led.meta("schema_version") == str(SCHEMA_VERSION)
         state = led.resume_state()
         assert state.cursor == 8 and state.retry == ()
         assert (state.ranges_done, state.events_done, state.done_per_group) == (6, 12, {0: 5, 1: 1})

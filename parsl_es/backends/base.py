@@ -42,6 +42,7 @@ class Call:
     function: str
     args: tuple[Any, ...] = ()
     inputs: tuple[Future, ...] = ()
+    step: str | None = None  # the chain step it belongs to (a simulated machine's speeds)
 
 
 @runtime_checkable

@@ -6,6 +6,7 @@ step needs no reference to the dispatcher or to other steps' internals.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent.futures import Future
@@ -17,6 +18,7 @@ from parsl_es.backends.base import Backend, Call, Completions
 from parsl_es.engine.counters import Counters
 from parsl_es.engine.cutoff import Cutoff
 from parsl_es.engine.estimates import Estimates
+from parsl_es.engine.inflight import InFlight
 from parsl_es.engine.timeouts import RangeTimeouts
 from parsl_es.engine.watchdog import PoolWatch
 from parsl_es.ledger import Ledger
@@ -31,7 +33,35 @@ WATCHDOG_SECONDS = 1.0
 
 
 @dataclass
+class Shared:
+    """What every step of a chain shares in one run."""
+
+    no_space: str | None = None  # why the disk is full, once it is
+    #: Every range step's bundles in flight: steps sharing a node type share its window.
+    range_windows: list[InFlight] = field(default_factory=list)
+    #: Each range step's window per node type, as it last sized it.
+    windows: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def tasks_on(self, node_type: str) -> int:
+        return sum(w.tasks(node_type) for w in self.range_windows)
+
+    def free_on(self, node_type: str, step: int, window: int) -> int:
+        """Tasks ``step`` may add on ``node_type``: the node type's one window (the largest
+        any step sized it to: a step with no estimates yet sizes it small) less every
+        step's tasks in flight there."""
+        sized = self.windows.setdefault(node_type, {})
+        sized[step] = window
+        return max(sized.values()) - self.tasks_on(node_type)
+
+
+@dataclass
 class EngineContext:
+    """One step's view of a run: its ledger, plan, payload, directory, estimates, counts.
+
+    A single-step campaign has one; a chain has one per step, all sharing the
+    backend, the completions, the pools, the stop and ``shared``.
+    """
+
     ledger: Ledger
     backend: Backend
     output_dir: Path
@@ -43,15 +73,27 @@ class EngineContext:
     timeouts: RangeTimeouts
     stop: threading.Event
     bundle_size: int | None = None  # fixed ranges per task (benchmarks); None: adaptive
+    step: str | None = None  # the chain step's name (None: a single-step campaign)
+    keep_range_files: bool = True  # False: a group's range files go once its merge passed
     counters: Counters = field(default_factory=Counters)
     pools: PoolWatch = field(default_factory=PoolWatch)
     completions: Completions = field(default_factory=Completions)
-    no_space: str | None = None  # why the disk is full, once it is
+    shared: Shared = field(default_factory=Shared)
     outstanding: set[Future] = field(default_factory=set)  # submitted, not yet finished
     campaign_verdict: CampaignVerdict | None = None
 
+    @property
+    def no_space(self) -> str | None:
+        return self.shared.no_space
+
+    @no_space.setter
+    def no_space(self, why: str | None) -> None:
+        self.shared.no_space = why
+
     def submit(self, step: str, key: Any, node_type: str, call: Call) -> Future:
         """Run ``call`` on ``node_type``; its completion comes back as ``(step, key, future)``."""
+        if self.step is not None:
+            call = dataclasses.replace(call, step=self.step)
         future = self.backend.submit(node_type, call)
         self.outstanding.add(future)
 

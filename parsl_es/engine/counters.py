@@ -71,6 +71,7 @@ def snapshot(
     ranges_in_flight: int,
     tasks_in_flight: int,
     stopping: bool,
+    step: str | None = None,
 ) -> Progress:
     return Progress(
         events_total=plan.events,
@@ -87,4 +88,5 @@ def snapshot(
         events_per_second=rate,
         stopping=stopping,
         tasks_in_flight=tasks_in_flight,
+        step=step,
     )

@@ -7,6 +7,11 @@ the small policies they use (``sizing``, ``cutoff``, ``timeouts``,
 A run ends when, after a top-up, no step has anything in flight: everything
 that could be done is done, or nothing more can start (fatal work, the
 allocation's end), or a stop was asked for and the grace period is over.
+
+A chain campaign is several ``Stage``s in one loop: each chain step runs the
+same declared steps on its own ledger, plan and directory, a step's validated
+merged files release the ranges of the steps that read them, and later chain
+steps top up first, so intermediate files are consumed before more are made.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from parsl_es.engine.simulate import SimulateStep
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import SIMULATION_CAMPAIGN, Placement, StepSpec, Unit
 from parsl_es.engine.timeouts import RangeTimeouts, TimeoutPolicy
+from parsl_es.engine.totals import combined, run_result
 from parsl_es.engine.validate import CampaignStep, ValidateStep
 from parsl_es.ledger import Ledger
-from parsl_es.states import RetryBudget
+from parsl_es.states import RetryBudget, Verdict
+from parsl_es.stepplan import StepPlan
 
 DEFAULT_TIMEOUTS = TimeoutPolicy()
 
@@ -48,6 +55,14 @@ CONTROLLERS: dict[Unit, type[Step]] = {
 WAIT_SECONDS = 0.2
 #: Least time between two progress reports.
 PROGRESS_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the campaign (a chain step, or the one step of a single campaign)."""
+
+    plan: StepPlan
+    placement: Placement
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,39 +86,62 @@ class Dispatcher:
         ledger: Ledger,
         backend: Backend,
         output_dir: Path,
-        payload: tuple[str, dict[str, Any]],
-        placement: Placement,
         settings: Settings,
+        payload: tuple[str, dict[str, Any]] | None = None,
+        placement: Placement | None = None,
+        stages: Sequence[Stage] | None = None,
         steps: Sequence[StepSpec] = SIMULATION_CAMPAIGN,
         on_progress: Callable[[Progress], None] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
-        estimates = Estimates()
-        self.ctx = EngineContext(
-            ledger=ledger,
-            backend=backend,
-            # absolute: workers need not share the driver's working directory (a Globus
-            # Compute endpoint runs each task in a directory of its own)
-            output_dir=Path(output_dir).absolute(),
-            plan=ledger.plan,
-            payload=payload,
-            budget=RetryBudget(settings.attempts),
-            estimates=estimates,
-            cutoff=Cutoff(settings.allocation_end, settings.margin_seconds, estimates),
-            timeouts=RangeTimeouts(settings.timeouts, estimates),
-            stop=stop or threading.Event(),
-            bundle_size=None if settings.bundle_size is None else max(1, settings.bundle_size),
-        )
+        """A single-step campaign gives ``payload`` and ``placement``; a chain its ``stages``."""
+        if stages is None:
+            assert payload is not None and placement is not None
+            stages = [Stage(StepPlan(name=None, plan=ledger.plan, payload=payload), placement)]
         self.settings = settings
-        self.steps = build_steps(steps, self.ctx, placement)
+        self.stop_event = stop or threading.Event()
+        first: EngineContext | None = None
+        self.contexts: list[EngineContext] = []
+        self.steps: list[Step] = []
+        self._stage_of: dict[str, int] = {}  # chain step name -> stage index
+        for i, stage in enumerate(stages):
+            name = stage.plan.name
+            ctx = _context(
+                ledger if name is None else ledger.step(name),
+                backend,
+                # absolute: workers need not share the driver's working directory (a Globus
+                # Compute endpoint runs each task in a directory of its own)
+                Path(output_dir).absolute() / stage.plan.directory,
+                stage.plan,
+                settings,
+                self.stop_event,
+                first,
+            )
+            first = first or ctx
+            built = build_steps(steps, ctx, stage.placement)
+            if stage.plan.input is not None:  # its ranges start as its input's files pass
+                before = self.steps_of(stage.plan.input)
+                validate = next(s for s in before if s.spec.unit is Unit.MERGED_FILE)
+                validate.downstream.append(built[0])
+            self._stage_of[name or ""] = i
+            self.contexts.append(ctx)
+            self.steps.extend(built)
+        assert first is not None
+        self.ctx = first
+        # later chain steps first: what is made is consumed before more is made
+        self._top_up_order = sorted(self.steps, key=lambda s: -self.contexts.index(s.ctx))
         self.on_progress = on_progress
         self._rate = Rate()
         self._t0 = 0.0
         self._last_progress = float("-inf")
 
+    def steps_of(self, chain_step: str) -> list[Step]:
+        ctx = self.contexts[self._stage_of[chain_step]]
+        return [s for s in self.steps if s.ctx is ctx]
+
     @property
     def stop(self) -> threading.Event:
-        return self.ctx.stop
+        return self.stop_event
 
     def run(self) -> RunResult:
         self._t0 = self.ctx.backend.now()
@@ -132,19 +170,30 @@ class Dispatcher:
 
     def _load(self) -> None:
         """Rebuild every step's view from the ledger (fresh start or resume)."""
-        ctx = self.ctx
-        reset = ctx.ledger.reset_for_resume(ctx.output_dir)
-        if any(reset.values()):
-            log.info("resume: %s", reset)
-        for sub in ("ranges", "merged", "validation"):
-            removed = fileio.remove_temp_files(ctx.output_dir / sub)
-            if removed:
-                log.info("removed %d partial files in %s/", removed, sub)
-        state = ctx.ledger.resume_state()
-        ctx.counters.events_done = state.events_done
-        ctx.counters.ranges_done = state.ranges_done
+        states = []
+        for ctx in self.contexts:
+            reset = ctx.ledger.reset_for_resume(ctx.output_dir)
+            if any(reset.values()):
+                log.info("resume%s: %s", f" ({ctx.step})" if ctx.step else "", reset)
+            for sub in ("ranges", "merged", "validation"):
+                removed = fileio.remove_temp_files(ctx.output_dir / sub)
+                if removed:
+                    log.info("removed %d partial files in %s/", removed, ctx.output_dir / sub)
+            state = ctx.ledger.resume_state()
+            ctx.counters.events_done = state.events_done
+            ctx.counters.ranges_done = state.ranges_done
+            states.append(state)
         for step in self.steps:
-            step.load(state)
+            step.load(states[self.contexts.index(step.ctx)])
+        for ctx in self.contexts:  # input files that passed before this run
+            source = ctx.plan.input
+            if source is None:
+                continue
+            ranges = self.steps_of(ctx.step or "")[0]
+            assert isinstance(ranges, SimulateStep)
+            for m in states[self._stage_of[source.step]].merges:
+                if m.validation is Verdict.PASSED:
+                    ranges.release(m.group)
 
     def _loop(self) -> None:
         ctx = self.ctx
@@ -160,14 +209,14 @@ class Dispatcher:
                 for step in self.steps:
                     step.check(now)
             if stop_deadline is None:
-                for step in self.steps:
+                for step in self._top_up_order:
                     step.top_up(now)
             if not any(step.busy() for step in self.steps):
                 break
             if stop_deadline is not None and now > stop_deadline:
                 log.warning("stop grace period over: leaving in-flight ranges for resume")
                 break
-            if ctx.cutoff.must_leave(now):
+            if any(c.cutoff.must_leave(now) for c in self.contexts):
                 log.warning("allocation about to end: leaving in-flight work for resume")
                 break
             self._drain()
@@ -191,20 +240,29 @@ class Dispatcher:
 
     # --- reporting ---------------------------------------------------------------------------
     def progress(self) -> Progress:
+        """The campaign's progress; a chain's adds up its steps (each event once per step)."""
         now = self.ctx.backend.now()
-        units = tasks = 0
-        for step in self.steps:
-            u, t = step.in_flight_counts()
-            units, tasks = units + u, tasks + t
-        return snapshot(
-            self.ctx.plan,
-            self.ctx.counters,
-            elapsed=now - self._t0,
-            rate=self._rate.update(now, self.ctx.counters.events),
-            ranges_in_flight=units,
-            tasks_in_flight=tasks,
-            stopping=self.stop.is_set(),
-        )
+        per_step = []
+        for ctx in self.contexts:
+            units = tasks = 0
+            for step in self.steps:
+                if step.ctx is ctx:
+                    u, t = step.in_flight_counts()
+                    units, tasks = units + u, tasks + t
+            per_step.append(
+                snapshot(
+                    ctx.plan,
+                    ctx.counters,
+                    elapsed=now - self._t0,
+                    rate=0.0,
+                    ranges_in_flight=units,
+                    tasks_in_flight=tasks,
+                    stopping=self.stop.is_set(),
+                    step=ctx.step,
+                )
+            )
+        events = sum(c.counters.events for c in self.contexts)
+        return combined(per_step, self._rate.update(now, events))
 
     def _report(self, force: bool = False) -> None:
         now = self.ctx.backend.now()
@@ -213,47 +271,83 @@ class Dispatcher:
             self.on_progress(self.progress())
 
     def _result(self) -> RunResult:
-        ctx, c = self.ctx, self.ctx.counters
-        now = ctx.backend.now()
-        verdict = ctx.campaign_verdict
-        fatal_ids = [ctx.plan.range(i).id for i in sorted(c.fatal_ranges)]
+        now = self.ctx.backend.now()
+        contexts = self.contexts
+        verdicts = [c.campaign_verdict for c in contexts if c.campaign_verdict is not None]
+        fatal_ids = [
+            _labelled(c, c.plan.range(i).id)
+            for c in contexts
+            for i in sorted(c.counters.fatal_ranges)
+        ]
+        failed_merges: list[int | str] = [
+            _labelled(c, str(g)) if c.step else g
+            for c in contexts
+            for g in sorted(c.counters.failed_merges)
+        ]
         status, message = decide(
             RunEnd(
-                campaign_passed=ctx.ledger.campaign_passed(),
-                no_space=ctx.no_space,
+                campaign_passed=all(c.ledger.campaign_passed() for c in contexts),
+                no_space=self.ctx.no_space,
                 stopped=self.stop.is_set(),
-                out_of_time=any(s.held_back() for s in self.steps) or ctx.cutoff.must_leave(now),
-                allocation_end=ctx.cutoff.end,
-                events_left=ctx.plan.events - c.events_done,
+                out_of_time=any(s.held_back() for s in self.steps)
+                or any(c.cutoff.must_leave(now) for c in contexts),
+                allocation_end=self.ctx.cutoff.end,
+                events_left=sum(c.plan.events - c.counters.events_done for c in contexts),
                 fatal_ranges=fatal_ids,
-                failed_merges=len(c.failed_merges),
-                validation_problems=list(verdict.problems) if verdict else [],
+                failed_merges=len(failed_merges),
+                validation_problems=[p for v in verdicts for p in v.problems],
             )
         )
-        validation = None
-        if verdict is not None:
-            validation = {**verdict.report, "passed": verdict.passed}
-            validation["problems"] = list(verdict.problems)
-        return RunResult(
+        return run_result(
+            contexts,
             status=status,
-            wall_seconds=now - self._t0,
-            events_this_run=c.events,
-            ranges_this_run=c.ranges,
-            merges_this_run=c.merges,
-            failures=c.failures,
-            fatal_ranges=fatal_ids,
-            failed_merges=sorted(c.failed_merges),
-            payload_inits=c.payload_inits,
-            workers=len(c.workers),
-            validation=validation,
             message=message,
-            per_node_type=dict(c.per_node_type),
-            last_range_started=c.last_range_started,
+            wall_seconds=now - self._t0,
             ended=now,
-            allocation_end=ctx.cutoff.end,
-            timeouts=c.timeouts,
-            wedged_pools=c.wedged_pools,
+            fatal_ids=fatal_ids,
+            failed_merges=failed_merges,
         )
+
+
+def _labelled(ctx: EngineContext, what: str) -> str:
+    return f"{ctx.step}:{what}" if ctx.step else what
+
+
+def _context(
+    ledger: Ledger,
+    backend: Backend,
+    output_dir: Path,
+    step: StepPlan,
+    settings: Settings,
+    stop: threading.Event,
+    first: EngineContext | None,
+) -> EngineContext:
+    """One step's context; every step after the first shares the first one's run state."""
+    estimates = Estimates()  # per step: a generator's ranges are not a simulation's
+    shared = {}
+    if first is not None:
+        shared = {
+            "pools": first.pools,
+            "completions": first.completions,
+            "shared": first.shared,
+            "outstanding": first.outstanding,
+        }
+    return EngineContext(
+        ledger=ledger,
+        backend=backend,
+        output_dir=output_dir,
+        plan=ledger.plan,
+        payload=step.payload,
+        budget=RetryBudget(settings.attempts),
+        estimates=estimates,
+        cutoff=Cutoff(settings.allocation_end, settings.margin_seconds, estimates),
+        timeouts=RangeTimeouts(settings.timeouts, estimates),
+        stop=stop,
+        bundle_size=None if settings.bundle_size is None else max(1, settings.bundle_size),
+        step=step.name,
+        keep_range_files=step.keep_range_files,
+        **shared,
+    )
 
 
 def build_steps(specs: Sequence[StepSpec], ctx: EngineContext, placement: Placement) -> list[Step]:

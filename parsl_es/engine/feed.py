@@ -40,3 +40,32 @@ class RangeFeed:
 
     def __bool__(self) -> bool:
         return bool(self._retry) or self.cursor < self.n_ranges
+
+
+class GatedFeed(RangeFeed):
+    """The feed of a step that reads an earlier step's merged files.
+
+    Its ranges are released file by file, as each input file is validated, and
+    start in the order they were released (retries first, as always). Nothing it
+    offers is new by the cursor: every start goes through the ledger's check that
+    the range is ready, which also guards against a file released twice.
+    """
+
+    def __init__(self, n_ranges: int, retry: Iterable[int] = ()) -> None:
+        super().__init__(n_ranges, cursor=n_ranges, retry=retry)
+        self._released: deque[int] = deque()
+
+    def release(self, indices: Iterable[int]) -> None:
+        self._released.extend(indices)
+
+    def take(self, n: int) -> list[int]:
+        out = super().take(n)
+        while len(out) < n and self._released:
+            out.append(self._released.popleft())
+        return out
+
+    def left(self) -> int:
+        return super().left() + len(self._released)
+
+    def __bool__(self) -> bool:
+        return super().__bool__() or bool(self._released)

@@ -54,7 +54,7 @@ class InFlight:
         return [b for b in (self.pop(bid) for bid in expired) if b is not None]
 
     def tasks(self, node_type: str) -> int:
-        return self._tasks[node_type]
+        return self._tasks.get(node_type, 0)
 
     def ranges(self) -> int:
         return sum(self._ranges.values())

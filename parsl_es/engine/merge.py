@@ -56,9 +56,9 @@ class MergeStep(Step):
 
     def accept(self, event: Any) -> None:
         if isinstance(event, RangesDone):
-            per_merge = self.ctx.plan.ranges_per_merge
+            group_of = self.ctx.plan.group_of_range
             for index in event.indices:
-                g = index // per_merge
+                g = group_of(index)
                 self._left[g] -= 1
                 if self._left[g] == 0:
                     self._ready.add(g)

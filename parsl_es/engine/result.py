@@ -35,6 +35,10 @@ class Progress:
     events_per_second: float
     stopping: bool = False
     tasks_in_flight: int = 0  # tasks (bundles of ranges) in flight
+    step: str | None = None  # the chain step this is the progress of
+    #: A chain's progress per step, in chain order (the totals above add them up: each
+    #: event counts once per step). Empty for a single-step campaign.
+    steps: tuple[Progress, ...] = ()
 
     @property
     def eta_seconds(self) -> float | None:
@@ -52,8 +56,8 @@ class RunResult:
     ranges_this_run: int
     merges_this_run: int
     failures: int
-    fatal_ranges: list[str]
-    failed_merges: list[int]
+    fatal_ranges: list[str]  # range ids; a chain's as STEP:ID
+    failed_merges: list[int | str]  # merge groups; a chain's as STEP:GROUP
     payload_inits: int
     workers: int
     validation: dict[str, Any] | None
@@ -64,6 +68,8 @@ class RunResult:
     allocation_end: float | None = None
     timeouts: int = 0
     wedged_pools: int = 0
+    #: A chain's figures per step (events, ranges, merges, events_per_second, validation).
+    per_step: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:

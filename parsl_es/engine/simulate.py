@@ -17,11 +17,11 @@ from parsl_es.apps import pack, unpack
 from parsl_es.backends.base import Call
 from parsl_es.crashpoints import crash_point
 from parsl_es.engine.context import EngineContext, error_text, log
-from parsl_es.engine.feed import RangeFeed
+from parsl_es.engine.feed import GatedFeed, RangeFeed
 from parsl_es.engine.inflight import Bundle, InFlight
 from parsl_es.engine.sizing import bundle_size, window_size
 from parsl_es.engine.step import Step
-from parsl_es.engine.steps import RangesDone, StepSpec
+from parsl_es.engine.steps import MergeValidated, RangesDone, StepSpec
 from parsl_es.ledger import ResumeState
 from parsl_es.records import NOWHERE, BundleResult, RangeResult, TaskOutcomes
 from parsl_es.states import FailureKind, Outcome, RangeState
@@ -33,8 +33,9 @@ WORKER_POLL_SECONDS = 1.0
 class SimulateStep(Step):
     def __init__(self, spec: StepSpec, ctx: EngineContext, node_types: list[str]) -> None:
         super().__init__(spec, ctx, node_types)
-        self.feed = RangeFeed(ctx.plan.n_ranges)
+        self.feed = self._feed()
         self.in_flight = InFlight(node_types)
+        ctx.shared.range_windows.append(self.in_flight)
         self.cut = False  # no range can finish before the allocation ends any more
         self._windows: dict[str, int] = {}
         self._workers: dict[str, int] = {}  # connected now, as last polled
@@ -42,8 +43,29 @@ class SimulateStep(Step):
         # node types whose bundles timed out: (quiet-for allowance, watch until)
         self._suspects: dict[str, tuple[float, float]] = {}
 
+    def _feed(self, state: ResumeState | None = None) -> RangeFeed:
+        n = self.ctx.plan.n_ranges
+        if self.ctx.plan.input is not None:  # ranges come as their input files pass
+            return GatedFeed(n, state.retry if state else ())
+        return RangeFeed(n, state.cursor, state.retry) if state else RangeFeed(n)
+
     def load(self, state: ResumeState) -> None:
-        self.feed = RangeFeed(self.ctx.plan.n_ranges, state.cursor, state.retry)
+        self.feed = self._feed(state)
+
+    def accept(self, event: Any) -> None:
+        """An input file passed its validation: its ranges may start (a chain step)."""
+        if isinstance(event, MergeValidated) and isinstance(self.feed, GatedFeed):
+            self.release(event.group)
+
+    def release(self, input_group: int) -> None:
+        """The ranges that read the input step's merged file ``input_group``, if untouched.
+
+        Touched ones are in the ledger already: done, or in the retry list.
+        """
+        block = self.ctx.plan.input_ranges(input_group)
+        touched = self.ctx.ledger.touched(block.start, block.stop - 1)
+        assert isinstance(self.feed, GatedFeed)
+        self.feed.release(i for i in block if i not in touched)
 
     def busy(self) -> bool:
         return bool(self.in_flight)
@@ -73,8 +95,8 @@ class SimulateStep(Step):
         self._poll_workers(now)
         fresh_from = self.feed.cursor
         bundles: list[tuple[str, list[int]]] = []
-        for nt in allowed:
-            free = self._windows[nt] - self.in_flight.tasks(nt)
+        for nt in allowed:  # steps sharing a node type share its window
+            free = ctx.shared.free_on(nt, id(self), self._windows[nt])
             while free > 0 and self.feed:
                 bundles.append((nt, self.feed.take(self._bundle_size(nt, now))))
                 free -= 1

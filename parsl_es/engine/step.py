@@ -27,7 +27,8 @@ class Step:
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        """Unique in the run: a chain step's controllers carry its name (``simul.merge``)."""
+        return f"{self.ctx.step}.{self.spec.name}" if self.ctx.step else self.spec.name
 
     def load(self, state: ResumeState) -> None:
         """Rebuild what this step needs from the ledger (a fresh start or a resume)."""

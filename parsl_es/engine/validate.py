@@ -9,9 +9,11 @@ without them.
 
 from __future__ import annotations
 
+import shutil
 from concurrent.futures import Future
 from typing import Any
 
+from parsl_es.apps import group_dir
 from parsl_es.backends.base import Call
 from parsl_es.engine.context import EngineContext, LostWork, error_text, log
 from parsl_es.engine.step import Step
@@ -81,12 +83,22 @@ class ValidateStep(Step):
             if verdict.passed:
                 ctx.counters.merges_validated += 1
                 self.emit(MergeValidated(g, future))
+                if not ctx.keep_range_files:
+                    self._remove_range_files(g)
             else:
                 log.error("merge %d failed validation: %s", g, list(verdict.problems))
                 ctx.counters.failed_merges.add(g)
 
     def check(self, now: float) -> None:
         self.ctx.check_slow_work(self.node_type, [t for _, t in self._running.values()], now)
+
+    def _remove_range_files(self, g: int) -> None:
+        """A validated group's range files, no longer needed (``keep_range_files: false``).
+
+        Raythena does this to stay inside disk quotas. Should the merged file be lost
+        later, resume finds its ranges' files gone too and simulates them again.
+        """
+        shutil.rmtree(group_dir(self.ctx.output_dir, g), ignore_errors=True)
 
 
 class CampaignStep(Step):

@@ -45,33 +45,97 @@ def _group_numbers(plan: RangePlan) -> dict[str, int]:
     }
 
 
+#: Meta keys each step of a chain has of its own (``<step>:<key>``).
+STEP_META = frozenset({"campaign_validation", "campaign_validation_run", "campaign_plots_run"})
+#: The chain's step names, in order (JSON); absent for a single-step campaign.
+CHAIN_KEY = "chain_steps"
+
+
+def plan_key(step: str) -> str:
+    """The meta key holding a chain step's ``RangePlan``."""
+    return f"{step}:plan"
+
+
+class StepConnection:
+    """The chain ledger's one connection, with a step's own tables in every statement.
+
+    The steps of a chain share one SQLite file and one connection (so one driver
+    thread commits them in order); each step's ledger sees its tables under the
+    names a single-step ledger has, so the SQL of this package is written once.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, step: str) -> None:
+        self._conn = conn
+        self._step = step
+        self._sql: dict[str, str] = {}
+
+    def _scoped(self, sql: str) -> str:
+        out = self._sql.get(sql)
+        if out is None:
+            out = self._sql[sql] = schema.scoped(sql, self._step)
+        return out
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self._conn.execute(self._scoped(sql), params)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        return self._conn.executemany(self._scoped(sql), rows)
+
+    def close(self) -> None:
+        """The chain's ledger owns the connection and closes it."""
+
+
 class LedgerCore:
     """One campaign's SQLite ledger: the connection, its transactions and metadata.
 
     Owned by one driver; readable by anyone (``open(path, readonly=True)``). The
-    SQL lives in this package alone: everyone else uses the methods.
+    SQL lives in this package alone: everyone else uses the methods. A chain
+    campaign's ledger hands out one ledger per step (``step``), sharing its file.
     """
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection | StepConnection,
+        readonly: bool,
+        step: str | None = None,
+    ) -> None:
         self.path = path
         self._conn = conn
         self.readonly = readonly
+        self.step_name = step
         self._plan: RangePlan | None = None
         # Ledgers written before range seeds became derivable insist on storing them.
         self._stores_seed = any(
-            row[1] == "seed" and row[3] for row in conn.execute("PRAGMA table_info(ranges)")
+            row[1] == "seed" and row[3]
+            for row in conn.execute(f"PRAGMA table_info({step + '_' if step else ''}ranges)")
         )
 
     # --- opening -----------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path, meta: dict[str, str], plan: RangePlan) -> Self:
-        """Create the ledger atomically: fully initialised, or not there at all."""
+    def create(
+        cls,
+        path: Path,
+        meta: dict[str, str],
+        plan: RangePlan | None = None,
+        *,
+        steps: dict[str, RangePlan] | None = None,
+    ) -> Self:
+        """Create the ledger atomically: fully initialised, or not there at all.
+
+        A single-step campaign gives its ``plan``; a chain gives its ``steps`` (in
+        chain order), each with tables of its own.
+        """
         if path.exists():
             raise UserError("a ledger already exists here", file=path)
+        if (plan is None) == (steps is None):
+            raise ValueError("give a plan or a chain's steps")
         tmp = temp_path_for(path)
         conn = sqlite3.connect(tmp)
         try:
-            conn.executescript(schema.DDL)
+            conn.executescript(schema.SHARED_DDL)
+            for name in steps or (None,):
+                conn.executescript(schema.step_ddl(name))
             with conn:
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -81,7 +145,19 @@ class LedgerCore:
                         *meta.items(),
                     ],
                 )
-                conn.execute(_MERGE_GROUPS, _group_numbers(plan))
+                if plan is not None:
+                    conn.execute(_MERGE_GROUPS, _group_numbers(plan))
+                for name, step_plan in (steps or {}).items():
+                    conn.execute(schema.scoped(_MERGE_GROUPS, name), _group_numbers(step_plan))
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES (?, ?)",
+                        (plan_key(name), json.dumps(step_plan.to_json())),
+                    )
+                if steps is not None:
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES (?, ?)",
+                        (CHAIN_KEY, json.dumps(list(steps))),
+                    )
             crash_point("ledger-create")
             conn.close()
             fsync_file(tmp)
@@ -120,6 +196,27 @@ class LedgerCore:
     def close(self) -> None:
         self._conn.close()
 
+    # --- the steps of a chain ----------------------------------------------------------------
+    def chain_steps(self) -> list[str]:
+        """The chain's step names in order ([] for a single-step campaign)."""
+        raw = self.meta(CHAIN_KEY) if self.step_name is None else None
+        return json.loads(raw) if raw else []
+
+    def step(self, name: str) -> Self:
+        """The ledger of one step of a chain: its own tables, the same file and connection."""
+        if name not in self.chain_steps():
+            raise KeyError(f"no step {name!r} in this campaign's chain")
+        conn = self._conn
+        assert isinstance(conn, sqlite3.Connection)
+        return type(self)(self.path, StepConnection(conn, name), self.readonly, name)
+
+    def steps(self) -> list[tuple[str | None, Self]]:
+        """``(name, ledger)`` of every step; one unnamed step for a single-step campaign."""
+        names = self.chain_steps()
+        if not names:
+            return [(None, self)]
+        return [(name, self.step(name)) for name in names]
+
     def __enter__(self) -> Self:
         return self
 
@@ -128,11 +225,17 @@ class LedgerCore:
 
     def transaction(self) -> Transaction:
         """``with ledger.transaction():`` one ``BEGIN IMMEDIATE`` ... ``COMMIT``."""
-        return Transaction(self._conn)
+        return Transaction(self._conn)  # type: ignore[arg-type]
 
     # --- metadata ----------------------------------------------------------------------------
+    def _meta_key(self, key: str) -> str:
+        """A step's own keys carry its name; the others are the campaign's."""
+        return f"{self.step_name}:{key}" if self.step_name and key in STEP_META else key
+
     def meta(self, key: str) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        row = self._conn.execute(
+            "SELECT value FROM meta WHERE key=?", (self._meta_key(key),)
+        ).fetchone()
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
@@ -144,8 +247,12 @@ class LedgerCore:
         self._conn.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (key, value),
+            (self._meta_key(key), value),
         )
+
+    def _delete_meta(self, key: str) -> None:
+        """Within the caller's transaction."""
+        self._conn.execute("DELETE FROM meta WHERE key=?", (self._meta_key(key),))
 
     def campaign_json(self) -> dict[str, Any]:
         raw = self.meta("campaign")
@@ -160,7 +267,14 @@ class LedgerCore:
 
     @property
     def plan(self) -> RangePlan:
+        if self._plan is None and self.step_name is not None:
+            raw = self.meta(plan_key(self.step_name))
+            if raw is None:
+                raise UserError(f"no plan recorded for step {self.step_name}", file=self.path)
+            self._plan = RangePlan.from_json(json.loads(raw))
         if self._plan is None:
+            if self.chain_steps():
+                raise ValueError("a chain's ledger has a plan per step: use step(name).plan")
             c = self.campaign_json()
             self._plan = RangePlan(
                 campaign=c["name"],

@@ -95,6 +95,11 @@ class LedgerReads(LedgerCore):
             (group.first_range, group.last_range),
         ).fetchall()
 
+    def touched(self, first: int, last: int) -> set[int]:
+        """Indices of ranges ``first..last`` that have a row (were ever started)."""
+        rows = self._tuples("SELECT idx FROM ranges WHERE idx BETWEEN ? AND ?", (first, last))
+        return {t[0] for t in rows}
+
     def campaign_passed(self) -> bool:
         return self.meta("campaign_validation") == Verdict.PASSED
 

@@ -88,7 +88,7 @@ class Recovery(LedgerCore):
                 "SELECT COUNT(*) FROM merges WHERE state != 'done' OR validation IS NOT 'passed'"
             ).fetchone()[0]
             if unproven:  # an earlier campaign validation no longer speaks for the outputs
-                conn.execute("DELETE FROM meta WHERE key='campaign_validation'")
+                self._delete_meta("campaign_validation")
         return counts
 
 

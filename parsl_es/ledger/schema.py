@@ -11,12 +11,20 @@ of the current one (nothing is written to its file).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 
 from parsl_es.errors import UserError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+#: The tables (and view) each step of a chain campaign has on its own, under its name
+#: (``<step>_ranges``, ...); a single-step campaign has them unprefixed, as always.
+STEP_TABLES = ("ranges", "merges", "attempts", "range_info")
+_STEP_TABLE = re.compile(
+    r"\b(FROM|INTO|UPDATE|JOIN|TABLE|VIEW|ON)(\s+)(" + "|".join(STEP_TABLES) + r")\b"
+)
 
 _RANGES = """
 CREATE TABLE ranges (
@@ -92,19 +100,46 @@ SELECT r.idx, r.id, r.first_event, r.last_event, r.merge_group, r.seed, r.state,
 FROM ranges r LEFT JOIN tasks t ON t.task = r.task
 """
 
-#: The whole current layout, for new ledgers.
-DDL = ";\n".join(
+#: What every ledger has once, shared by the steps of a chain.
+SHARED_DDL = ";\n".join(
     (
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        _TASKS.format(temp=""),
+        _TRANSFORMS.format(temp=""),
+    )
+)
+#: What a step has of its own (a single-step campaign: unprefixed).
+STEP_DDL = ";\n".join(
+    (
         _RANGES,
         _ATTEMPTS,
         "CREATE INDEX attempts_range ON attempts (range_idx)",
         _MERGES,
-        _TASKS.format(temp=""),
         _RANGE_INFO.format(temp=""),
-        _TRANSFORMS.format(temp=""),
     )
 )
+#: The whole current layout of a single-step campaign's ledger.
+DDL = SHARED_DDL + ";\n" + STEP_DDL
+
+
+def scoped(sql: str, step: str | None) -> str:
+    """``sql`` with a chain step's own tables: ``ranges`` -> ``<step>_ranges``, ...
+
+    Step names are checked identifiers (``chain.STEP_NAME``). Every statement of
+    this package names its tables after one of the keywords matched here, which
+    ``tests/test_chain_ledger.py`` checks statement by statement.
+    """
+    if step is None:
+        return sql
+    return _STEP_TABLE.sub(lambda m: f"{m[1]}{m[2]}{step}_{m[3]}", sql)
+
+
+def step_ddl(step: str | None) -> str:
+    """A step's tables, view and index, under its name."""
+    return scoped(STEP_DDL, step).replace(
+        "INDEX attempts_range", f"INDEX {step}_attempts_range" if step else "INDEX attempts_range"
+    )
+
 
 #: Columns added to version 1 ledgers as they were developed: ``(table, column, type)``.
 _ADDED_COLUMNS = (
@@ -137,8 +172,18 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
     conn.execute(_TRANSFORMS.format(temp=""))
 
 
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Nothing to change: version 4 adds chain campaigns, whose steps have tables of their
+    own (``<step>_ranges``, ...); a parsl-es that knows only version 3 must not open them.
+    """
+
+
 #: ``MIGRATIONS[n]`` brings a version ``n`` ledger to version ``n + 1``.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+}
 
 
 def version(conn: sqlite3.Connection) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from parsl_es.payloads.base import PayloadError, PayloadParams
+from parsl_es.payloads.base import FatalPayloadError, PayloadError, PayloadParams
 from parsl_es.payloads.rootfiles import RootTreePayload
 from parsl_es.ranges import EventRange, event_seed
 
@@ -57,8 +57,16 @@ class EmulateParams(PayloadParams):
 
 
 class EmulatePayload(RootTreePayload):
+    """Any step of a chain: it makes its own events, or reads an earlier step's files.
+
+    With an input it reads the file's event numbers and checks that the range's
+    events are the file's at the range's position: the chain's arithmetic,
+    checked on real files by every range.
+    """
+
     name = "emulate"
     Params = EmulateParams
+    reads = "*"
 
     def __init__(self, params: EmulateParams) -> None:
         super().__init__(params)
@@ -71,6 +79,8 @@ class EmulatePayload(RootTreePayload):
     def simulate(self, event_range: EventRange, output: Path) -> int:
         p = self.params
         self._inject_failure(event_range, output)
+        if event_range.input is not None:
+            self._check_input(event_range)
         speedup = p.accelerated_speedup if os.environ.get("CUDA_VISIBLE_DEVICES") else 1.0
         numbers = np.arange(event_range.first_event, event_range.last_event + 1, dtype=np.int64)
         values = np.empty(len(numbers), dtype=np.float64)
@@ -112,6 +122,19 @@ class EmulatePayload(RootTreePayload):
         if not self.npy:
             return super().content_hash(path)
         return hashlib.sha256(np.ascontiguousarray(np.load(path)).tobytes()).hexdigest()
+
+    def _check_input(self, r: EventRange) -> None:
+        path = Path(r.input or "")
+        try:
+            numbers = self.event_numbers(path)
+        except OSError as exc:
+            raise PayloadError(f"cannot read the input file {path}: {exc}") from None
+        held = numbers[r.skip : r.skip + r.n_events]
+        if not np.array_equal(held, np.arange(r.first_event, r.last_event + 1)):
+            raise FatalPayloadError(
+                f"range {r.id}: events {r.skip}..{r.skip + r.n_events - 1} of {path.name} are "
+                f"not events {r.first_event}..{r.last_event}"
+            )
 
     def _inject_failure(self, event_range: EventRange, output: Path) -> None:
         """Fail ``fail_times`` attempts of ranges holding a ``fail_events`` number, and
