@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from parsl_es.ranges import EventRange, MergeGroup
@@ -208,7 +208,10 @@ class DatasetPlan:
                 "events_per_range": self.events_per_range,
                 "events_per_merge": self.events_per_merge,
                 "seed": self.seed,
-                "files": [asdict(f) for f in self.files],
+                "files": [
+                    {"path": f.path, "size": f.size, "checksum": f.checksum, "n_events": f.n_events}
+                    for f in self.files
+                ],
             },
             sort_keys=True,
         )
