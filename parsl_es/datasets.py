@@ -38,6 +38,13 @@ FORMAT_NAMES: dict[str, str] = {"hepmc3": "HepMC3"}
 
 Reader = Callable[[Path], np.ndarray]
 
+#: A path is shown whole in a message (``shown`` cuts long values at 60 characters).
+_PATH_LIMIT = 4096
+
+
+def _p(path: str | Path) -> str:
+    return shown(path, _PATH_LIMIT)
+
 
 def reader_for(fmt: str, *, source: str | Path, field: str, line: int | None) -> Reader:
     """The reader of format ``fmt`` from ``READERS``, imported now."""
@@ -82,7 +89,7 @@ def resolve(
         if glob.has_magic(pattern):
             matches = sorted(glob.glob(full, recursive=True))
             if not matches:
-                raise error(f"{shown(pattern)} matches no file (looked in {base})")
+                raise error(f"{shown(pattern)} matches no file (looked in {_p(base)})")
         else:
             matches = [full]
         for match in matches:
@@ -90,18 +97,18 @@ def resolve(
             try:
                 st = path.stat()
             except FileNotFoundError:
-                raise error(f"no such file {shown(path)}") from None
+                raise error(f"no such file {_p(path)}") from None
             except OSError as exc:
-                raise error(f"{shown(path)}: {exc.strerror or exc}") from None
+                raise error(f"{_p(path)}: {exc.strerror or exc}") from None
             if path.is_dir():
-                raise error(f"{shown(path)} is a directory, not a file")
+                raise error(f"{_p(path)} is a directory, not a file")
             if not os.access(path, os.R_OK):
-                raise error(f"{shown(path)} is not readable")
+                raise error(f"{_p(path)} is not readable")
             key = (st.st_dev, st.st_ino)
             if key in seen:
                 first = seen[key]
-                also = "" if first == path else f" (the same file as {shown(first)})"
-                raise error(f"{shown(path)} is listed twice{also}")
+                also = "" if first == path else f" (the same file as {_p(first)})"
+                raise error(f"{_p(path)} is listed twice{also}")
             seen[key] = path
             out.append(path)
     return out
@@ -138,29 +145,29 @@ def count(
             try:
                 size = path.stat().st_size
                 if size == 0:
-                    raise error(f"{shown(path)} is empty")
+                    raise error(f"{_p(path)} is empty")
                 checksum = adler32(path)
             except OSError as exc:
-                raise error(f"{shown(path)}: {exc.strerror or exc}") from None
+                raise error(f"{_p(path)}: {exc.strerror or exc}") from None
             try:
                 numbers = np.asarray(read_numbers(path), dtype=np.int64)
             except UserError:
                 raise
             except Exception as exc:
-                raise error(f"{shown(path)}: not a {name} file ({_reason(exc)})") from None
+                raise error(f"{_p(path)}: not a {name} file ({_reason(exc)})") from None
             if numbers.ndim != 1 or len(numbers) == 0:
-                raise error(f"{shown(path)}: no events in this {name} file")
+                raise error(f"{_p(path)}: no events in this {name} file")
             twice = seen.add(numbers)
             if twice is not None:
-                raise error(f"event number {twice} appears twice in {shown(path)}")
+                raise error(f"event number {twice} appears twice in {_p(path)}")
             out.append(InputFile(str(path), size, checksum, len(numbers)))
             del numbers
         clash = seen.clash()
     if clash is not None:
         number, first, second = clash
         raise error(
-            f"event number {number} appears in both {shown(paths[first])} "
-            f"and {shown(paths[second])}; event numbers must be unique in a dataset"
+            f"event number {number} appears in both {_p(paths[first])} "
+            f"and {_p(paths[second])}; event numbers must be unique in a dataset"
         )
     return tuple(out)
 
