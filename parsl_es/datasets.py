@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import importlib
 import os
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -69,8 +70,9 @@ def resolve(
     so a campaign means the same files wherever ``es-run`` is started); a glob's
     matches are sorted, so the dataset's order, and so every range's events, do
     not depend on the directory listing. Refused: an entry matching nothing, a
-    directory, an unreadable file, and the same file twice (by device and inode,
-    so also through a symlink or a second glob).
+    directory or another file that is not a regular one (a FIFO would block the
+    count), an unreadable file, and the same file twice (by device and inode, so
+    also through a symlink, a second glob or a '..').
     """
 
     def error(message: str) -> UserError:
@@ -85,13 +87,17 @@ def resolve(
             raise error(f"entry {shown(pattern)}: a path or a glob is needed")
         if "\0" in pattern:
             raise error(f"entry {shown(pattern)}: a path cannot hold a NUL character")
-        full = os.path.join(base, os.path.expanduser(pattern))
-        if glob.has_magic(pattern):
-            matches = sorted(glob.glob(full, recursive=True))
+        expanded = os.path.expanduser(pattern)
+        literal = os.path.join(base, expanded)
+        # an existing path is itself even with '[' in it; otherwise glob characters glob
+        if glob.has_magic(expanded) and not os.path.lexists(literal):
+            # root_dir, not base joined in: a '[' in the campaign's directory is no glob
+            found = glob.glob(expanded, root_dir=base, recursive=True)
+            matches = [os.path.join(base, m) for m in sorted(found)]
             if not matches:
                 raise error(f"{shown(pattern)} matches no file (looked in {_p(base)})")
         else:
-            matches = [full]
+            matches = [literal]
         for match in matches:
             path = Path(os.path.abspath(match))
             try:
@@ -100,8 +106,10 @@ def resolve(
                 raise error(f"no such file {_p(path)}") from None
             except OSError as exc:
                 raise error(f"{_p(path)}: {exc.strerror or exc}") from None
-            if path.is_dir():
+            if stat.S_ISDIR(st.st_mode):
                 raise error(f"{_p(path)} is a directory, not a file")
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or a device: reading could block
+                raise error(f"{_p(path)} is not a regular file")
             if not os.access(path, os.R_OK):
                 raise error(f"{_p(path)} is not readable")
             key = (st.st_dev, st.st_ino)
@@ -124,6 +132,10 @@ def count(
     line: int | None,
 ) -> tuple[InputFile, ...]:
     """Count a dataset: each file's size, checksum and events, numbers unique throughout.
+
+    ``paths`` are ``resolve``'s. Each file is counted once: a pass for its
+    checksum and the reader's pass for its event numbers (the reader is chosen
+    by the caller from ``READERS`` for the step's format, and takes a path).
 
     Refused: an empty file, a file ``read_numbers`` cannot parse (it raises; the
     message says "not a <format> file"), a file with no events, and an event
@@ -151,7 +163,7 @@ def count(
                 raise error(f"{_p(path)}: {exc.strerror or exc}") from None
             try:
                 numbers = np.asarray(read_numbers(path), dtype=np.int64)
-            except UserError:
+            except (UserError, MemoryError):
                 raise
             except Exception as exc:
                 raise error(f"{_p(path)}: not a {name} file ({_reason(exc)})") from None

@@ -77,6 +77,7 @@ def resolved(patterns: list[str], base: Path) -> list[Path]:
 
 
 def test_paths_and_globs_relative_to_the_campaign_directory_sorted_within_a_glob(tmp_path):
+    tmp_path = tmp_path / "campaigns [v2]"  # glob characters in the campaign's directory
     for name in ("b.hepmc", "a.hepmc", "c.hepmc", "skip.txt"):
         touch(tmp_path / "data" / name)
     touch(tmp_path / "data" / "deep" / "d.hepmc")
@@ -104,6 +105,7 @@ def test_paths_and_globs_relative_to_the_campaign_directory_sorted_within_a_glob
         (["data/a.hepmc", "data/*.hepmc"], "listed twice"),
         (["data/a.hepmc", "data/../data/a.hepmc"], "listed twice"),
         (["data/a.hepmc", "link.hepmc"], "the same file as"),
+        (["fifo"], "not a regular file"),
         ([""], "a path or a glob"),
         (["a\0b"], "NUL"),
     ],
@@ -112,6 +114,7 @@ def test_bad_entries_are_one_line_errors_naming_file_field_and_line(tmp_path, pa
     touch(tmp_path / "data" / "a.hepmc")
     (tmp_path / "data" / "sub").mkdir()
     (tmp_path / "link.hepmc").symlink_to(tmp_path / "data" / "a.hepmc")
+    os.mkfifo(tmp_path / "fifo")
     assert says in refused(resolve, patterns, tmp_path, SOURCE, FIELD, LINE)
 
 
