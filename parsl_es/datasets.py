@@ -1,7 +1,7 @@
 """An input dataset at submit (resolved, counted, checked) and on resume (unchanged).
 
 A chain step may read existing files (``input: {files: [...], format: hepmc3}``)
-instead of events it makes. At submit each file is read once: its size, its
+instead of events it makes. At submit each file is counted once: its size, its
 adler32 checksum and its event numbers, which must be unique across the whole
 dataset (two events with one number would give two outputs the same name and
 merge as one). What is recorded (``InputFile``) is what resume checks: a file
