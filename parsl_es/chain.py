@@ -17,13 +17,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from parsl_es.dataset_plan import DatasetPlan, InputFile
 from parsl_es.errors import UserError, allowed, shown
 from parsl_es.payloads import load_payload_class, make_payload
-from parsl_es.ranges import RangePlan, StepInput, derive_seed
+from parsl_es.ranges import RangePlan, StepInput, derive_seed, merged_name
 from parsl_es.specs import (
     MAX_EVENT_NUMBER,
+    MAX_MERGE_GROUPS,
     PayloadSpec,
     RangeTimeoutSpec,
     StepsSpec,
@@ -86,6 +88,23 @@ class ChainSpec(BaseModel):
     range_timeout: RangeTimeoutSpec = RangeTimeoutSpec()
     output: str | None = None
     chain: dict[str, ChainStepSpec] = Field(min_length=1, max_length=MAX_CHAIN_STEPS)
+    #: The input dataset's files as counted at submit (or as the ledger recorded them).
+    _dataset: tuple[InputFile, ...] = PrivateAttr(default=())
+
+    @property
+    def dataset(self) -> tuple[InputFile, ...]:
+        return self._dataset
+
+    def with_dataset(self, files: tuple[InputFile, ...]) -> ChainSpec:
+        """This chain over its counted dataset (a chain that starts from one)."""
+        spec = self.model_copy()
+        spec._dataset = tuple(files)
+        return spec
+
+    @property
+    def dataset_spec(self) -> DatasetSpec | None:
+        first = next(iter(self.chain.values()))
+        return first.input if isinstance(first.input, DatasetSpec) else None
 
     @field_validator("output")
     @classmethod
@@ -101,29 +120,21 @@ class ChainSpec(BaseModel):
         return list(self.chain)
 
     def step_plans(self) -> tuple[StepPlan, ...]:
-        """One plan per step, in chain order (the chain was checked when it was read)."""
-        assert self.events is not None
+        """One plan per step, in chain order (the chain was checked when it was read).
+
+        A chain that makes its events cuts them by event number at every step; one
+        that starts from a dataset cuts by position in the dataset's files, and each
+        later step by position in the merged files of the step it reads.
+        """
         plans: dict[str, StepPlan] = {}
         for i, (name, step) in enumerate(self.chain.items()):
-            source = None
-            if isinstance(step.input, str):
-                before = plans[step.input]
-                suffix = make_payload(*before.payload).suffix
-                source = StepInput(step.input, before.plan.events_per_merge, suffix)
-            plan = RangePlan(
-                campaign=self.name,
-                events=self.events,
-                first_event=self.first_event,
-                events_per_range=step.events_per_range,
-                events_per_merge=step.events_per_merge,
-                # the first step draws from the campaign seed itself, as a single-step
-                # campaign does; each later step from a stream of its own
-                seed=self.seed if i == 0 else derive_seed(self.seed, "step", name),
-                input=source,
-            )
+            # the first step draws from the campaign seed itself, as a single-step
+            # campaign does; each later step from a stream of its own
+            seed = self.seed if i == 0 else derive_seed(self.seed, "step", name)
+            before = plans[step.input] if isinstance(step.input, str) else None
             plans[name] = StepPlan(
                 name=name,
-                plan=plan,
+                plan=self._plan(step, seed, before),
                 payload=(step.payload.name, step.payload.params),
                 input=step.input if isinstance(step.input, str) else None,
                 node_types=tuple(step.node_types) if step.node_types else None,
@@ -131,19 +142,93 @@ class ChainSpec(BaseModel):
             )
         return tuple(plans.values())
 
+    def _plan(
+        self, step: ChainStepSpec, seed: int, before: StepPlan | None
+    ) -> RangePlan | DatasetPlan:
+        cut = {
+            "campaign": self.name,
+            "events_per_range": step.events_per_range,
+            "events_per_merge": step.events_per_merge,
+            "seed": seed,
+        }
+        if isinstance(step.input, DatasetSpec):
+            if not self._dataset:
+                raise ValueError("the chain's dataset has not been counted")
+            return DatasetPlan(files=self._dataset, format=step.input.format, **cut)
+        source = None
+        if before is not None:
+            suffix = make_payload(*before.payload).suffix
+            source = StepInput(before.name or "", before.plan.events_per_merge, suffix)
+            if isinstance(before.plan, DatasetPlan):  # its merged files are this one's input
+                return DatasetPlan(
+                    files=_merged_files(before.plan, source),
+                    input=source,
+                    origin=before.plan.dataset,
+                    format=before.plan.format,
+                    **cut,
+                )
+        assert self.events is not None
+        return RangePlan(events=self.events, first_event=self.first_event, input=source, **cut)
+
     def to_json(self) -> str:
         """Keys in the order given: the chain's order is its meaning."""
         return json.dumps(self.model_dump(mode="json", by_alias=True))
 
 
+def _merged_files(plan: DatasetPlan, source: StepInput) -> tuple[InputFile, ...]:
+    """The merged files of a step over a dataset, one per merge group, as a later step
+    reads them (made by the chain, so not counted: no size or checksum)."""
+    return tuple(
+        InputFile(
+            path=f"../{source.step}/merged/{merged_name(plan.campaign, g, source.suffix)}",
+            size=0,
+            checksum="",
+            n_events=plan.group(g).n_events,
+        )
+        for g in range(plan.n_merges)
+    )
+
+
 def chain_from_dict(data: dict[str, Any], source: str | Path, lines: dict) -> ChainSpec:
-    """Validate a chain campaign: each field, then the chain as a whole."""
+    """Validate a chain campaign: each field, then the chain as a whole.
+
+    A chain that starts from a dataset has its files counted here, once (every
+    file is read: its checksum and its event numbers).
+    """
     try:
         spec = ChainSpec.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, ChainSpec, source, lines) from None
     _ChainCheck(spec, source, lines).run()
+    if spec.dataset_spec is not None:
+        spec = spec.with_dataset(count_dataset(spec, source, lines))
     return spec
+
+
+def count_dataset(spec: ChainSpec, source: str | Path, lines: dict) -> tuple[InputFile, ...]:
+    """Resolve and count the chain's input dataset (files relative to the campaign file)."""
+    from parsl_es import datasets
+
+    dataset = spec.dataset_spec
+    assert dataset is not None
+    first = spec.step_names[0]
+    loc = ("chain", first, "input", "files")
+    where = {"source": source, "field": ".".join(loc), "line": line_of(lines, loc)}
+    base = Path(source).parent if Path(str(source)).is_file() else Path.cwd()
+    paths = datasets.resolve(dataset.files, base, **where)
+    read = datasets.reader_for(dataset.format, **where)
+    files = datasets.count(paths, read, fmt=dataset.format, **where)
+    step = spec.chain[first]
+    plan = DatasetPlan(spec.name, files, step.events_per_range, step.events_per_merge, 0)
+    if plan.n_merges > MAX_MERGE_GROUPS:
+        raise UserError(
+            f"the dataset's {len(files)} files make {plan.n_merges} merge groups, more than "
+            f"{MAX_MERGE_GROUPS}",
+            file=source,
+            field=f"chain.{first}.events_per_merge",
+            line=line_of(lines, ("chain", first, "events_per_merge")),
+        )
+    return files
 
 
 class _ChainCheck:
@@ -178,12 +263,15 @@ class _ChainCheck:
 
     def _events(self) -> None:
         spec = self.spec
-        first = next(iter(spec.chain.values()))
-        if isinstance(first.input, DatasetSpec):
-            raise self.fail(
-                ("chain", next(iter(spec.chain)), "input"),
-                "input datasets are not supported in this version",
-            )
+        if spec.dataset_spec is not None:
+            for key in ("events", "first_event"):
+                if key in spec.model_fields_set:
+                    raise self.fail(
+                        (key,),
+                        "a chain that starts from a dataset takes its events and their "
+                        "numbers from the dataset's files: remove it",
+                    )
+            return
         if spec.events is None:
             raise self.fail(("events",), "required key is missing (the first step makes events)")
         last = spec.first_event + spec.events - 1
@@ -219,7 +307,20 @@ class _ChainCheck:
                 )
             return
         if isinstance(step.input, DatasetSpec):
-            raise self.fail(at, "input datasets are not supported in this version")
+            if position > 0:
+                raise self.fail(
+                    at,
+                    "only the chain's first step may read a dataset; later steps read "
+                    f"an earlier step ({allowed(names[:position])})",
+                )
+            if reads not in (step.input.format, READS_ANYTHING):
+                raise self.fail(
+                    ("chain", name, "payload", "name"),
+                    f"payload '{step.payload.name}' "
+                    + (f"reads {reads} files" if reads else "makes its own events")
+                    + f", but the dataset is {step.input.format}",
+                )
+            return
         wanted = step.input
         if wanted == name:
             raise self.fail(at, f"step '{name}' names itself as its input (a cycle)")
@@ -245,7 +346,7 @@ class _ChainCheck:
                 f"step '{name}' (payload '{step.payload.name}') reads {reads} files, but "
                 f"step '{wanted}' (payload '{before.payload.name}') writes {writes}",
             )
-        if before.events_per_merge % step.events_per_range:
+        if self.spec.dataset_spec is None and before.events_per_merge % step.events_per_range:
             raise self.fail(
                 ("chain", name, "events_per_range"),
                 f"must divide the events_per_merge ({before.events_per_merge}) of its input "

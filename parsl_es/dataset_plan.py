@@ -30,7 +30,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
-from parsl_es.ranges import EventRange, MergeGroup
+from parsl_es.ranges import EventRange, MergeGroup, StepInput
 
 #: Marks the JSON of a plan, so a ledger value of another kind is not mistaken for one.
 JSON_KIND = "dataset-plan"
@@ -60,6 +60,14 @@ class DatasetPlan:
     events_per_range: int
     events_per_merge: int
     seed: int
+    #: A later step of a chain that starts from a dataset reads an earlier step's merged
+    #: files (``files`` are those, one per merge group of that step, not counted at
+    #: submit: size 0, no checksum); its ranges start as each file passes validation.
+    input: StepInput | None = None
+    #: The dataset the chain started from, where its event numbers are read (for its
+    #: first step: ``files`` itself), and the dataset's format.
+    origin: tuple[InputFile, ...] = ()
+    format: str = "hepmc3"
     # Prefix sums per file, derived in __post_init__: events, ranges and groups
     # before file f are _event_starts[f], _range_starts[f] and _group_starts[f].
     _event_starts: list[int] = field(init=False, repr=False, compare=False)
@@ -196,6 +204,19 @@ class DatasetPlan:
         """The one file whose events merge group ``index`` holds."""
         return self.files[self._file_of_group(index)]
 
+    def input_group(self, index: int) -> int | None:
+        """The input step's merge group (= this plan's file) holding range ``index``."""
+        return None if self.input is None else self._file_of_range(index)
+
+    def input_ranges(self, group: int) -> range:
+        """This step's ranges that read the input step's merged file ``group`` (file ``group``)."""
+        return range(self._range_starts[group], self._range_starts[group + 1])
+
+    @property
+    def dataset(self) -> tuple[InputFile, ...]:
+        """The files the chain's event numbers come from."""
+        return self.origin or self.files
+
     # -- recording in the ledger --
 
     def to_json(self) -> str:
@@ -208,10 +229,16 @@ class DatasetPlan:
                 "events_per_range": self.events_per_range,
                 "events_per_merge": self.events_per_merge,
                 "seed": self.seed,
-                "files": [
-                    {"path": f.path, "size": f.size, "checksum": f.checksum, "n_events": f.n_events}
-                    for f in self.files
-                ],
+                "files": [_file_json(f) for f in self.files],
+                "input": None
+                if self.input is None
+                else {
+                    "step": self.input.step,
+                    "events_per_merge": self.input.events_per_merge,
+                    "suffix": self.input.suffix,
+                },
+                "origin": [_file_json(f) for f in self.origin],
+                "format": self.format,
             },
             sort_keys=True,
         )
@@ -229,6 +256,13 @@ class DatasetPlan:
                 events_per_range=data["events_per_range"],
                 events_per_merge=data["events_per_merge"],
                 seed=data["seed"],
+                input=None if data.get("input") is None else StepInput(**data["input"]),
+                origin=tuple(InputFile(**f) for f in data.get("origin", ())),
+                format=data.get("format", "hepmc3"),
             )
         except (AttributeError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a recorded dataset plan: {exc}") from None
+
+
+def _file_json(f: InputFile) -> dict[str, Any]:
+    return {"path": f.path, "size": f.size, "checksum": f.checksum, "n_events": f.n_events}

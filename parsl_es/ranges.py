@@ -207,6 +207,9 @@ class RangePlan:
             given["input"] = StepInput(**given["input"])
         return cls(**given)
 
+    #: Event numbers are the campaign's own, not a dataset's (see ``DatasetPlan.dataset``).
+    dataset = ()
+
     def input_group(self, index: int) -> int | None:
         """The merge group of the input step whose file holds range ``index`` (None: no input)."""
         if self.input is None:

@@ -11,6 +11,8 @@ from typing import Any, Self
 from urllib.parse import quote
 
 from parsl_es.crashpoints import crash_point
+from parsl_es.dataset_plan import JSON_KIND as DATASET_KIND
+from parsl_es.dataset_plan import DatasetPlan
 from parsl_es.errors import UserError
 from parsl_es.fileio import fsync_dir, fsync_file, temp_path_for
 from parsl_es.ledger import schema
@@ -32,6 +34,37 @@ SELECT i, i * :ranges_per_merge,
         ELSE :first_event + i * :events_per_merge + (:events_per_merge - 1) END,
     'waiting'
 FROM g"""
+
+
+def plan_json(plan: RangePlan | DatasetPlan) -> str:
+    """A step's plan as the ledger keeps it."""
+    return plan.to_json() if isinstance(plan, DatasetPlan) else json.dumps(plan.to_json())
+
+
+def plan_from_json(raw: str) -> RangePlan | DatasetPlan:
+    data = json.loads(raw)
+    if data.get("kind") == DATASET_KIND:
+        return DatasetPlan.from_json(raw)
+    return RangePlan.from_json(data)
+
+
+def _insert_groups(conn: sqlite3.Connection, step: str, plan: RangePlan | DatasetPlan) -> None:
+    """A step's merge-group rows: by one statement, or (a dataset's) one row per group."""
+    if isinstance(plan, RangePlan):
+        conn.execute(schema.scoped(_MERGE_GROUPS, step), _group_numbers(plan))
+        return
+    rows = (
+        (g.index, g.first_range, g.last_range, g.first_event, g.last_event)
+        for g in map(plan.group, range(plan.n_merges))
+    )
+    conn.executemany(
+        schema.scoped(
+            "INSERT INTO merges (group_idx, first_range, last_range, first_event, last_event, "
+            "state) VALUES (?, ?, ?, ?, ?, 'waiting')",
+            step,
+        ),
+        rows,
+    )
 
 
 def _group_numbers(plan: RangePlan) -> dict[str, int]:
@@ -104,7 +137,7 @@ class LedgerCore:
         self._conn = conn
         self.readonly = readonly
         self.step_name = step
-        self._plan: RangePlan | None = None
+        self._plan: RangePlan | DatasetPlan | None = None
         # Ledgers written before range seeds became derivable insist on storing them.
         self._stores_seed = any(
             row[1] == "seed" and row[3]
@@ -119,7 +152,7 @@ class LedgerCore:
         meta: dict[str, str],
         plan: RangePlan | None = None,
         *,
-        steps: dict[str, RangePlan] | None = None,
+        steps: dict[str, RangePlan | DatasetPlan] | None = None,
     ) -> Self:
         """Create the ledger atomically: fully initialised, or not there at all.
 
@@ -148,10 +181,10 @@ class LedgerCore:
                 if plan is not None:
                     conn.execute(_MERGE_GROUPS, _group_numbers(plan))
                 for name, step_plan in (steps or {}).items():
-                    conn.execute(schema.scoped(_MERGE_GROUPS, name), _group_numbers(step_plan))
+                    _insert_groups(conn, name, step_plan)
                     conn.execute(
                         "INSERT INTO meta (key, value) VALUES (?, ?)",
-                        (plan_key(name), json.dumps(step_plan.to_json())),
+                        (plan_key(name), plan_json(step_plan)),
                     )
                 if steps is not None:
                     conn.execute(
@@ -266,12 +299,12 @@ class LedgerCore:
         return schema.version(self._conn)
 
     @property
-    def plan(self) -> RangePlan:
+    def plan(self) -> RangePlan | DatasetPlan:
         if self._plan is None and self.step_name is not None:
             raw = self.meta(plan_key(self.step_name))
             if raw is None:
                 raise UserError(f"no plan recorded for step {self.step_name}", file=self.path)
-            self._plan = RangePlan.from_json(json.loads(raw))
+            self._plan = plan_from_json(raw)
         if self._plan is None:
             if self.chain_steps():
                 raise ValueError("a chain's ledger has a plan per step: use step(name).plan")
