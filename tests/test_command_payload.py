@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -60,6 +61,30 @@ if a.last >= a.first:
 """
 
 
+#: A stand-in transform with an input (a simulation reading generated events, a
+#: reconstruction reading hits): copies events SKIP..SKIP+N-1 of INPUT's events tree,
+#: every branch, to OUTPUT; refuses to read past the file's end, as a transform would.
+READ_TF = """
+import argparse, sys
+import numpy as np, uproot
+p = argparse.ArgumentParser()
+p.add_argument("--input", required=True)
+p.add_argument("--skip", type=int, required=True)
+p.add_argument("--n", type=int, required=True)
+p.add_argument("--output", required=True)
+a = p.parse_args()
+with uproot.open(a.input) as f:
+    tree = f["events"]
+    if a.skip < 0 or a.skip + a.n > tree.num_entries:
+        print(f"read_tf: events {a.skip}..{a.skip + a.n - 1} not in {a.input}", file=sys.stderr)
+        sys.exit(2)
+    data = tree.arrays(library="np", entry_start=a.skip, entry_stop=a.skip + a.n)
+with uproot.recreate(a.output) as f:
+    f["events"] = dict(data)
+print(f"read_tf: {a.n} events from {a.input} after {a.skip}")
+"""
+
+
 def make_range(first: int, last: int, campaign: str = "c") -> EventRange:
     return EventRange(
         campaign=campaign,
@@ -82,6 +107,25 @@ def fake_tf(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("bin") / "fake_tf.py"
     path.write_text(FAKE_TF)
     return f"{PY} {shlex.quote(str(path))}"
+
+
+@pytest.fixture(scope="module")
+def read_tf(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("bin") / "read_tf.py"
+    path.write_text(READ_TF)
+    return f"{PY} {shlex.quote(str(path))}"
+
+
+def input_file(path: Path, first: int, last: int) -> Path:
+    """An earlier step's merged file: events ``first..last`` and a branch derived from each."""
+    numbers = np.arange(first, last + 1, dtype=np.int64)
+    rootio.write_events(path, {"event_number": numbers, "x": numbers * 10 + 7})
+    return path
+
+
+def reading(r: EventRange, input_path: Path | str, skip: int) -> EventRange:
+    """``r`` as the engine fills it for a step with an input."""
+    return dataclasses.replace(r, input=str(input_path), skip=skip)
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +276,84 @@ def test_skip_counts_from_the_inputs_first_event(tmp_path: Path) -> None:
         simulate_values(params, make_range(99, 100), tmp_path / "o.root", tmp_path)
 
 
+# --- input from the range (chain steps, datasets) --------------------------------------------
+
+SIM_TEMPLATE = "--input {input} --skip {skip} --n {n_events} --output {output}"
+
+
+def test_a_range_reads_its_own_input_file(tmp_path: Path, read_tf: str) -> None:
+    """{input}, {skip} and {n_events} come from the range; no input parameter is set."""
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    file0 = input_file(merged / "gen.merge-000000.root", 100, 139)
+    file1 = input_file(merged / "gen.merge-000001.root", 140, 179)
+    payload = command(simulate=f"{read_tf} {SIM_TEMPLATE}")
+    payload.setup()
+    for r, path, skip in [
+        (make_range(120, 129), file0, 20),  # inside the first file
+        (make_range(130, 139), file0, 30),  # its last events
+        (make_range(140, 144), file1, 0),  # the next file's first
+    ]:
+        r = reading(r, path, skip)
+        output = engine_tmp_path(tmp_path / "ranges" / "group-000000", r)
+        assert payload.simulate(r, output) == r.n_events
+        events = rootio.read_events(output)
+        assert list(events["event_number"]) == list(r.event_numbers)
+        assert list(events["x"]) == [n * 10 + 7 for n in r.event_numbers]  # copied, not made
+        log = (output.parent / f"{r.id}.log").read_text()
+        assert f"{r.n_events} events from {path} after {skip}" in log
+
+
+def test_range_input_values(tmp_path: Path) -> None:
+    params = CommandParams(simulate="tf --in {input} --skip {skip} --n {n_events} {output}")
+    r = reading(make_range(1005, 1014), "/data/HITS.merge-000003.root", 5)
+    values = simulate_values(params, r, tmp_path / "o.root", tmp_path)
+    assert (values["input"], values["skip"], values["n_events"]) == (r.input, 5, 10)
+    assert (values["first_event"], values["last_event"]) == (1005, 1014)
+    # the old campaign-level input is unchanged for ranges without one
+    old = CommandParams(simulate=params.simulate, input="/d/EVNT.root", input_first_event=1000)
+    values = simulate_values(old, make_range(1005, 1014), tmp_path / "o.root", tmp_path)
+    assert (values["input"], values["skip"], values["n_events"]) == ("/d/EVNT.root", 5, 10)
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"input": "/d/EVNT.root"}, "input /d/EVNT.root"),
+        ({"input_first_event": 100}, "input_first_event 100"),
+    ],
+)
+def test_range_input_and_the_input_parameter_is_fatal(
+    tmp_path: Path, read_tf: str, params: dict, named: str
+) -> None:
+    payload = command(simulate=f"{read_tf} {SIM_TEMPLATE}", **params)
+    merged = input_file(tmp_path / "gen.root", 0, 9)
+    r = reading(make_range(0, 4), merged, 0)
+    out = tmp_path / "out"
+    with pytest.raises(FatalPayloadError) as info:
+        payload.simulate(r, out / "o.root")
+    assert str(merged) in str(info.value) and named in str(info.value)
+    assert not out.exists()  # refused before anything was made or run
+
+
+def test_input_placeholder_without_any_input_fails_the_range(tmp_path: Path, read_tf: str) -> None:
+    """Loads (a chain step's ranges bring the file); a range without one is fatal."""
+    payload = command(simulate=f"{read_tf} {SIM_TEMPLATE}")
+    out = tmp_path / "out"
+    with pytest.raises(FatalPayloadError, match=r"uses \{input\} but range c-0-4 has no input"):
+        payload.simulate(make_range(0, 4), out / "o.root")
+    assert not out.exists()
+
+
+def test_reading_past_the_input_fails_the_range(tmp_path: Path, read_tf: str) -> None:
+    """The transform's own refusal (a wrong skip) is a failed range with its message."""
+    payload = command(simulate=f"{read_tf} {SIM_TEMPLATE}")
+    merged = input_file(tmp_path / "gen.root", 0, 9)
+    r = reading(make_range(8, 12), merged, 8)
+    with pytest.raises(PayloadError, match=r"events 8\.\.12 not in"):
+        payload.simulate(r, tmp_path / "o.root")
+
+
 # --- failures ------------------------------------------------------------------------------
 
 
@@ -308,7 +430,6 @@ def test_timeout_kills_the_command(tmp_path: Path, fake_tf: str) -> None:
         ("tf {} {output}", "not a plain name"),
         ("tf {output.name}", "not a plain name"),
         ("tf {output:d}", "cannot be filled in"),
-        ("tf {input}", "no input is set"),
         ("   ", "is empty"),
     ],
 )
