@@ -65,22 +65,20 @@ if a.last >= a.first:
 #: reconstruction reading hits): copies events SKIP..SKIP+N-1 of INPUT's events tree,
 #: every branch, to OUTPUT; refuses to read past the file's end, as a transform would.
 READ_TF = """
-import argparse, sys
-import numpy as np, uproot
+import argparse, pathlib, sys
+from parsl_es import rootio
 p = argparse.ArgumentParser()
 p.add_argument("--input", required=True)
 p.add_argument("--skip", type=int, required=True)
 p.add_argument("--n", type=int, required=True)
 p.add_argument("--output", required=True)
 a = p.parse_args()
-with uproot.open(a.input) as f:
-    tree = f["events"]
-    if a.skip < 0 or a.skip + a.n > tree.num_entries:
-        print(f"read_tf: events {a.skip}..{a.skip + a.n - 1} not in {a.input}", file=sys.stderr)
-        sys.exit(2)
-    data = tree.arrays(library="np", entry_start=a.skip, entry_stop=a.skip + a.n)
-with uproot.recreate(a.output) as f:
-    f["events"] = dict(data)
+columns = rootio.read_events(pathlib.Path(a.input))
+if a.skip < 0 or a.skip + a.n > len(columns["event_number"]):
+    print(f"read_tf: events {a.skip}..{a.skip + a.n - 1} not in {a.input}", file=sys.stderr)
+    sys.exit(2)
+stop = a.skip + a.n
+rootio.write_events(pathlib.Path(a.output), {k: v[a.skip:stop] for k, v in columns.items()})
 print(f"read_tf: {a.n} events from {a.input} after {a.skip}")
 """
 
