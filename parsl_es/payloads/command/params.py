@@ -192,14 +192,14 @@ def command_input(params: CommandParams, r: EventRange) -> str:
     A template using ``{input}`` needs a file: the range's or the parameter's;
     only the range can tell, so a range with neither is fatal here, not at load.
     """
-    path = range_input(params, r)
-    if path is None:
-        if "input" in template_fields(params.simulate):
-            raise FatalPayloadError(
-                f"the simulate template uses {{input}} but range {r.id} has no input file "
-                "(its step has no input) and the payload has no input parameter"
-            )
+    path = range_input(params, r)  # also refuses a range input with the input parameter
+    if "input" not in template_fields(params.simulate):
         return ""
+    if path is None:
+        raise FatalPayloadError(
+            f"the simulate template uses {{input}} but range {r.id} has no input file "
+            "(its step has no input) and the payload has no input parameter"
+        )
     return path
 
 
