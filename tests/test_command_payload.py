@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from parsl_es import rootio
@@ -350,6 +351,98 @@ def test_reading_past_the_input_fails_the_range(tmp_path: Path, read_tf: str) ->
     r = reading(make_range(8, 12), merged, 8)
     with pytest.raises(PayloadError, match=r"events 8\.\.12 not in"):
         payload.simulate(r, tmp_path / "o.root")
+
+
+#: Stand-ins for the ATLAS transforms of docs/chains.md, one script under each name:
+#: ``Gen_tf.py`` makes events ``--firstEvent`` onwards, ``Sim_tf.py`` and ``Reco_tf.py``
+#: copy ``--maxEvents`` events after ``--skipEvents`` of their input, the ``*Merge_tf.py``
+#: concatenate their inputs; each writes jobReport.json and ignores the other options.
+ATLAS_TF = """
+import argparse, json, pathlib, sys
+import numpy as np
+from parsl_es import rootio
+name = pathlib.Path(sys.argv[0]).name
+p = argparse.ArgumentParser()
+for kind in ("EVNT", "HITS", "AOD"):
+    p.add_argument(f"--input{kind}File", dest="inputs", nargs="+")
+    p.add_argument(f"--output{kind}File", f"--output{kind}_MRGFile", dest="output")
+p.add_argument("--firstEvent", type=int)
+p.add_argument("--skipEvents", type=int, default=0)
+p.add_argument("--maxEvents", type=int, default=-1)
+a, _ = p.parse_known_args()
+if name == "Gen_tf.py":
+    numbers = np.arange(a.firstEvent, a.firstEvent + a.maxEvents, dtype=np.int64)
+    columns = {"event_number": numbers, "x": numbers * 10 + 7}
+else:
+    read = [rootio.read_events(pathlib.Path(path)) for path in a.inputs]
+    columns = {k: np.concatenate([np.asarray(c[k]) for c in read]) for k in read[0]}
+    if not name.endswith("Merge_tf.py"):
+        stop = a.skipEvents + a.maxEvents
+        assert len(a.inputs) == 1 and stop <= len(columns["event_number"]), sys.argv
+        columns = {k: v[a.skipEvents:stop] for k, v in columns.items()}
+rootio.write_events(pathlib.Path(a.output), columns)
+pathlib.Path("jobReport.json").write_text(json.dumps({"exitCode": 0}))
+print(name, len(columns["event_number"]), "events")
+"""
+
+
+def atlas_chain_payloads(tmp_path: Path) -> dict[str, CommandPayload]:
+    """The ATLAS section's steps, run by stand-ins: its templates as written, with the
+    release set-up replaced by one that puts the stand-ins first on PATH."""
+    text = (Path(__file__).parent.parent / "docs" / "chains.md").read_text()
+    section = text[text.index("## The chain with ATLAS transforms") :]
+    block = section[section.index("```yaml\n") + 8 : section.index("```\n", 8)]
+    chain = yaml.safe_load(block)["chain"]
+    bin_dir = tmp_path / "release" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("Gen_tf.py", "Sim_tf.py", "Reco_tf.py"):
+        (bin_dir / name).write_text(f"#!{sys.executable}\n{ATLAS_TF}")
+    for kind in ("EVNT", "HITS", "AOD"):
+        (bin_dir / f"{kind}Merge_tf.py").write_text(f"#!{sys.executable}\n{ATLAS_TF}")
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    setup = tmp_path / "release" / "release_setup.sh"
+    setup.write_text(f"export PATH={shlex.quote(str(bin_dir))}:$PATH\n")
+    payloads = {}
+    for step, spec in chain.items():
+        params = {k: v for k, v in spec["payload"].items() if k != "name"}
+        assert params.pop("container")["runtime"] == "shifter"  # no container here
+        for field in ("simulate", "merge"):
+            params[field] = params[field].replace("/release_setup.sh", str(setup))
+        params |= {"tree": "events", "event_number_branch": "event_number"}  # the stand-ins'
+        payloads[step] = command(**params)
+    return payloads
+
+
+def test_the_atlas_chain_templates_of_the_docs(tmp_path: Path) -> None:
+    """docs/chains.md's templates, run with stand-in transforms: the bash set-up wrapper
+    passes every filled-in argument through, {input}/{skip}/{n_events} pick each range's
+    events of the earlier step's merged file, and the merge templates read {inputs_file}."""
+    payloads = atlas_chain_payloads(tmp_path)
+    assert list(payloads) == ["evgen", "simul", "reco"]
+    files: dict[str, list[Path]] = {}
+    previous = None
+    for step, payload in payloads.items():
+        ranges = [make_range(first, first + 3, campaign=step) for first in range(1, 17, 4)]
+        outputs = []
+        for r in ranges:
+            if previous is not None:  # the engine's part: which merged file, what skip
+                source = (r.first_event - 1) // 8
+                r = reading(r, files[previous][source], (r.first_event - 1) % 8)
+            output = engine_tmp_path(tmp_path / step / "ranges" / "group-000000", r)
+            assert payload.simulate(r, output) == 4
+            outputs.append(output)
+        files[step] = []
+        for group in (0, 1):  # two merged files of 8 events each
+            merged = tmp_path / step / "merged" / f"{step}.merge-{group:06d}.root"
+            merged.parent.mkdir(exist_ok=True)
+            assert payload.merge(outputs[2 * group : 2 * group + 2], merged) == 8
+            files[step].append(merged)
+        previous = step
+    numbers = np.concatenate([rootio.read_events(f)["event_number"] for f in files["reco"]])
+    xs = np.concatenate([rootio.read_events(f)["x"] for f in files["reco"]])
+    assert list(numbers) == list(range(1, 17))
+    assert list(xs) == [n * 10 + 7 for n in range(1, 17)]  # generated once, copied on
 
 
 # --- failures ------------------------------------------------------------------------------
