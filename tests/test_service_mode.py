@@ -477,3 +477,12 @@ def test_ranges_read_from_their_input_files(tmp_path: Path, payloads) -> None:
         assert payload.service_stats().starts == 1  # of the transform running now
         inputs = [path.read_text().split("\n")[2] for path in started(here)]
         assert sorted(inputs) == ([""] if starts == 1 else [str(file0), str(file1)])
+
+
+def test_input_placeholder_without_any_input_starts_no_transform(tmp_path: Path, payloads) -> None:
+    payload = service(tmp_path, {"simulate": SIMULATE + " --input {input}"})
+    payloads.append(payload)
+    r = make_range(0, 1)
+    with pytest.raises(FatalPayloadError, match=r"uses \{input\} but range c-0-1 has no input"):
+        payload.simulate(r, engine_tmp_path(tmp_path, r))
+    assert started(tmp_path) == [] and payload._transform is None

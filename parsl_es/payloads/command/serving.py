@@ -55,7 +55,7 @@ class ServiceMode:
         self._transform: Transform | None = None  # started on first use
         # the campaign seed and the {input} it was started with
         self._transform_key: tuple[int, str] | None = None
-        self._earlier_starts: list[TransformStart] = []  # of transforms ended for a new seed
+        self._earlier_starts: list[TransformStart] = []  # of transforms ended for a new key
         self._init_deaths = InitDeaths()
         self._broken: str | None = None  # why this worker's transform cannot start
 
