@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from parsl_es import rootio
@@ -60,6 +62,28 @@ if a.last >= a.first:
 """
 
 
+#: A stand-in transform with an input (a simulation reading generated events, a
+#: reconstruction reading hits): copies events SKIP..SKIP+N-1 of INPUT's events tree,
+#: every branch, to OUTPUT; refuses to read past the file's end, as a transform would.
+READ_TF = """
+import argparse, pathlib, sys
+from parsl_es import rootio
+p = argparse.ArgumentParser()
+p.add_argument("--input", required=True)
+p.add_argument("--skip", type=int, required=True)
+p.add_argument("--n", type=int, required=True)
+p.add_argument("--output", required=True)
+a = p.parse_args()
+columns = rootio.read_events(pathlib.Path(a.input))
+if a.skip < 0 or a.skip + a.n > len(columns["event_number"]):
+    print(f"read_tf: events {a.skip}..{a.skip + a.n - 1} not in {a.input}", file=sys.stderr)
+    sys.exit(2)
+stop = a.skip + a.n
+rootio.write_events(pathlib.Path(a.output), {k: v[a.skip:stop] for k, v in columns.items()})
+print(f"read_tf: {a.n} events from {a.input} after {a.skip}")
+"""
+
+
 def make_range(first: int, last: int, campaign: str = "c") -> EventRange:
     return EventRange(
         campaign=campaign,
@@ -82,6 +106,25 @@ def fake_tf(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("bin") / "fake_tf.py"
     path.write_text(FAKE_TF)
     return f"{PY} {shlex.quote(str(path))}"
+
+
+@pytest.fixture(scope="module")
+def read_tf(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("bin") / "read_tf.py"
+    path.write_text(READ_TF)
+    return f"{PY} {shlex.quote(str(path))}"
+
+
+def input_file(path: Path, first: int, last: int) -> Path:
+    """An earlier step's merged file: events ``first..last`` and a branch derived from each."""
+    numbers = np.arange(first, last + 1, dtype=np.int64)
+    rootio.write_events(path, {"event_number": numbers, "x": numbers * 10 + 7})
+    return path
+
+
+def reading(r: EventRange, input_path: Path | str, skip: int) -> EventRange:
+    """``r`` as the engine fills it for a step with an input."""
+    return dataclasses.replace(r, input=str(input_path), skip=skip)
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +275,176 @@ def test_skip_counts_from_the_inputs_first_event(tmp_path: Path) -> None:
         simulate_values(params, make_range(99, 100), tmp_path / "o.root", tmp_path)
 
 
+# --- input from the range (chain steps, datasets) --------------------------------------------
+
+SIM_TEMPLATE = "--input {input} --skip {skip} --n {n_events} --output {output}"
+
+
+def test_a_range_reads_its_own_input_file(tmp_path: Path, read_tf: str) -> None:
+    """{input}, {skip} and {n_events} come from the range; no input parameter is set."""
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    file0 = input_file(merged / "gen.merge-000000.root", 100, 139)
+    file1 = input_file(merged / "gen.merge-000001.root", 140, 179)
+    payload = command(simulate=f"{read_tf} {SIM_TEMPLATE}")
+    payload.setup()
+    for r, path, skip in [
+        (make_range(120, 129), file0, 20),  # inside the first file
+        (make_range(130, 139), file0, 30),  # its last events
+        (make_range(140, 144), file1, 0),  # the next file's first
+    ]:
+        r = reading(r, path, skip)
+        output = engine_tmp_path(tmp_path / "ranges" / "group-000000", r)
+        assert payload.simulate(r, output) == r.n_events
+        events = rootio.read_events(output)
+        assert list(events["event_number"]) == list(r.event_numbers)
+        assert list(events["x"]) == [n * 10 + 7 for n in r.event_numbers]  # copied, not made
+        log = (output.parent / f"{r.id}.log").read_text()
+        assert f"{r.n_events} events from {path} after {skip}" in log
+
+
+def test_range_input_values(tmp_path: Path) -> None:
+    params = CommandParams(simulate="tf --in {input} --skip {skip} --n {n_events} {output}")
+    r = reading(make_range(1005, 1014), "/data/HITS.merge-000003.root", 5)
+    values = simulate_values(params, r, tmp_path / "o.root", tmp_path)
+    assert (values["input"], values["skip"], values["n_events"]) == (r.input, 5, 10)
+    assert (values["first_event"], values["last_event"]) == (1005, 1014)
+    # the old campaign-level input is unchanged for ranges without one
+    old = CommandParams(simulate=params.simulate, input="/d/EVNT.root", input_first_event=1000)
+    values = simulate_values(old, make_range(1005, 1014), tmp_path / "o.root", tmp_path)
+    assert (values["input"], values["skip"], values["n_events"]) == ("/d/EVNT.root", 5, 10)
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"input": "/d/EVNT.root"}, "input /d/EVNT.root"),
+        ({"input_first_event": 100}, "input_first_event 100"),
+    ],
+)
+def test_range_input_and_the_input_parameter_is_fatal(
+    tmp_path: Path, read_tf: str, params: dict, named: str
+) -> None:
+    payload = command(simulate=f"{read_tf} {SIM_TEMPLATE}", **params)
+    merged = input_file(tmp_path / "gen.root", 0, 9)
+    r = reading(make_range(0, 4), merged, 0)
+    out = tmp_path / "out"
+    with pytest.raises(FatalPayloadError) as info:
+        payload.simulate(r, out / "o.root")
+    assert str(merged) in str(info.value) and named in str(info.value)
+    assert not out.exists()  # refused before anything was made or run
+
+
+def test_input_placeholder_without_any_input_fails_the_range(tmp_path: Path, read_tf: str) -> None:
+    """Loads (a chain step's ranges bring the file); a range without one is fatal."""
+    payload = command(simulate=f"{read_tf} {SIM_TEMPLATE}")
+    out = tmp_path / "out"
+    with pytest.raises(FatalPayloadError, match=r"uses \{input\} but range c-0-4 has no input"):
+        payload.simulate(make_range(0, 4), out / "o.root")
+    assert not out.exists()
+
+
+def test_reading_past_the_input_fails_the_range(tmp_path: Path, read_tf: str) -> None:
+    """The transform's own refusal (a wrong skip) is a failed range with its message."""
+    payload = command(simulate=f"{read_tf} {SIM_TEMPLATE}")
+    merged = input_file(tmp_path / "gen.root", 0, 9)
+    r = reading(make_range(8, 12), merged, 8)
+    with pytest.raises(PayloadError, match=r"events 8\.\.12 not in"):
+        payload.simulate(r, tmp_path / "o.root")
+
+
+#: Stand-ins for the ATLAS transforms of docs/chains.md, one script under each name:
+#: ``Gen_tf.py`` makes events ``--firstEvent`` onwards, ``Sim_tf.py`` and ``Reco_tf.py``
+#: copy ``--maxEvents`` events after ``--skipEvents`` of their input, the ``*Merge_tf.py``
+#: concatenate their inputs; each writes jobReport.json and ignores the other options.
+ATLAS_TF = """
+import argparse, json, pathlib, sys
+import numpy as np
+from parsl_es import rootio
+name = pathlib.Path(sys.argv[0]).name
+p = argparse.ArgumentParser()
+for kind in ("EVNT", "HITS", "AOD"):
+    p.add_argument(f"--input{kind}File", dest="inputs", nargs="+")
+    p.add_argument(f"--output{kind}File", f"--output{kind}_MRGFile", dest="output")
+p.add_argument("--firstEvent", type=int)
+p.add_argument("--skipEvents", type=int, default=0)
+p.add_argument("--maxEvents", type=int, default=-1)
+a, _ = p.parse_known_args()
+if name == "Gen_tf.py":
+    numbers = np.arange(a.firstEvent, a.firstEvent + a.maxEvents, dtype=np.int64)
+    columns = {"event_number": numbers, "x": numbers * 10 + 7}
+else:
+    read = [rootio.read_events(pathlib.Path(path)) for path in a.inputs]
+    columns = {k: np.concatenate([np.asarray(c[k]) for c in read]) for k in read[0]}
+    if not name.endswith("Merge_tf.py"):
+        stop = a.skipEvents + a.maxEvents
+        assert len(a.inputs) == 1 and stop <= len(columns["event_number"]), sys.argv
+        columns = {k: v[a.skipEvents:stop] for k, v in columns.items()}
+rootio.write_events(pathlib.Path(a.output), columns)
+pathlib.Path("jobReport.json").write_text(json.dumps({"exitCode": 0}))
+print(name, len(columns["event_number"]), "events")
+"""
+
+
+def atlas_chain_payloads(tmp_path: Path) -> dict[str, CommandPayload]:
+    """The ATLAS section's steps, run by stand-ins: its templates as written, with the
+    release set-up replaced by one that puts the stand-ins first on PATH."""
+    text = (Path(__file__).parent.parent / "docs" / "chains.md").read_text()
+    section = text[text.index("## The chain with ATLAS transforms") :]
+    block = section[section.index("```yaml\n") + 8 : section.index("```\n", 8)]
+    chain = yaml.safe_load(block)["chain"]
+    bin_dir = tmp_path / "release" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("Gen_tf.py", "Sim_tf.py", "Reco_tf.py"):
+        (bin_dir / name).write_text(f"#!{sys.executable}\n{ATLAS_TF}")
+    for kind in ("EVNT", "HITS", "AOD"):
+        (bin_dir / f"{kind}Merge_tf.py").write_text(f"#!{sys.executable}\n{ATLAS_TF}")
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    setup = tmp_path / "release" / "release_setup.sh"
+    setup.write_text(f"export PATH={shlex.quote(str(bin_dir))}:$PATH\n")
+    payloads = {}
+    for step, spec in chain.items():
+        params = {k: v for k, v in spec["payload"].items() if k != "name"}
+        assert params.pop("container")["runtime"] == "shifter"  # no container here
+        for field in ("simulate", "merge"):
+            params[field] = params[field].replace("/release_setup.sh", str(setup))
+        params |= {"tree": "events", "event_number_branch": "event_number"}  # the stand-ins'
+        payloads[step] = command(**params)
+    return payloads
+
+
+def test_the_atlas_chain_templates_of_the_docs(tmp_path: Path) -> None:
+    """docs/chains.md's templates, run with stand-in transforms: the bash set-up wrapper
+    passes every filled-in argument through, {input}/{skip}/{n_events} pick each range's
+    events of the earlier step's merged file, and the merge templates read {inputs_file}."""
+    payloads = atlas_chain_payloads(tmp_path)
+    assert list(payloads) == ["evgen", "simul", "reco"]
+    files: dict[str, list[Path]] = {}
+    previous = None
+    for step, payload in payloads.items():
+        ranges = [make_range(first, first + 3, campaign=step) for first in range(1, 17, 4)]
+        outputs = []
+        for r in ranges:
+            if previous is not None:  # the engine's part: which merged file, what skip
+                source = (r.first_event - 1) // 8
+                r = reading(r, files[previous][source], (r.first_event - 1) % 8)
+            output = engine_tmp_path(tmp_path / step / "ranges" / "group-000000", r)
+            assert payload.simulate(r, output) == 4
+            outputs.append(output)
+        files[step] = []
+        for group in (0, 1):  # two merged files of 8 events each
+            merged = tmp_path / step / "merged" / f"{step}.merge-{group:06d}.root"
+            merged.parent.mkdir(exist_ok=True)
+            assert payload.merge(outputs[2 * group : 2 * group + 2], merged) == 8
+            files[step].append(merged)
+        previous = step
+    numbers = np.concatenate([rootio.read_events(f)["event_number"] for f in files["reco"]])
+    xs = np.concatenate([rootio.read_events(f)["x"] for f in files["reco"]])
+    assert list(numbers) == list(range(1, 17))
+    assert list(xs) == [n * 10 + 7 for n in range(1, 17)]  # generated once, copied on
+
+
 # --- failures ------------------------------------------------------------------------------
 
 
@@ -308,7 +521,6 @@ def test_timeout_kills_the_command(tmp_path: Path, fake_tf: str) -> None:
         ("tf {} {output}", "not a plain name"),
         ("tf {output.name}", "not a plain name"),
         ("tf {output:d}", "cannot be filled in"),
-        ("tf {input}", "no input is set"),
         ("   ", "is empty"),
     ],
 )

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from parsl_es import api
+from parsl_es import api, rootio
 from parsl_es.failures import RangeTimeout, classify, range_deadline
 from parsl_es.ledger import Ledger
 from parsl_es.payloads import FatalPayloadError, PayloadError, make_payload
@@ -31,7 +31,7 @@ from parsl_es.payloads.command.service import ServiceStats
 from parsl_es.ranges import EventRange
 from parsl_es.states import FailureKind
 from tests.helpers import assert_every_event_once
-from tests.test_command_payload import SEED, engine_tmp_path, make_range
+from tests.test_command_payload import SEED, engine_tmp_path, input_file, make_range, reading
 
 FAKE = Path(__file__).parent / "transforms" / "fake_transform.py"
 SIMULATE = f"{shlex.quote(sys.executable)} {shlex.quote(str(FAKE))} --channel {{channel}}"
@@ -120,6 +120,22 @@ def test_range_message_with_an_input_file() -> None:
     )
     plain = range_message(CommandParams(simulate="tf {channel}", mode="service"), make_range(0, 1))
     assert plain.pfn is None and plain.start_event is None and plain.seed == make_range(0, 1).seed
+
+
+def test_range_message_from_the_ranges_own_input() -> None:
+    """PFN is the range's file; startEvent, lastEvent: skip + 1, skip + n (1-based, inclusive)."""
+    params = CommandParams(simulate="tf {channel}", mode="service")
+    m = range_message(params, reading(make_range(1020, 1029), "/m/EVNT.merge-000001.root", 20))
+    assert (m.first_event, m.last_event) == (1020, 1029)
+    assert (m.pfn, m.lfn, m.start_event, m.last_event_in_file) == (
+        "/m/EVNT.merge-000001.root",
+        "EVNT.merge-000001.root",
+        21,
+        30,
+    )
+    both = CommandParams(simulate="tf {channel}", mode="service", input="/d/EVNT.root")
+    with pytest.raises(FatalPayloadError, match=r"/m/E\.root.*input /d/EVNT\.root"):
+        range_message(both, reading(make_range(0, 1), "/m/E.root", 0))
 
 
 # --- a real transform ----------------------------------------------------------------------
@@ -434,3 +450,39 @@ def test_a_range_of_another_campaign_seed_gets_a_transform_of_its_own(tmp_path, 
     assert len(starts) == 2 and not any(s.restart for s in starts)
     argvs = [p.read_text() for p in sorted((tmp_path / "starts").iterdir())]
     assert len(argvs) == 2
+
+
+def test_ranges_read_from_their_input_files(tmp_path: Path, payloads) -> None:
+    """A transform reading PFN serves ranges of any file; one started with a file on its
+    command line ({input}) serves that file's ranges only, and another file starts another."""
+    file0 = input_file(tmp_path / "gen.merge-000000.root", 100, 119)
+    file1 = input_file(tmp_path / "gen.merge-000001.root", 120, 139)
+    ranges = [
+        reading(make_range(100, 104), file0, 0),
+        reading(make_range(110, 119), file0, 10),
+        reading(make_range(120, 124), file1, 0),
+        reading(make_range(130, 134), file1, 10),
+    ]
+    for template, starts in [(SIMULATE, 1), (SIMULATE + " --input {input}", 2)]:
+        here = tmp_path / f"starts-{starts}"
+        here.mkdir()
+        payload = service(here, {"simulate": template})
+        payloads.append(payload)
+        for r in ranges:
+            output = engine_tmp_path(here / "ranges" / "group-000000", r)
+            assert payload.simulate(r, output) == r.n_events
+            events = rootio.read_events(output)
+            assert list(events["event_number"]) == list(r.event_numbers)
+            assert list(events["x"]) == [n * 10 + 7 for n in r.event_numbers]
+        assert payload.service_stats().starts == 1  # of the transform running now
+        inputs = [path.read_text().split("\n")[2] for path in started(here)]
+        assert sorted(inputs) == ([""] if starts == 1 else [str(file0), str(file1)])
+
+
+def test_input_placeholder_without_any_input_starts_no_transform(tmp_path: Path, payloads) -> None:
+    payload = service(tmp_path, {"simulate": SIMULATE + " --input {input}"})
+    payloads.append(payload)
+    r = make_range(0, 1)
+    with pytest.raises(FatalPayloadError, match=r"uses \{input\} but range c-0-1 has no input"):
+        payload.simulate(r, engine_tmp_path(tmp_path, r))
+    assert started(tmp_path) == [] and payload._transform is None

@@ -16,6 +16,11 @@ until ``No more events``. Faults on request, from the environment:
 ``FAKE_TF_ONCE``         a path: the fault (or the initialisation crash) happens only
                          while no file is there, and makes it, so a campaign's retry
                          of the range (or the restarted transform) goes through
+
+A range with a ``PFN`` (read from an input file) is copied from that file's events
+tree, every branch, positions ``startEvent..lastEvent`` (1-based, inclusive); started
+with ``--input FILE`` it fails (fatally) a range of another file, as a transform
+initialised with one file would read the wrong events.
 """
 
 from __future__ import annotations
@@ -35,12 +40,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--channel", required=True)
     parser.add_argument("--seed-arg", help="a campaign seed it was started with (ignored)")
+    parser.add_argument("--input", help="the file it is initialised with: its ranges' PFN")
     args = parser.parse_args()
     env = os.environ
     channel = env["PARSL_ES_CHANNEL"]
     if starts := env.get("FAKE_TF_STARTS_DIR"):
         marker = Path(starts) / f"{os.getppid()}-{os.getpid()}"
-        marker.write_text(f"{args.channel}\n{channel}\n")
+        marker.write_text(f"{args.channel}\n{channel}\n{args.input or ''}")
     time.sleep(float(env.get("FAKE_TF_INIT_SECONDS", "0")))
     if env.get("FAKE_TF_INIT_CRASH") and _first_time(env):
         print("fake_transform: cannot initialise, marker-5678", flush=True)
@@ -84,8 +90,17 @@ def main() -> int:
                     say(protocol.done_line(r.range_id, "missing.root", 0, 0))
                     continue
             path = Path(f"{r.range_id}.root")
-            numbers = np.arange(r.first_event, r.last_event + 1, dtype=np.int64)
-            rootio.write_events(path, {"event_number": numbers})
+            if r.pfn is not None:
+                if args.input is not None and r.pfn != args.input:
+                    message = f"started with {args.input}, given a range of {r.pfn}"
+                    say(protocol.failed_line(r.range_id, message, fatal=True))
+                    continue
+                columns = rootio.read_events(Path(r.pfn))
+                start, stop = r.start_event - 1, r.last_event_in_file
+                rootio.write_events(path, {k: v[start:stop] for k, v in columns.items()})
+            else:
+                numbers = np.arange(r.first_event, r.last_event + 1, dtype=np.int64)
+                rootio.write_events(path, {"event_number": numbers})
             wall = time.monotonic() - started
             say(protocol.done_line(r.range_id, str(path), wall, wall))
             if r.first_event == fault_event and fault == "quit":

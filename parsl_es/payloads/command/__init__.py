@@ -27,6 +27,15 @@ Simulate placeholders: ``{input}``, ``{output}``, ``{skip}``, ``{first_event}``,
 ``{inputs_file}``, ``{output}``, ``{n_inputs}``, ``{workdir}``. A literal brace is
 written ``{{`` or ``}}``.
 
+Input: a range with an ``input`` of its own (a chain step reading an earlier step's
+merged files, or a dataset) gives ``{input}`` (that file), ``{skip}`` (its events
+before the range's first) and ``{n_events}``; in ``mode: service`` the range's
+message carries them as ``PFN`` and the 1-based, inclusive ``startEvent`` =
+skip + 1 and ``lastEvent`` = skip + n_events. The payload's ``input`` parameter
+(with ``input_first_event``) is for a campaign without input of its own and must
+not be set as well. A template using ``{input}`` for a range with neither fails
+that range (fatal): only the range can tell.
+
 Modules, dependencies one way: ``templates``, ``parsl_es.event_service`` <- ``params`` <-
 ``serving`` (service mode's half of the payload) <- ``payload``; ``serving`` uses
 ``service`` (the transform's process and socket, which uses ``event_service`` and
@@ -37,7 +46,13 @@ point is ``parsl_es.payloads.command:CommandPayload``).
 from __future__ import annotations
 
 from parsl_es.containers import ContainerSpec, container_argv
-from parsl_es.payloads.command.params import CommandParams, input_skip, simulate_values
+from parsl_es.payloads.command.params import (
+    CommandParams,
+    command_input,
+    input_skip,
+    range_input,
+    simulate_values,
+)
 from parsl_es.payloads.command.payload import MERGED_DIR, RUNTIMES, CommandPayload
 from parsl_es.payloads.command.process import TAIL_LINES
 from parsl_es.payloads.command.service import ServiceStats
@@ -64,8 +79,10 @@ __all__ = [
     "ContainerSpec",
     "ServiceStats",
     "check_template",
+    "command_input",
     "container_argv",
     "input_skip",
+    "range_input",
     "render",
     "simulate_values",
     "split_template",

@@ -45,13 +45,16 @@ class CommandParams(PayloadParams):
         "if unset, the events TTrees are concatenated in-process.",
     )
     input: str | None = Field(
-        None, description="The {input} value, e.g. an EVNT file (use an absolute path)."
+        None,
+        description="The {input} value, e.g. an EVNT file (use an absolute path), for a "
+        "campaign without input of its own; a chain step with an input (or a dataset) gets "
+        "{input}, {skip} and {n_events} from each range, and must leave this unset.",
     )
     input_first_event: int = Field(
         0,
         ge=0,
-        description="Event number of the input's first event: {skip} is a range's first event "
-        "minus this.",
+        description="Event number of the input parameter's first event: {skip} is a range's "
+        "first event minus this (unused, and must stay 0, when ranges bring their input).",
     )
     container: ContainerSpec | None = Field(None, description="Run the commands in a container.")
     env: dict[str, str] = Field(
@@ -115,8 +118,8 @@ class CommandParams(PayloadParams):
 
     @model_validator(mode="after")
     def _consistent(self) -> CommandParams:
-        if "input" in template_fields(self.simulate) and self.input is None:
-            raise ValueError("the simulate template uses {input} but no input is set")
+        # {input} without the input parameter is not refused here: a chain step's (or a
+        # dataset's) ranges bring their own file; a range with none fails (command_input).
         used = template_fields(self.simulate)
         if self.mode == "service":
             per_range = sorted(used - SERVICE_FIELDS)
@@ -139,9 +142,41 @@ class CommandParams(PayloadParams):
         return self
 
 
+def range_input(params: CommandParams, r: EventRange) -> str | None:
+    """The file the range reads: its own ``input`` (a chain step reading an earlier
+    step's merged files, or a dataset), else the campaign-level ``input`` parameter.
+
+    Both at once is a contradiction the payload cannot resolve: fatal, naming both.
+    """
+    if r.input is None:
+        return params.input
+    if params.input is not None or params.input_first_event:
+        given = (
+            f"input {params.input}"
+            if params.input is not None
+            else f"input_first_event {params.input_first_event}"
+        )
+        raise FatalPayloadError(
+            f"range {r.id} reads its events from {r.input} (its step's input), but the "
+            f"command payload also has the parameter {given}: a step with an input takes "
+            "{input} and {skip} from its ranges; remove input and input_first_event from "
+            "the payload's parameters"
+        )
+    return r.input
+
+
 def input_skip(params: CommandParams, r: EventRange) -> int:
-    """How many input events precede the range: the payload cannot know the campaign's
-    first event, so it counts from ``input_first_event``, the input's first event number."""
+    """How many events of the input file precede the range.
+
+    A range with its own ``input`` knows it (``r.skip``). Otherwise the payload cannot
+    know the campaign's first event, so it counts from ``input_first_event``, the
+    first event number of the campaign-level ``input``.
+    """
+    if r.input is not None:
+        range_input(params, r)  # not with the input parameter as well
+        if r.skip < 0:
+            raise FatalPayloadError(f"range {r.id} has a negative skip {r.skip} in {r.input}")
+        return r.skip
     skip = r.first_event - params.input_first_event
     if skip < 0:
         raise FatalPayloadError(
@@ -151,10 +186,27 @@ def input_skip(params: CommandParams, r: EventRange) -> int:
     return skip
 
 
+def command_input(params: CommandParams, r: EventRange) -> str:
+    """The ``{input}`` value for range ``r`` ("" if the template does not use it).
+
+    A template using ``{input}`` needs a file: the range's or the parameter's;
+    only the range can tell, so a range with neither is fatal here, not at load.
+    """
+    path = range_input(params, r)  # also refuses a range input with the input parameter
+    if "input" not in template_fields(params.simulate):
+        return ""
+    if path is None:
+        raise FatalPayloadError(
+            f"the simulate template uses {{input}} but range {r.id} has no input file "
+            "(its step has no input) and the payload has no input parameter"
+        )
+    return path
+
+
 def simulate_values(params: CommandParams, r: EventRange, output: Path, workdir: Path) -> dict:
     """The simulate placeholders' values for one range."""
     return {
-        "input": params.input if params.input is not None else "",
+        "input": command_input(params, r),
         "output": str(output),
         "skip": input_skip(params, r),
         "first_event": r.first_event,
@@ -167,10 +219,16 @@ def simulate_values(params: CommandParams, r: EventRange, output: Path, workdir:
     }
 
 
-def service_values(params: CommandParams, channel: str, workdir: Path, campaign_seed: int) -> dict:
-    """The simulate placeholders' values for a ``mode: service`` transform (no range's)."""
+def service_values(
+    params: CommandParams, channel: str, workdir: Path, campaign_seed: int, input_path: str = ""
+) -> dict:
+    """The simulate placeholders' values for a ``mode: service`` transform (no range's).
+
+    ``input_path``: the ``{input}`` of the range it is started for (``command_input``);
+    a transform is only handed ranges with that same ``{input}`` (see ``serving``).
+    """
     return {
-        "input": params.input if params.input is not None else "",
+        "input": input_path,
         "workdir": str(workdir),
         "channel": channel,
         "campaign_seed": campaign_seed,
@@ -180,11 +238,14 @@ def service_values(params: CommandParams, channel: str, workdir: Path, campaign_
 def range_message(params: CommandParams, r: EventRange) -> RangeMessage:
     """One range as a service-mode transform is handed it.
 
-    With an input file the range's events are read from it: ``startEvent`` and
-    ``lastEvent`` are 1-based positions in that file (as PanDA counts), the first
-    being ``input_skip + 1``, so they agree with ``{skip}`` of ``mode: per_range``.
+    With an input file (the range's own, or the campaign-level ``input``) the range's
+    events are read from it: ``PFN`` is that file, and ``startEvent`` and ``lastEvent``
+    are 1-based, inclusive positions in it (as PanDA counts), ``skip + 1`` and
+    ``skip + n_events``, so they agree with ``{skip}`` and ``{n_events}`` of
+    ``mode: per_range``.
     """
-    if params.input is None:
+    path = range_input(params, r)
+    if path is None:
         return RangeMessage(r.id, r.first_event, r.last_event, r.seed)
     skip = input_skip(params, r)
     return RangeMessage(
@@ -192,8 +253,8 @@ def range_message(params: CommandParams, r: EventRange) -> RangeMessage:
         r.first_event,
         r.last_event,
         r.seed,
-        pfn=params.input,
-        lfn=Path(params.input).name,
+        pfn=path,
+        lfn=Path(path).name,
         start_event=skip + 1,
         last_event_in_file=skip + r.n_events,
     )

@@ -35,6 +35,7 @@ from parsl_es.payloads.base import (
 )
 from parsl_es.payloads.command.params import (
     CommandParams,
+    command_input,
     input_skip,
     simulate_values,
 )
@@ -112,7 +113,9 @@ class CommandPayload(ServiceMode, Payload):
         if self.params.mode == "service":
             return self._serve(event_range, output)
         output = _absolute(output)
-        input_skip(self.params, event_range)  # before anything is created
+        # a missing or doubly given input, or a range before the input: fatal, nothing made
+        command_input(self.params, event_range)
+        input_skip(self.params, event_range)
         workdir = self._new_workdir(output.parent, event_range.id)
         values = simulate_values(self.params, event_range, output, workdir)
         log = output.parent / f"{event_range.id}.log"

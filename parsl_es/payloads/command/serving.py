@@ -27,7 +27,7 @@ from parsl_es.event_service import (
 )
 from parsl_es.failures import RangeTimeout
 from parsl_es.payloads.base import FatalPayloadError, PayloadError, TransformLost
-from parsl_es.payloads.command.params import range_message, service_values
+from parsl_es.payloads.command.params import command_input, range_message, service_values
 from parsl_es.payloads.command.process import InitDeaths, _absolute, _campaign_of, _tail
 from parsl_es.payloads.command.service import (
     CHANNEL_ENV,
@@ -53,8 +53,9 @@ class ServiceMode:
 
     def _init_service(self) -> None:
         self._transform: Transform | None = None  # started on first use
-        self._transform_seed: int | None = None  # the campaign seed it was started with
-        self._earlier_starts: list[TransformStart] = []  # of transforms ended for a new seed
+        # the campaign seed and the {input} it was started with
+        self._transform_key: tuple[int, str] | None = None
+        self._earlier_starts: list[TransformStart] = []  # of transforms ended for a new key
         self._init_deaths = InitDeaths()
         self._broken: str | None = None  # why this worker's transform cannot start
 
@@ -78,9 +79,10 @@ class ServiceMode:
         range the transform reported done, with an output that reads back, is done.
         """
         output = _absolute(output)
-        message = range_message(self.params, r)  # a range before the input: fatal, nothing run
+        # a range before the input, or with an input and the input parameter: fatal, nothing run
+        message = range_message(self.params, r)
         what = f"range {r.id}"
-        t = self._service_transform(output, r.campaign_seed)
+        t = self._service_transform(output, r.campaign_seed, command_input(self.params, r))
         try:
             reply = self._exchange(t, r, what, message)
         except RangeTimeout:
@@ -134,24 +136,37 @@ class ServiceMode:
                 f"{what}: transform (pid {t.pid}): {exc}; killed (log {t.log})"
             ) from None
 
-    def _service_transform(self, output: Path, campaign_seed: int) -> Transform:
-        """This worker's transform; one started for another campaign seed is ended first."""
+    def _service_transform(self, output: Path, campaign_seed: int, input_path: str) -> Transform:
+        """This worker's transform; one started for another campaign seed, or with another
+        ``{input}`` on its command line, is ended first.
+
+        ``input_path`` is "" unless the template uses ``{input}``: a transform reading its
+        ranges' files from their ``PFN`` serves ranges of any file; one started with a
+        file on its command line (an ATLAS transform needs ``--inputEVNTFile`` to
+        initialise) is given only ranges of that file, and a range of another file
+        starts another transform (another initialisation).
+        """
         if self._broken is not None:
             raise FatalPayloadError(self._broken)
-        if self._transform is not None and self._transform_seed != campaign_seed:
+        key = (campaign_seed, input_path)
+        if self._transform is not None and self._transform_key != key:
             starts = self._transform.take_starts()
             self._transform.close()
             self._transform, self._earlier_starts = None, [*self._earlier_starts, *starts]
         if self._transform is None:
             log_dir = self._service_log_dir(output)
             log = log_dir / f"transform-{socket.gethostname()}-{os.getpid()}.log"
-            argv = functools.partial(self._service_argv, campaign_seed=campaign_seed)
+            argv = functools.partial(
+                self._service_argv, campaign_seed=campaign_seed, input_path=input_path
+            )
             self._transform = Transform(argv, self._environment(), log, log_dir)
-            self._transform_seed = campaign_seed
+            self._transform_key = key
         return self._transform
 
-    def _service_argv(self, channel: str, workdir: Path, campaign_seed: int) -> list[str]:
-        values = service_values(self.params, channel, workdir, campaign_seed)
+    def _service_argv(
+        self, channel: str, workdir: Path, campaign_seed: int, input_path: str
+    ) -> list[str]:
+        values = service_values(self.params, channel, workdir, campaign_seed, input_path)
         argv = render(self.params.simulate, values)
         spec = self.params.container
         if spec is not None:
