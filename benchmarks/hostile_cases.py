@@ -51,6 +51,28 @@ steps:
   merge: cpu
   validate: cpu
 """
+# A valid chain campaign: gen makes events, sim reads gen's merged files, rec sim's.
+CHAIN = """\
+name: ch
+events: 40
+seed: 11
+chain:
+  gen:
+    payload: {name: emulate}
+    events_per_range: 2
+    events_per_merge: 10
+  sim:
+    payload: {name: emulate}
+    input: gen
+    events_per_range: 5
+    events_per_merge: 10
+  rec:
+    payload: {name: emulate}
+    input: sim
+    events_per_range: 5
+    events_per_merge: 20
+"""
+DATASET = "    input: {files: [data/*.hepmc], format: hepmc3}\n"
 SLURM = SITE.replace("      kind: local\n", "      kind: slurm\n      walltime: '01:00:00'\n")
 STOP = ["--walltime", "00:00:00"]
 PAST = "the allocation end (--walltime) is already past"
@@ -126,6 +148,22 @@ def campaign(
     return Case(id, "campaign", build)
 
 
+def chain(
+    id: str, old: str | None, new: str, *needles: str, at: str | None = None, **files: str
+) -> Case:
+    """A chain campaign with ``old`` replaced by ``new`` (``files``: beside it, by name)."""
+
+    def build(tmp: Path) -> Setup:
+        content = edited(CHAIN, old, new)
+        for name, text in files.items():
+            write(tmp / name.replace("_", "."), text)
+        path = write(tmp / "chain.yaml", content)
+        where = f"{path}:{line_no(content, at)}:" if at else f"{path}"
+        return Setup(submit(tmp, path), (where, *needles))
+
+    return Case(id, "chain", build)
+
+
 def site(
     id: str, old: str | None, new: str | bytes, *needles: str, at: str | None = None, base=SITE
 ) -> Case:
@@ -183,6 +221,25 @@ def output(id: str, make: Callable[[Path], tuple[Path | str, tuple[str, ...]]]) 
 
 
 # --- cases whose expectations depend on the machine or the user -----------------------------
+
+
+def _dataset_chain(keep_events: bool = False) -> str:
+    """The chain with its first step reading ``data/*.hepmc`` (no events: the files'
+    own); its steps read HepMC3 or anything (emulate reads anything)."""
+    text = edited(CHAIN, "    payload: {name: emulate}\n    events_per_range: 2", "    payload: {name: emulate}\n" + DATASET + "    events_per_range: 2")
+    return text if keep_events else edited(text, "events: 40\n", "")
+
+
+def _chain_setup(
+    tmp: Path, content: str, needles: tuple[str, ...], at: str | None = None, data: dict | None = None
+) -> Setup:
+    (tmp / "data").mkdir(exist_ok=True)
+    for name, text in (data or {}).items():
+        write(tmp / "data" / name, text)
+    path = write(tmp / "chain.yaml", content)
+    where = f"{path}:{line_no(content, at)}:" if at else f"{path}"
+    return Setup(submit(tmp, path), (where, *needles))
+
 
 
 def _unreadable_campaign(tmp: Path) -> Setup:
@@ -415,6 +472,21 @@ CASES: list[Case] = [
     Case("odd-characters-accepted", "output", _odd_paths),
     output("spaces-and-quotes", lambda tmp: (tmp / "out 'q' \"q\"", ("holds ' '", "Parsl cannot start workers under it"))),
     output("hash", lambda tmp: (tmp / "out#1", ("holds '#'", "Parsl cannot start workers under it"))),
+    # --- chain campaigns ------------------------------------------------------------------------
+    chain("input-itself", "input: gen", "input: sim", "chain.sim.input:", "names itself", at="input: sim"),
+    chain("input-later-step", "input: gen", "input: rec", "chain.sim.input:", "'rec' comes later in the chain", at="input: rec"),
+    chain("input-unknown-step", "input: gen", "input: evgen", "chain.sim.input:", "no step 'evgen'", "steps: gen, rec, sim", at="input: evgen"),
+    chain("no-payload", "    payload: {name: emulate}\n    input: gen", "    input: gen", "chain.sim.payload:", "required key is missing", at="  sim:"),
+    chain("no-input-after-first", "    input: sim\n", "", "chain.rec.input:", "only the first step makes its own events", at="  rec:"),
+    chain("unknown-payload", "    payload: {name: emulate}\n    input: sim", "    payload: {name: recon}\n    input: sim", "chain.rec.payload.name:", "unknown payload 'recon'", at="{name: recon}"),
+    chain("range-spans-input-files", "    events_per_range: 5\n    events_per_merge: 10", "    events_per_range: 4\n    events_per_merge: 12", "chain.sim.events_per_range:", "must divide the events_per_merge (10)", at="events_per_range: 4"),
+    chain("bad-step-name", "  rec:\n", "  Reco-1:\n", "chain.Reco-1:", "lower-case letters", at="Reco-1"),
+    chain("steps-simulate", "seed: 11\n", "seed: 11\nsteps:\n  simulate: [local]\n", "steps.simulate:", "node_types instead", at="simulate:"),
+    chain("node-type-unknown", "    events_per_merge: 20\n", "    events_per_merge: 20\n    node_types: [gpu]\n", "chain.rec.node_types:", "node type 'gpu' is not in site 'local'"),
+    Case("dataset-glob-matches-nothing", "chain", lambda tmp: _chain_setup(tmp, _dataset_chain(), ("chain.gen.input.files:", "data/*.hepmc"), at="input: {files")),
+    Case("dataset-not-hepmc3", "chain", lambda tmp: _chain_setup(tmp, _dataset_chain(), ("chain.gen.input.files:", "not a HepMC3 file"), data={"a.hepmc": "just text\n"})),
+    Case("dataset-on-a-later-step", "chain", lambda tmp: _chain_setup(tmp, edited(CHAIN, "    input: sim\n", DATASET), ("chain.rec.input:", "only the chain's first step may read a dataset"), at="input: {files")),
+    Case("dataset-with-events", "chain", lambda tmp: _chain_setup(tmp, _dataset_chain(keep_events=True), ("events:", "takes its events and their numbers from the dataset"), at="events: 40")),
 ]
 # fmt: on
 

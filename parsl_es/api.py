@@ -34,6 +34,7 @@ from parsl_es.campaign import (
 )
 from parsl_es.chain import ChainSpec
 from parsl_es.crashpoints import crash_point
+from parsl_es.datasets import check_unchanged
 from parsl_es.engine.result import RunResult
 from parsl_es.errors import UserError, shown
 from parsl_es.ledger import LEDGER_NAME, Ledger
@@ -45,8 +46,8 @@ from parsl_es.run import (
     open_campaign,
     output_dirs,
     recorded_site,
+    recorded_spec,
     resolve_stages,
-    spec_from_json,
 )
 from parsl_es.sites import SiteSpec, load_site
 from parsl_es.sites.checks import site_problems
@@ -110,12 +111,14 @@ def prepare_resume(
     out = Path(output)
     ledger = open_campaign(out, readonly=True)
     try:
-        spec = spec_from_json(ledger.campaign_json())
+        spec = recorded_spec(ledger)
         site_spec = recorded_site(ledger) if site is None and session is None else None
     finally:
         ledger.close()
     if site_spec is None:
         site_spec = _site(site or "local", overrides, session)
+    if isinstance(spec, ChainSpec) and spec.dataset:
+        check_unchanged(spec.dataset)  # a changed file would mix two datasets in one output
     stages = resolve_stages(spec, site_spec, str(out / LEDGER_NAME))
     if session is None:
         require_usable(site_spec)

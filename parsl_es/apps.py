@@ -274,13 +274,18 @@ def validate_merge(
     group: MergeGroup,
     output_dir: str,
     merged: MergedFile,
+    plan: Any = None,
 ) -> MergeVerdict:
-    """Check one merged file and fill its physics histograms."""
+    """Check one merged file and fill its physics histograms.
+
+    ``plan`` (a chain over a dataset) says which of the dataset's event numbers the
+    group holds; otherwise they are the group's contiguous numbers.
+    """
     from parsl_es import validation
 
     started = time.time()
     payload, _ = worker_payload(payload_name, params, setup=False)
-    report = validation.validate_merged_file(payload, group, Path(output_dir), merged)
+    report = validation.validate_merged_file(payload, group, Path(output_dir), merged, plan)
     return MergeVerdict(
         group=group.index,
         passed=report["passed"],

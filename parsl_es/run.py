@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from parsl_es.backends.base import Backend
 from parsl_es.campaign import CampaignSpec
 from parsl_es.chain import ChainSpec
+from parsl_es.dataset_plan import DatasetPlan
 from parsl_es.engine.dispatcher import Dispatcher, Settings, Stage
 from parsl_es.engine.result import Progress, RunResult
 from parsl_es.engine.steps import Placement
@@ -51,6 +52,16 @@ def spec_from_json(data: dict) -> CampaignSpec | ChainSpec:
     """The campaign a ledger recorded (a chain's has its ``chain``)."""
     model = ChainSpec if "chain" in data else CampaignSpec
     return model.model_validate(data)
+
+
+def recorded_spec(ledger: Ledger) -> CampaignSpec | ChainSpec:
+    """The campaign as submitted, a chain with the dataset its first step counted."""
+    spec = spec_from_json(ledger.campaign_json())
+    if isinstance(spec, ChainSpec) and spec.dataset_spec is not None:
+        plan = ledger.step(spec.step_names[0]).plan
+        assert isinstance(plan, DatasetPlan)
+        spec = spec.with_dataset(plan.files)
+    return spec
 
 
 #: Parsl's monitoring database, when monitoring is on.

@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from parsl_es import fileio
+from parsl_es.dataset_plan import DatasetPlan
 from parsl_es.merge_reports import VALIDATION_DIR, existing_merge_reports, merge_report_path
+from parsl_es.numbering import expected_numbers
 from parsl_es.payloads import Payload
 from parsl_es.payloads.base import EventCheck
 from parsl_es.physics_plots import campaign_histograms, histograms_to_json
@@ -68,13 +70,30 @@ class EventTally:
     misplaced: int = 0  # inside the campaign, in another group's file
     outside: int = 0  # not an event of the campaign at all
 
-    def add(self, numbers: np.ndarray, group: MergeGroup, plan: RangePlan) -> None:
+    def add(self, numbers: np.ndarray, group: MergeGroup, plan: RangePlan | DatasetPlan) -> None:
+        if isinstance(plan, DatasetPlan):
+            self.add_listed(numbers, expected_numbers(plan, group))
+            return
         self.found += len(numbers)
         own = (numbers >= group.first_event) & (numbers <= group.last_event)
         campaign = (numbers >= plan.first_event) & (numbers <= plan.last_event)
         self.misplaced += int((campaign & ~own).sum())
         self.outside += int((~campaign).sum())
         counts = np.bincount(numbers[own] - group.first_event, minlength=group.n_events)
+        self.missing += int((counts == 0).sum())
+        self.duplicated += int((counts > 1).sum())
+
+    def add_listed(self, numbers: np.ndarray, expected: np.ndarray) -> None:
+        """A group whose numbers are a dataset's: ``expected`` (unique), not contiguous.
+
+        Any other number in its file counts as misplaced (another group's, or none).
+        """
+        self.found += len(numbers)
+        wanted = np.sort(expected)
+        at = np.clip(np.searchsorted(wanted, numbers), 0, max(len(wanted) - 1, 0))
+        own = wanted[at] == numbers if len(wanted) else np.zeros(len(numbers), bool)
+        self.misplaced += int((~own).sum())
+        counts = np.bincount(at[own], minlength=len(wanted))
         self.missing += int((counts == 0).sum())
         self.duplicated += int((counts > 1).sum())
 
@@ -89,7 +108,7 @@ class EventTally:
 
 
 def _check_file(
-    payload: Payload, path: Path, first: int, last: int, checksum: str | None
+    payload: Payload, path: Path, expected: np.ndarray, checksum: str | None
 ) -> tuple[list[str], np.ndarray | None]:
     """Problems found in one merged file, and its event numbers if readable."""
     if not path.is_file():
@@ -102,22 +121,33 @@ def _check_file(
         numbers = np.asarray(payload.event_numbers(path), dtype=np.int64)
     except Exception as exc:
         return [*problems, f"{path.name}: unreadable ({exc})"], None
-    expected = np.arange(first, last + 1, dtype=np.int64)
     if len(numbers) != len(expected) or not np.array_equal(numbers, expected):
+        wanted = f"{expected[0]}..{expected[-1]}" if len(expected) else "none"
         problems.append(
-            f"{path.name}: holds {len(numbers)} events, expected events {first}..{last} in order"
+            f"{path.name}: holds {len(numbers)} events, expected {len(expected)} events "
+            f"{wanted} in order"
         )
     return problems, numbers
 
 
 def validate_merged_file(
-    payload: Payload, group: MergeGroup, output_dir: Path, merged: MergedFile
+    payload: Payload,
+    group: MergeGroup,
+    output_dir: Path,
+    merged: MergedFile,
+    plan: RangePlan | DatasetPlan | None = None,
 ) -> dict[str, Any]:
-    """Validate one merged file and write its report (with histograms)."""
+    """Validate one merged file and write its report (with histograms).
+
+    ``plan`` says which event numbers the group holds (a dataset's own); without
+    it, the group's contiguous campaign numbers.
+    """
     path = output_dir / merged.output
-    problems, numbers = _check_file(
-        payload, path, group.first_event, group.last_event, merged.checksum
-    )
+    if plan is None:
+        expected = np.arange(group.first_event, group.last_event + 1, dtype=np.int64)
+    else:
+        expected = expected_numbers(plan, group)
+    problems, numbers = _check_file(payload, path, expected, merged.checksum)
     hists: dict[str, Any] = {}
     check: EventCheck | None = None
     if numbers is not None and not problems:
@@ -168,7 +198,7 @@ def validate_campaign_outputs(
             tally.missing += group.n_events
             continue
         file_problems, numbers = _check_file(
-            payload, output_dir / m.output, group.first_event, group.last_event, m.checksum
+            payload, output_dir / m.output, expected_numbers(plan, group), m.checksum
         )
         problems.extend(file_problems)
         if file_problems:

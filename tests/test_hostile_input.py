@@ -21,7 +21,7 @@ from tests.helpers import assert_usage_error
 
 def test_the_table_is_big_enough_and_every_family_is_there():
     assert len(CASES) >= 40
-    assert {c.family for c in CASES} == {"campaign", "site", "set", "cli", "output"}
+    assert {c.family for c in CASES} == {"campaign", "site", "set", "cli", "output", "chain"}
     assert len({c.name for c in CASES}) == len(CASES)
 
 

@@ -54,7 +54,8 @@ class ValidateStep(Step):
     def _submit(self, merged: MergedFile, now: float) -> None:
         ctx = self.ctx
         group = ctx.plan.group(merged.group)
-        args = (*ctx.payload, group, str(ctx.output_dir), merged)
+        numbered_by = ctx.plan if ctx.plan.dataset else None  # a dataset's own numbers
+        args = (*ctx.payload, group, str(ctx.output_dir), merged, numbered_by)
         call = Call(function=self.spec.function, args=args)
         ctx.submit(self.name, merged.group, self.node_type, call)
         self._running[merged.group] = (merged, now)

@@ -84,8 +84,9 @@ class Payload(ABC):
     #: File suffix of range and merged outputs.
     suffix: ClassVar[str] = ".root"
     #: The format of what the payload writes (``hepmc3``, ``sim-root``, ``aod-root``;
-    #: None: not declared) and of what it reads (None: it makes its own events). A chain
-    #: is checked at submit: a step must read what its input step writes.
+    #: None: not declared) and of what it reads (None: it makes its own events; ``*``:
+    #: it makes events or reads whatever it is given). A chain is checked at submit: a
+    #: step must read what its input step writes.
     writes: ClassVar[str | None] = None
     reads: ClassVar[str | None] = None
 

@@ -76,6 +76,9 @@ class CommandPayload(ServiceMode, Payload):
 
     name: ClassVar[str] = "command"
     Params: ClassVar[type[PayloadParams]] = CommandParams
+    #: A chain step of any kind: it makes events (Gen_tf) or reads whatever its input
+    #: step wrote (Sim_tf an EVNT file, Reco_tf a HITS file).
+    reads: ClassVar[str | None] = "*"
 
     def __init__(self, params: PayloadParams) -> None:
         super().__init__(params)
