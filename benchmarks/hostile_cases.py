@@ -473,7 +473,7 @@ CASES: list[Case] = [
     output("spaces-and-quotes", lambda tmp: (tmp / "out 'q' \"q\"", ("holds ' '", "Parsl cannot start workers under it"))),
     output("hash", lambda tmp: (tmp / "out#1", ("holds '#'", "Parsl cannot start workers under it"))),
     # --- chain campaigns ------------------------------------------------------------------------
-    chain("input-itself", "input: gen", "input: sim", "chain.sim.input:", "names itself", at="input: sim"),
+    chain("input-itself", "input: sim", "input: rec", "chain.rec.input:", "names itself", at="input: rec"),
     chain("input-later-step", "input: gen", "input: rec", "chain.sim.input:", "'rec' comes later in the chain", at="input: rec"),
     chain("input-unknown-step", "input: gen", "input: evgen", "chain.sim.input:", "no step 'evgen'", "steps: gen, rec, sim", at="input: evgen"),
     chain("no-payload", "    payload: {name: emulate}\n    input: gen", "    input: gen", "chain.sim.payload:", "required key is missing", at="  sim:"),
