@@ -46,6 +46,8 @@ def _in_main_thread() -> bool:
 def shielded() -> Iterator[None]:
     """Run the block to its end even if ``interrupt`` is called meanwhile; raise after.
 
+    Python's own Ctrl-C (``KeyboardInterrupt`` in a notebook or a script, where no
+    front end handles SIGINT) is held back the same way and raised after the block.
     Only the main thread (where Python runs signal handlers) is shielded; in
     another thread this does nothing.
     """
@@ -53,11 +55,19 @@ def shielded() -> Iterator[None]:
     if not _in_main_thread():
         yield
         return
+    held: list[int] = []
+    default = _depth == 0 and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if default:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     _depth += 1
     try:
         yield
     finally:
         _depth -= 1
+        if default:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
     if _depth == 0 and _pending is not None:
         signum, _pending = _pending, None
         raise Interrupted(signum)

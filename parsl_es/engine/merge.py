@@ -22,6 +22,7 @@ from parsl_es.crashpoints import crash_point
 from parsl_es.engine.context import EngineContext, LostWork, error_text, log
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import MergeRecorded, RangesDone, StepSpec
+from parsl_es.interrupts import shielded
 from parsl_es.ledger import ResumeState
 from parsl_es.records import MergedFile
 from parsl_es.states import MergeState
@@ -75,14 +76,14 @@ class MergeStep(Step):
             log.info("merge %d left for the next allocation: it would not finish in time", g)
             return
         group = ctx.plan.group(g)
-        attempt = ctx.ledger.start_merge(g, self.node_type, now)
-        # The group's range files, as recorded: every one is done (and durable) by now.
-        known = pack(ctx.ledger.group_range_outputs(group))
-        args = (*ctx.payload, group, str(ctx.output_dir), known, attempt)
-        ctx.submit(
-            self.name, (g, attempt), self.node_type, Call(function=self.spec.function, args=args)
-        )
-        self._running[g] = (attempt, now)
+        with shielded():  # running in the ledger and in flight, or neither (Ctrl-C)
+            attempt = ctx.ledger.start_merge(g, self.node_type, now)
+            # The group's range files, as recorded: every one is done (and durable) by now.
+            known = pack(ctx.ledger.group_range_outputs(group))
+            args = (*ctx.payload, group, str(ctx.output_dir), known, attempt)
+            call = Call(function=self.spec.function, args=args)
+            ctx.submit(self.name, (g, attempt), self.node_type, call)
+            self._running[g] = (attempt, now)
         crash_point("merge-submitted")
 
     def handle(self, done: list[tuple[Any, Future]], now: float) -> None:

@@ -22,6 +22,7 @@ from parsl_es.engine.inflight import Bundle, InFlight
 from parsl_es.engine.sizing import bundle_size, window_size
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import MergeValidated, RangesDone, StepSpec
+from parsl_es.interrupts import shielded
 from parsl_es.ledger import ResumeState
 from parsl_es.records import NOWHERE, BundleResult, RangeResult, TaskOutcomes
 from parsl_es.states import FailureKind, Outcome, RangeState
@@ -102,27 +103,30 @@ class SimulateStep(Step):
                 free -= 1
         if not bundles:
             return
-        attempts = iter(
-            ctx.ledger.start_ranges(
-                [(i, nt) for nt, indices in bundles for i in indices], now, fresh_from
+        # once ranges are running in the ledger they must be in flight too: a Ctrl-C in
+        # between would leave them running with no task (held back until submitted)
+        with shielded():
+            attempts = iter(
+                ctx.ledger.start_ranges(
+                    [(i, nt) for nt, indices in bundles for i in indices], now, fresh_from
+                )
             )
-        )
-        ctx.counters.last_range_started = now
-        name, params = ctx.payload
-        for nt, indices in bundles:
-            work = [(i, next(attempts)) for i in indices]
-            allowance = ctx.timeouts.bundle_allowance(nt, len(work))
-            bid = self.in_flight.add(nt, work, allowance, now)
-            args = (
-                name,
-                params,
-                ctx.plan,
-                pack(work),
-                str(ctx.output_dir),
-                ctx.timeouts.current(nt),
-            )
-            ctx.submit(self.name, bid, nt, Call(function=self.spec.function, args=args))
-            crash_point("submitted")
+            ctx.counters.last_range_started = now
+            name, params = ctx.payload
+            for nt, indices in bundles:
+                work = [(i, next(attempts)) for i in indices]
+                allowance = ctx.timeouts.bundle_allowance(nt, len(work))
+                bid = self.in_flight.add(nt, work, allowance, now)
+                args = (
+                    name,
+                    params,
+                    ctx.plan,
+                    pack(work),
+                    str(ctx.output_dir),
+                    ctx.timeouts.current(nt),
+                )
+                ctx.submit(self.name, bid, nt, Call(function=self.spec.function, args=args))
+                crash_point("submitted")
 
     def _poll_workers(self, now: float) -> None:
         """Refresh each node type's connected workers and window, once a second."""
