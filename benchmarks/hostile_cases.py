@@ -226,12 +226,20 @@ def output(id: str, make: Callable[[Path], tuple[Path | str, tuple[str, ...]]]) 
 def _dataset_chain(keep_events: bool = False) -> str:
     """The chain with its first step reading ``data/*.hepmc`` (no events: the files'
     own); its steps read HepMC3 or anything (emulate reads anything)."""
-    text = edited(CHAIN, "    payload: {name: emulate}\n    events_per_range: 2", "    payload: {name: emulate}\n" + DATASET + "    events_per_range: 2")
+    text = edited(
+        CHAIN,
+        "    payload: {name: emulate}\n    events_per_range: 2",
+        "    payload: {name: emulate}\n" + DATASET + "    events_per_range: 2",
+    )
     return text if keep_events else edited(text, "events: 40\n", "")
 
 
 def _chain_setup(
-    tmp: Path, content: str, needles: tuple[str, ...], at: str | None = None, data: dict | None = None
+    tmp: Path,
+    content: str,
+    needles: tuple[str, ...],
+    at: str | None = None,
+    data: dict | None = None,
 ) -> Setup:
     (tmp / "data").mkdir(exist_ok=True)
     for name, text in (data or {}).items():
@@ -239,7 +247,6 @@ def _chain_setup(
     path = write(tmp / "chain.yaml", content)
     where = f"{path}:{line_no(content, at)}:" if at else f"{path}"
     return Setup(submit(tmp, path), (where, *needles))
-
 
 
 def _unreadable_campaign(tmp: Path) -> Setup:

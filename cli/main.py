@@ -113,11 +113,15 @@ def _run(
             ends = allocation(walltime, end, out)
             spec = prepared.spec
             if not prepared.resume:
+                steps = ", ".join(
+                    f"{(s.plan.name + ': ') if s.plan.name else ''}{s.plan.plan.n_ranges} ranges, "
+                    f"{s.plan.plan.n_merges} merge groups, payload {s.plan.payload[0]}"
+                    for s in prepared.stages
+                )
+                events = prepared.stages[0].plan.plan.events
                 out.print(
-                    f"campaign [bold]{spec.name}[/]: {spec.events} events in "
-                    f"{spec.plan.n_ranges} ranges, {spec.plan.n_merges} merge groups, payload "
-                    f"{spec.payload.name}, site {prepared.site.name} -> "
-                    f"{escape(str(prepared.output))}",
+                    f"campaign [bold]{spec.name}[/]: {events} events in {steps}, site "
+                    f"{prepared.site.name} -> {escape(str(prepared.output))}",
                     highlight=False,
                 )
             with ProgressDisplay(err, spec.name) as progress:
