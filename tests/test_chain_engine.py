@@ -80,3 +80,23 @@ def test_a_chain_stopped_in_the_middle_resumes_each_step_exactly_once(tmp_path):
         + sum(s["events"] for s in second.per_step.values())
         == 3 * 200
     )
+
+
+def test_a_node_type_goes_first_to_the_steps_that_prefer_it(tmp_path):
+    """sim prefers gpu and may use cpu; gen and rec have only cpu: while they have
+    ranges ready, the cpu workers are theirs, and sim takes cpu only when they wait."""
+    out = new_chain(tmp_path, events=2000)
+    sim = backend(
+        cpu=SimNodeType(workers=4, range_seconds=1.0),
+        gpu=SimNodeType(workers=2, range_seconds=1.0),
+    )
+    result = drive_chain(out, sim, {"gen": ["cpu"], "sim": ["gpu", "cpu"], "rec": ["cpu"]})
+    assert result.status is RunStatus.COMPLETE, result.message
+    rows = _ranges(out)
+    gen_starts = sorted(r.started for r in rows["gen"])
+    sim_on_cpu = sorted(r.started for r in rows["sim"] if r.node_type == "cpu")
+    sim_on_gpu = [r for r in rows["sim"] if r.node_type == "gpu"]
+    assert {r.node_type for r in rows["gen"]} == {"cpu"}
+    assert sim_on_gpu and sim_on_cpu, "sim ran on both"
+    # no sim range took a cpu worker while most of generation was still to start
+    assert sim_on_cpu[0] >= gen_starts[int(0.9 * len(gen_starts))]

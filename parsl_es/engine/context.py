@@ -41,6 +41,22 @@ class Shared:
     range_windows: list[InFlight] = field(default_factory=list)
     #: Each range step's window per node type, as it last sized it.
     windows: dict[str, dict[int, int]] = field(default_factory=dict)
+    #: Range steps by the rank each gives each node type (0: its first choice), and
+    #: whether each has ranges ready to start: ``ranks[id][node type]``, ``ready[id]``.
+    ranks: dict[int, dict[str, int]] = field(default_factory=dict)
+    ready: dict[int, bool] = field(default_factory=dict)
+
+    def may_use(self, node_type: str, step: int) -> bool:
+        """Whether ``step`` may start ranges on ``node_type`` now: a node type goes first
+        to the steps that rank it higher (a CPU node type to generation, before a
+        simulation that prefers GPUs), and to the others when those have nothing ready.
+        """
+        mine = self.ranks[step][node_type]
+        return not any(
+            ranks.get(node_type, mine) < mine and self.ready.get(other, False)
+            for other, ranks in self.ranks.items()
+            if other != step
+        )
 
     def tasks_on(self, node_type: str) -> int:
         return sum(w.tasks(node_type) for w in self.range_windows)

@@ -37,6 +37,7 @@ class SimulateStep(Step):
         self.feed = self._feed()
         self.in_flight = InFlight(node_types)
         ctx.shared.range_windows.append(self.in_flight)
+        ctx.shared.ranks[id(self)] = {nt: rank for rank, nt in enumerate(node_types)}
         self.cut = False  # no range can finish before the allocation ends any more
         self._windows: dict[str, int] = {}
         self._workers: dict[str, int] = {}  # connected now, as last polled
@@ -85,6 +86,7 @@ class SimulateStep(Step):
     def top_up(self, now: float) -> None:
         """Fill every node type's window; all new starts go to the ledger at once."""
         ctx = self.ctx
+        ctx.shared.ready[id(self)] = bool(self.feed)
         if not self.feed:
             return
         allowed = [nt for nt in self.node_types if ctx.cutoff.may_start_range(nt, now)]
@@ -98,6 +100,8 @@ class SimulateStep(Step):
         bundles: list[tuple[str, list[int]]] = []
         for nt in allowed:  # steps sharing a node type share its window
             free = ctx.shared.free_on(nt, id(self), self._windows[nt])
+            if free > 0 and not ctx.shared.may_use(nt, id(self)):
+                continue
             while free > 0 and self.feed:
                 bundles.append((nt, self.feed.take(self._bundle_size(nt, now))))
                 free -= 1
