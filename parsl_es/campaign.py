@@ -29,6 +29,7 @@ from parsl_es.specs import (
     MAX_EVENT_NUMBER,
     MAX_MERGE_GROUPS,
     STEPS,
+    OutputPath,
     PayloadSpec,
     RangeTimeoutSpec,
     StepsSpec,
@@ -66,7 +67,7 @@ class CampaignSpec(BaseModel):
     attempts: int = Field(3, ge=1, le=100)
     steps: StepsSpec = StepsSpec()
     range_timeout: RangeTimeoutSpec = RangeTimeoutSpec()
-    output: str | None = None
+    output: OutputPath = None
 
     @field_validator("first_event")
     @classmethod
@@ -88,15 +89,6 @@ class CampaignSpec(BaseModel):
         )
         if problem:
             raise ValueError(problem)
-        return value
-
-    @field_validator("output")
-    @classmethod
-    def _a_path(cls, value: str | None) -> str | None:
-        if value is not None and (not value or "\0" in value or len(value) > 4096):
-            raise ValueError(
-                "must be a directory path (not empty, no NUL, at most 4096 characters)"
-            )
         return value
 
     @property

@@ -26,6 +26,8 @@ from parsl_es.ranges import RangePlan, StepInput, derive_seed, merged_name
 from parsl_es.specs import (
     MAX_EVENT_NUMBER,
     MAX_MERGE_GROUPS,
+    NodeTypeNames,
+    OutputPath,
     PayloadSpec,
     RangeTimeoutSpec,
     StepsSpec,
@@ -57,13 +59,8 @@ class ChainStepSpec(BaseModel):
     input: str | DatasetSpec | None = None
     events_per_range: int = Field(gt=0, le=1_000_000)
     events_per_merge: int = Field(gt=0)
-    node_types: list[str] | None = Field(None, min_length=1, max_length=64)
+    node_types: NodeTypeNames = Field(None, min_length=1, max_length=64)
     keep_range_files: bool = True
-
-    @field_validator("node_types", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
     @field_validator("events_per_merge")
     @classmethod
@@ -86,7 +83,7 @@ class ChainSpec(BaseModel):
     attempts: int = Field(3, ge=1, le=100)
     steps: StepsSpec = StepsSpec()
     range_timeout: RangeTimeoutSpec = RangeTimeoutSpec()
-    output: str | None = None
+    output: OutputPath = None
     chain: dict[str, ChainStepSpec] = Field(min_length=1, max_length=MAX_CHAIN_STEPS)
     #: The input dataset's files as counted at submit (or as the ledger recorded them).
     _dataset: tuple[InputFile, ...] = PrivateAttr(default=())
@@ -105,15 +102,6 @@ class ChainSpec(BaseModel):
     def dataset_spec(self) -> DatasetSpec | None:
         first = next(iter(self.chain.values()))
         return first.input if isinstance(first.input, DatasetSpec) else None
-
-    @field_validator("output")
-    @classmethod
-    def _a_path(cls, value: str | None) -> str | None:
-        if value is not None and (not value or "\0" in value or len(value) > 4096):
-            raise ValueError(
-                "must be a directory path (not empty, no NUL, at most 4096 characters)"
-            )
-        return value
 
     @property
     def step_names(self) -> list[str]:

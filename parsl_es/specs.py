@@ -8,9 +8,18 @@ same payload block as a single-step campaign.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from parsl_es.errors import FieldError, UserError, allowed, did_you_mean, shown
 from parsl_es.payloads import available_payloads, load_payload_class
@@ -24,6 +33,22 @@ MAX_EVENT_NUMBER = 2**63 - 1
 #: creating any accepted campaign under a second and the driver's memory small.
 #: Event ranges need no bound: their rows are written when they are first started.
 MAX_MERGE_GROUPS = 100_000
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _output_path(value: str | None) -> str | None:
+    if value is not None and (not value or "\0" in value or len(value) > 4096):
+        raise ValueError("must be a directory path (not empty, no NUL, at most 4096 characters)")
+    return value
+
+
+#: A list of node type names; one name alone stands for a list of one.
+NodeTypeNames = Annotated[list[str] | None, BeforeValidator(_one_or_many)]
+#: The ``output`` key: a directory path.
+OutputPath = Annotated[str | None, AfterValidator(_output_path)]
 
 
 def merge_groups_problem(events: int | None, per_range: int | None, per_merge: int) -> str | None:
@@ -48,14 +73,9 @@ class StepsSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    simulate: list[str] | None = None
+    simulate: NodeTypeNames = None
     merge: str | None = None
     validate_: str | None = Field(None, alias="validate")
-
-    @field_validator("simulate", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
     @field_validator("simulate")
     @classmethod
