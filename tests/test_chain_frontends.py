@@ -1,0 +1,157 @@
+"""Chain campaigns in every front end: status, validate, report, notebook, run summary.
+
+A complete three-step chain (gen -> sim -> rec) is made once on the simulated
+backend (real ledger, real emulate files); tests that change it work on a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from parsl_es.cli.main import app
+from parsl_es.engine.result import RunStatus
+from parsl_es.ledger import LEDGER_NAME, Ledger
+from tests.engine_helpers import backend, drive_chain, new_chain
+
+STEPS = ("gen", "sim", "rec")
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """A complete chain, with the progress snapshots and result of its run."""
+    out = new_chain(tmp_path_factory.mktemp("chain"))
+    snapshots = []
+    result = drive_chain(out, backend(run_functions=True), on_progress=snapshots.append)
+    assert result.status is RunStatus.COMPLETE, result.message
+    return out, result, snapshots
+
+
+@pytest.fixture
+def chain_copy(chain, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(chain[0], out)
+    return out
+
+
+def _sections(text: str) -> dict[str, str]:
+    """The status text after each 'step NAME' heading, up to the next."""
+    parts = {}
+    for chunk in text.split("\nstep ")[1:]:
+        parts[chunk.split(" ", 1)[0]] = chunk
+    return parts
+
+
+def test_status_prints_a_table_per_step_and_a_line_for_the_chain(chain):
+    out = chain[0]
+    done = invoke("status", str(out))
+    assert done.exit_code == 0, done.output
+    sections = _sections(done.output)
+    assert list(sections) == list(STEPS)
+    assert "payload emulate, makes its own events" in sections["gen"]
+    assert "reads gen" in sections["sim"] and "reads sim" in sections["rec"]
+    # each step's own counts: gen 40 ranges in 10 merges, sim 100 in 20, rec 40 in 5
+    assert "merges validated: 10/10 passed" in sections["gen"]
+    assert "merges validated: 20/20 passed" in sections["sim"]
+    assert "merges validated: 5/5 passed" in sections["rec"]
+    for name in STEPS:
+        assert "events: 200/200 simulated" in sections[name]
+        assert "campaign validation: passed" in sections[name]
+    assert "chain: 3/3 steps validated" in done.output
+    assert done.output.rstrip().endswith("state: COMPLETE")
+
+
+def test_status_json_has_every_step(chain):
+    data = json.loads(invoke("status", str(chain[0]), "--json").output)
+    assert data["campaign"] == "chain" and data["chain"] == list(STEPS)
+    assert data["complete"] is True
+    assert list(data["steps"]) == list(STEPS)
+    assert data["steps"]["sim"]["n_ranges"] == 100 and data["steps"]["rec"]["n_merges"] == 5
+    assert data["steps"]["gen"]["ranges"]["merged"] == 40
+    assert all(s["complete"] for s in data["steps"].values())
+    assert data["events_done"] == 3 * 200
+
+
+def test_status_of_a_chain_not_yet_run(tmp_path):
+    out = new_chain(tmp_path)
+    done = invoke("status", str(out))
+    assert done.exit_code == 0, done.output
+    assert list(_sections(done.output)) == list(STEPS)
+    assert "chain: 0/3 steps validated; not yet complete: gen, sim, rec" in done.output
+    assert "state: incomplete" in done.output
+    assert json.loads(invoke("status", str(out), "--json").output)["complete"] is False
+
+
+def _damage(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_validate_checks_every_step_and_records_each_verdict(chain_copy):
+    out = chain_copy
+    with Ledger.open(out / LEDGER_NAME) as ledger:  # forget the engine's verdicts
+        for _, step in ledger.steps():
+            step.set_meta("campaign_validation", "failed")
+    done = invoke("validate", str(out))
+    assert done.exit_code == 0, done.output
+    for name, events in (("gen", 10), ("sim", 20), ("rec", 5)):
+        assert f"step {name}: 200/200 events found in {events} merged files" in done.output
+    assert "validation passed: every step (3)" in done.output
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        assert all(step.campaign_passed() for _, step in ledger.steps())
+    for name in STEPS:  # each step's report in its own folder
+        assert json.loads((out / name / "validation" / "campaign.json").read_text())["passed"]
+
+
+def test_a_damaged_merged_file_fails_its_step_only_and_resume_redoes_it(chain_copy):
+    out = chain_copy
+    merged = sorted((out / "sim" / "merged").iterdir())[3]
+    original = merged.read_bytes()
+    _damage(merged)
+    done = invoke("validate", str(out))
+    assert done.exit_code == 1
+    assert "step gen: 200/200 events found in 10 merged files; missing 0, duplicated 0; passed" in (
+        done.output
+    )
+    assert "; FAILED" in done.output.split("step sim:")[1].splitlines()[0]
+    assert "step rec: 200/200" in done.output and done.output.count("FAILED") == 2
+    assert "problem: sim: " in done.output and "checksum" in done.output
+    assert "validation FAILED in step sim;" in done.output and "problem: gen" not in done.output
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        verdicts = {name: step.meta("campaign_validation") for name, step in ledger.steps()}
+        assert verdicts == {"gen": "passed", "sim": "failed", "rec": "passed"}
+        bad = [m.group for m in ledger.step("sim").merge_records() if m.validation == "failed"]
+        assert bad == [3]  # marked: resume redoes this merged file
+        assert not ledger.step("sim").summary().complete
+    assert json.loads(invoke("status", str(out), "--json").output)["complete"] is False
+
+    result = drive_chain(out, backend(run_functions=True))  # what es-run resume runs
+    assert result.status is RunStatus.COMPLETE, result.message
+    assert merged.read_bytes() == original  # the same events, merged again
+    assert invoke("validate", str(out)).exit_code == 0
+
+
+def test_a_single_step_campaign_shows_no_steps(tmp_path):
+    from tests.engine_helpers import drive, new_campaign
+
+    out = new_campaign(tmp_path, events=40, events_per_merge=20)
+    assert drive(out, backend(run_functions=True)).status is RunStatus.COMPLETE
+    status = invoke("status", str(out))
+    assert status.exit_code == 0 and "step " not in status.output and "chain" not in status.output
+    assert "merges validated: 2/2 passed" in status.output
+    assert "steps" not in json.loads(invoke("status", str(out), "--json").output)
+    done = invoke("validate", str(out))
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines() == [
+        "40/40 events found in 2 merged files; missing 0, duplicated 0",
+        "validation passed",
+    ]
