@@ -113,13 +113,8 @@ def _run(
             ends = allocation(walltime, end, out)
             spec = prepared.spec
             if not prepared.resume:
-                out.print(
-                    f"campaign [bold]{spec.name}[/]: {spec.events} events in "
-                    f"{spec.plan.n_ranges} ranges, {spec.plan.n_merges} merge groups, payload "
-                    f"{spec.payload.name}, site {prepared.site.name} -> "
-                    f"{escape(str(prepared.output))}",
-                    highlight=False,
-                )
+                for line in _plan_lines(prepared):
+                    out.print(line, highlight=False)
             with ProgressDisplay(err, spec.name) as progress:
                 result = api.execute(
                     prepared,
@@ -134,6 +129,29 @@ def _run(
             output = prepared.output if prepared is not None else None
             raise typer.Exit(interrupted(exc, signals.running, output, err)) from None
     raise typer.Exit(finish(result, prepared.output, out, err))
+
+
+def _plan_lines(prepared: PreparedRun) -> list[str]:
+    """What a new campaign will do; a chain's steps each on a line of their own."""
+    spec, site, output = prepared.spec, prepared.site.name, escape(str(prepared.output))
+    steps = spec.step_plans()
+    if steps[0].name is None:
+        return [
+            f"campaign [bold]{spec.name}[/]: {spec.events} events in "
+            f"{spec.plan.n_ranges} ranges, {spec.plan.n_merges} merge groups, payload "
+            f"{spec.payload.name}, site {site} -> {output}"
+        ]
+    lines = [
+        f"campaign [bold]{spec.name}[/]: {spec.events} events through a chain of "
+        f"{len(steps)} steps, site {site} -> {output}"
+    ]
+    for step in steps:
+        reads = f", reads {step.input}'s merged files" if step.input else ""
+        lines.append(
+            f"  step [bold]{step.name}[/]: {step.plan.n_ranges} ranges, {step.plan.n_merges} "
+            f"merge groups, payload {step.payload[0]}{reads}"
+        )
+    return lines
 
 
 @app.command()

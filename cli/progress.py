@@ -19,9 +19,18 @@ def _eta(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def steps_text(s: Snapshot) -> str:
+    """A chain's count per step (``gen 200/200, sim 40/200``); empty for one step."""
+    return ", ".join(f"{p.step} {p.events_done}/{p.events_total}" for p in s.steps)
+
+
 def describe(s: Snapshot) -> str:
+    """One line of progress; a chain's totals count each event once per step."""
+    per_step = steps_text(s)
     return (
-        f"{s.events_done}/{s.events_total} events  {s.events_per_second:6.1f} ev/s  "
+        f"{s.events_done}/{s.events_total} events"
+        + (f" [{per_step}]" if per_step else "")
+        + f"  {s.events_per_second:6.1f} ev/s  "
         f"ETA {_eta(s.eta_seconds)}  in flight {s.ranges_in_flight}  "
         f"merges {s.merges_done}/{s.merges_total} (validated {s.merges_validated})  "
         f"failures {s.failures}"

@@ -155,3 +155,63 @@ def test_a_single_step_campaign_shows_no_steps(tmp_path):
         "40/40 events found in 2 merged files; missing 0, duplicated 0",
         "validation passed",
     ]
+
+
+@pytest.fixture
+def simulated_site(monkeypatch):
+    """es-run's runs go to the simulated backend (the site's node type 'local'), no Parsl."""
+    from parsl_es import api
+    from parsl_es.backends.simulated import SimNodeType
+
+    real = api.execute
+
+    def execute(prepared, **options):
+        local = SimNodeType(workers=4, range_seconds=1.0)
+        return real(prepared, **options, session=backend(run_functions=True, local=local))
+
+    monkeypatch.setattr(api, "execute", execute)
+
+
+def test_submit_and_resume_print_each_step(simulated_site, tmp_path):
+    import yaml
+
+    from tests.engine_helpers import chain_data
+
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump(chain_data(), sort_keys=False))
+    out = tmp_path / "out"
+    done = invoke("submit", str(path), "--output", str(out))
+    assert done.exit_code == 0, done.output
+    text = done.output
+    assert "campaign chain: 200 events through a chain of 3 steps, site local" in text
+    assert "  step gen: 40 ranges, 10 merge groups, payload emulate\n" in text
+    assert "  step sim: 100 ranges, 20 merge groups, payload emulate, reads gen's merged" in text
+    assert "  step rec: 40 ranges, 5 merge groups, payload emulate, reads sim's" in text
+    # the run summary: the whole chain, then each step's own figures
+    assert "this run: 600 events in 180 ranges, 35 merges" in text
+    for name, ranges, merges in (("gen", 40, 10), ("sim", 100, 20), ("rec", 40, 5)):
+        assert f"  step {name}: 200 events in {ranges} ranges, {merges} merges, " in text
+    assert text.count("200/200 done, validated") == 3
+    assert f"outputs: {out}/rec/merged (each step's in {out}/STEP/merged)" in text
+    # the progress lines (no terminal here): totals and each step's count
+    assert "600/600 events [gen 200/200, sim 200/200, rec 200/200]" in text
+
+    again = invoke("resume", str(out))
+    assert again.exit_code == 0, again.output
+    assert "through a chain" not in again.output  # a resumed run does not plan again
+    assert "this run: 0 events" in again.output and "  step sim: 0 events in 0 ranges" in (
+        again.output
+    )
+
+
+def test_submit_of_a_single_step_campaign_prints_as_before(simulated_site, tmp_path):
+    from tests.helpers import write_campaign
+
+    path = write_campaign(tmp_path, "single", events=40, events_per_range=2, events_per_merge=20)
+    out = tmp_path / "out"
+    done = invoke("submit", str(path), "--output", str(out))
+    assert done.exit_code == 0, done.output
+    assert "events in 20 ranges, 2 merge groups, payload emulate, site local" in done.output
+    assert f"outputs: {out}/merged   validation: {out}/validation" in done.output
+    assert "  step " not in done.output
+    assert "40/40 events     " in done.output  # no per-step counts after the total
