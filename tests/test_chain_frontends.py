@@ -6,6 +6,7 @@ backend (real ledger, real emulate files); tests that change it work on a copy.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 
@@ -215,3 +216,84 @@ def test_submit_of_a_single_step_campaign_prints_as_before(simulated_site, tmp_p
     assert f"outputs: {out}/merged   validation: {out}/validation" in done.output
     assert "  step " not in done.output
     assert "40/40 events     " in done.output  # no per-step counts after the total
+
+
+def _handle(campaign, out):
+    """A notebook handle whose campaign runs on the simulated backend (no Parsl)."""
+    from parsl_es import api
+    from parsl_es.backends.simulated import SimNodeType
+    from parsl_es.notebook import CampaignHandle
+
+    prepared = api.prepare(campaign, out, site="local")
+    local = SimNodeType(workers=4, range_seconds=1.0)
+    session = backend(run_functions=True, local=local)
+    handle = CampaignHandle(prepared, session, {})
+    seen = []
+    handle._show = lambda force=False: seen.append(handle.progress)  # every snapshot shown
+    return handle, seen
+
+
+def test_notebook_handle_shows_a_chain_per_step(tmp_path):
+    from tests.engine_helpers import chain_data
+
+    handle, seen = _handle(chain_data(), tmp_path / "out")
+    assert handle.steps == list(STEPS)
+    sim_files = handle.step_merged_outputs("sim")  # asked for before the run: resolved by it
+    handle.start(show=False)
+    result = handle.wait(timeout=120)
+    assert result.status is RunStatus.COMPLETE, result.message
+    progress = handle.progress
+    assert [p.step for p in progress.steps] == list(STEPS)
+    assert [p.events_done for p in progress.steps] == [200, 200, 200]
+    assert progress.events_total == 600
+    # streaming is visible per step: a step had events done while the one it reads was not
+    assert any(
+        later.events_done > 0 and earlier.events_done < 200
+        for p in seen
+        if p is not None
+        for earlier, later in itertools.pairwise(p.steps)
+    )
+    line = handle.summary_line()
+    assert "600/600 events [gen 200/200, sim 200/200, rec 200/200]" in line
+    page = handle._repr_html_()
+    assert page.count("<progress") == 4  # the chain's and one per step
+    assert "merges 20/20 (validated 20)" in page  # sim's own merges
+
+    # the merged files: the chain's (its last step's) and any step's
+    assert [f.result(timeout=5).parent for f in handle.merged_outputs] == [
+        handle.output / "rec" / "merged"
+    ] * 5
+    assert len(sim_files) == 20 and all(f.done() for f in sim_files)
+    assert sim_files[0].result().is_file() and sim_files[0].result().parent.parent.name == "sim"
+    with pytest.raises(KeyError, match="no step 'nope'"):
+        handle.step_merged_outputs("nope")
+
+    status = handle.status()
+    assert status.complete and list(status.steps) == list(STEPS)
+    text = repr(status)
+    assert text.startswith("chain chain: 3/3 steps complete (complete)")
+    assert "  step sim: 200/200 events simulated" in text
+    assert status.to_dict()["steps"]["rec"]["n_merges"] == 5
+    assert "<b>step gen</b>" in status._repr_html_()
+
+
+def test_notebook_handle_of_a_single_step_campaign_is_as_before(tmp_path):
+    data = {
+        "name": "one",
+        "events": 40,
+        "events_per_range": 2,
+        "events_per_merge": 20,
+        "seed": 3,
+        "payload": {"name": "emulate"},
+    }
+    handle, _ = _handle(data, tmp_path / "out")
+    handle.start(show=False)
+    assert handle.wait(timeout=120).status is RunStatus.COMPLETE
+    assert handle.steps == [] and handle.progress.steps == ()
+    assert "40/40 events, " in handle.summary_line()
+    assert handle._repr_html_().count("<progress") == 1
+    files = [f.result(timeout=5) for f in handle.merged_outputs]
+    assert [f.parent for f in files] == [handle.output / "merged"] * 2
+    status = handle.status()
+    assert repr(status).startswith("campaign one: 40/40 events simulated")
+    assert status.to_dict()["complete"]
