@@ -16,6 +16,7 @@ import atexit
 import base64
 import contextlib
 import html
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -423,12 +424,10 @@ class Report:
         self.page = page
 
     def images(self) -> list[Path]:
-        from parsl_es.report import FIGURES, PHYSICS_PREFIX
-
+        """The page's pictures in page order (a chain's: its timelines, then each step's)."""
         here = self.page.parent
-        figures = [here / f"{name}.png" for name in FIGURES]
-        physics = sorted(here.glob(f"{PHYSICS_PREFIX}*.png"))
-        return [p for p in figures if p.exists()] + physics
+        names = re.findall(r'<img[^>]* src="([^"]+\.png)"', self.page.read_text())
+        return [here / html.unescape(n) for n in names if (here / html.unescape(n)).exists()]
 
     def __repr__(self) -> str:
         return f"report: {self.page}"

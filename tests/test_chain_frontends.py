@@ -297,3 +297,64 @@ def test_notebook_handle_of_a_single_step_campaign_is_as_before(tmp_path):
     status = handle.status()
     assert repr(status).startswith("campaign one: 40/40 events simulated")
     assert status.to_dict()["complete"]
+
+
+def test_report_has_a_section_per_step_and_a_lane_per_step(chain, tmp_path):
+    import re
+
+    from parsl_es import fileio
+    from parsl_es.notebook import Report
+    from parsl_es.report import collect
+    from parsl_es.report_chain import step_kind
+
+    out = chain[0]
+    done = invoke("report", str(out), "--to", str(tmp_path / "r"))
+    assert done.exit_code == 0, done.output
+    page = tmp_path / "r" / "index.html"
+    text = page.read_text()
+    assert "a chain of 3 steps" in text and "Steps gen -&gt; sim -&gt; rec" in text
+    for png in ("timeline.png", "steps.png"):  # workers coloured by step; a lane per step
+        assert (page.parent / png).stat().st_size > 2000 and f'src="{png}"' in text
+    for name in STEPS:
+        assert f'<h2 id="step-{name}">Step {name}</h2>' in text
+        for figure in ("throughput", "durations", "failures"):
+            png = f"{name}-{figure}.png"
+            assert (page.parent / png).stat().st_size > 2000 and f'src="{png}"' in text
+        assert f'src="physics-{name}-physics.png"' in text  # the step's validation pictures
+        assert f"Merged outputs of step {name}" in text
+    assert text.index("step-gen") < text.index("step-sim") < text.index("step-rec")
+    # when each step's ranges ran: the steps stream (a step starts before the one it reads ends)
+    spans = {
+        m[0]: (float(m[1]), float(m[2]))
+        for m in re.findall(
+            r'data-step="(\w+)">.*?</td><td>[^<]*</td><td>passed</td><td>([\d.]+)</td>'
+            r"<td>([\d.]+)</td>",
+            text,
+        )
+    }
+    assert list(spans) == list(STEPS)
+    assert any(spans[b][0] < spans[a][1] for a, b in (("gen", "sim"), ("sim", "rec")))
+    # the worker timeline: each step's ranges are bars of the step's own kind (colour)
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        for name, part in ledger.steps():
+            tl, _ = collect(part, done=step_kind(name))
+            kinds = {kind for bars in tl.bars.values() for _, _, kind in bars}
+            assert step_kind(name) in kinds and "done" not in kinds
+    # provenance per step; every output's checksum is the file's
+    jr = json.loads((page.parent / "jobReport.json").read_text())
+    assert jr["chain"] == list(STEPS) and jr["validation"] == {"passed": True}
+    assert jr["steps"]["sim"]["inputs"]["input"] == "gen"
+    assert jr["steps"]["sim"]["inputs"]["events_per_range"] == 2
+    assert jr["steps"]["gen"]["seeds"]["campaign"] == 5  # the first step: the campaign seed
+    assert jr["steps"]["sim"]["seeds"]["campaign"] != 5  # a later step: a stream of its own
+    for name, merges in (("gen", 10), ("sim", 20), ("rec", 5)):
+        outputs = jr["steps"][name]["outputs"]
+        assert len(outputs) == merges and jr["steps"][name]["events_merged"] == 200
+        for o in outputs:
+            assert o["file"].startswith(f"{name}/merged/")
+            assert fileio.adler32(out / o["file"]) == o["adler32"]
+        assert jr["steps"][name]["validation"]["passed"]
+    # the notebook's inline report: every picture, in page order
+    images = [p.name for p in Report(page).images()]
+    assert images[:3] == ["timeline.png", "steps.png", "gen-throughput.png"]
+    assert len(images) == 2 + 3 * 4
