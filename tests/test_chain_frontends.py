@@ -358,3 +358,18 @@ def test_report_has_a_section_per_step_and_a_lane_per_step(chain, tmp_path):
     images = [p.name for p in Report(page).images()]
     assert images[:3] == ["timeline.png", "steps.png", "gen-throughput.png"]
     assert len(images) == 2 + 3 * 4
+
+
+def test_a_remote_chain_brings_back_each_steps_summary(simulated_site, tmp_path):
+    """What the endpoint's function returns for a chain (run here, on the simulated backend)."""
+    import base64
+
+    from parsl_es.remote import run_campaign_remotely, versions
+    from tests.engine_helpers import chain_data
+
+    got = run_campaign_remotely(chain_data(), str(tmp_path / "out"), "local", [], versions())
+    assert got["result"]["status"] == "complete"
+    assert got["summary"]["chain"] == list(STEPS) and got["summary"]["complete"]
+    assert got["summary"]["steps"]["sim"]["n_merges"] == 20
+    assert got["job_report"]["chain"] == list(STEPS)
+    assert base64.b64decode(got["timeline_png"]).startswith(b"\x89PNG")
