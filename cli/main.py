@@ -306,15 +306,20 @@ def _chain_status(output: Path, campaign: dict, steps: list, as_json: bool) -> N
     if as_json:
         print(json.dumps(chain_json(campaign["name"], steps)))
         return
+    from dataclasses import replace
+
     out.print(f"[bold]campaign {escape(campaign['name'])}[/] ({output})", highlight=False)
     for position, (step, summary) in enumerate(steps, 1):
         heading = step_heading(step, position, len(steps), campaign)
         out.print(f"\n[bold]{escape(heading)}[/]", highlight=False)
-        for table in status_tables(summary):
+        for table in status_tables(replace(summary, transforms={})):
             out.print(table)
         for line in summary_lines(summary):
             out.print(f"  {line}", highlight=False)
     out.print("")
+    shared = steps[0][1]  # the steps share the workers: their transforms are listed once
+    if shared.transforms:
+        out.print(status_tables(replace(shared, by_node_type={}))[-1])
     for line in chain_lines(steps):
         out.print(line, highlight=False)
 

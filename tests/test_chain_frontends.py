@@ -373,3 +373,23 @@ def test_a_remote_chain_brings_back_each_steps_summary(simulated_site, tmp_path)
     assert got["summary"]["steps"]["sim"]["n_merges"] == 20
     assert got["job_report"]["chain"] == list(STEPS)
     assert base64.b64decode(got["timeline_png"]).startswith(b"\x89PNG")
+
+
+def test_status_lists_the_shared_transforms_once(chain, capsys):
+    """Service mode: the steps share their workers' transforms; the table comes once."""
+    from dataclasses import replace
+
+    from parsl_es.cli.main import _chain_status
+
+    with Ledger.open(chain[0] / LEDGER_NAME, readonly=True) as ledger:
+        campaign = ledger.campaign_json()
+        starts = {"starts": 2, "restarts": 1, "init_seconds": 3.0, "mean_init_seconds": 1.5}
+        steps = [
+            (name, replace(part.summary(), transforms={"node1:0": starts}))
+            for name, part in ledger.steps()
+        ]
+    _chain_status(chain[0], campaign, steps, as_json=False)
+    text = capsys.readouterr().out
+    assert text.count("transforms (service mode) by worker") == 1
+    assert text.index("transforms (service mode)") > text.index("step rec")
+    assert text.count("simulated by node type") == 3  # each step's own
