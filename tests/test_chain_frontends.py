@@ -393,3 +393,26 @@ def test_status_lists_the_shared_transforms_once(chain, capsys):
     assert text.count("transforms (service mode) by worker") == 1
     assert text.index("transforms (service mode)") > text.index("step rec")
     assert text.count("simulated by node type") == 3  # each step's own
+
+
+def test_the_live_progress_bar_has_a_bar_per_step(chain):
+    """On a terminal: the chain's bar (every step's events), then one bar per step."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from parsl_es.cli.progress import ProgressDisplay
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=200, color_system=None)
+    with ProgressDisplay(console, "chain") as display:
+        for snapshot in chain[2]:
+            display(snapshot)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue())  # no cursor moves
+    lines = [line for line in plain.splitlines() if line.strip()]
+    last = max(i for i, line in enumerate(lines) if line.startswith("chain "))
+    lines = lines[last : last + 4]
+    assert "100% 600/600 events " in lines[0] and "merges 35/35" in lines[0]
+    assert [line.split()[0] for line in lines[1:]] == list(STEPS)
+    assert "200/200 events" in lines[2] and "merges 20/20 (validated 20)" in lines[2]
