@@ -89,6 +89,9 @@ def test_status_of_a_chain_not_yet_run(tmp_path):
     assert "chain: 0/3 steps validated; not yet complete: gen, sim, rec" in done.output
     assert "state: incomplete" in done.output
     assert json.loads(invoke("status", str(out), "--json").output)["complete"] is False
+    report = invoke("report", str(out))  # nothing run yet: the page says so
+    assert report.exit_code == 0, report.output
+    assert "chain validation: <b>not yet run</b>" in (out / "report" / "index.html").read_text()
 
 
 def _damage(path):
