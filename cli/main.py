@@ -32,7 +32,7 @@ from parsl_es.interrupts import Interrupted
 from .options import EndOpt, MarginOpt, MonitoringOpt, SetOpt, SiteOpt, WalltimeOpt
 from .progress import ProgressDisplay
 from .running import StopOnSignal, allocation, finish, interrupted
-from .tables import status_tables, summary_lines
+from .tables import chain_json, chain_lines, status_tables, step_heading, summary_lines
 
 try:  # typer vendors click since 0.2x; its own exceptions are what the parser raises
     from typer._click import exceptions as click_errors
@@ -113,17 +113,8 @@ def _run(
             ends = allocation(walltime, end, out)
             spec = prepared.spec
             if not prepared.resume:
-                steps = ", ".join(
-                    f"{(s.plan.name + ': ') if s.plan.name else ''}{s.plan.plan.n_ranges} ranges, "
-                    f"{s.plan.plan.n_merges} merge groups, payload {s.plan.payload[0]}"
-                    for s in prepared.stages
-                )
-                events = prepared.stages[0].plan.plan.events
-                out.print(
-                    f"campaign [bold]{spec.name}[/]: {events} events in {steps}, site "
-                    f"{prepared.site.name} -> {escape(str(prepared.output))}",
-                    highlight=False,
-                )
+                for line in _plan_lines(prepared):
+                    out.print(line, highlight=False)
             with ProgressDisplay(err, spec.name) as progress:
                 result = api.execute(
                     prepared,
@@ -138,6 +129,29 @@ def _run(
             output = prepared.output if prepared is not None else None
             raise typer.Exit(interrupted(exc, signals.running, output, err)) from None
     raise typer.Exit(finish(result, prepared.output, out, err))
+
+
+def _plan_lines(prepared: PreparedRun) -> list[str]:
+    """What a new campaign will do; a chain's steps each on a line of their own."""
+    spec, site, output = prepared.spec, prepared.site.name, escape(str(prepared.output))
+    steps = spec.step_plans()
+    if steps[0].name is None:
+        return [
+            f"campaign [bold]{spec.name}[/]: {spec.events} events in "
+            f"{spec.plan.n_ranges} ranges, {spec.plan.n_merges} merge groups, payload "
+            f"{spec.payload.name}, site {site} -> {output}"
+        ]
+    lines = [
+        f"campaign [bold]{spec.name}[/]: {spec.events} events through a chain of "
+        f"{len(steps)} steps, site {site} -> {output}"
+    ]
+    for step in steps:
+        reads = f", reads {step.input}'s merged files" if step.input else ""
+        lines.append(
+            f"  step [bold]{step.name}[/]: {step.plan.n_ranges} ranges, {step.plan.n_merges} "
+            f"merge groups, payload {step.payload[0]}{reads}"
+        )
+    return lines
 
 
 @app.command()
@@ -268,6 +282,11 @@ def status(
 
     ledger = open_campaign(output, readonly=True)
     try:
+        if ledger.chain_steps():
+            campaign = ledger.campaign_json()
+            steps = [(step, part.summary()) for step, part in ledger.steps()]
+            _chain_status(output, campaign, steps, as_json)
+            return
         summary = ledger.summary()
         name = ledger.plan.campaign
     finally:
@@ -282,6 +301,29 @@ def status(
         out.print(line, highlight=False)
 
 
+def _chain_status(output: Path, campaign: dict, steps: list, as_json: bool) -> None:
+    """A chain's status: each step's tables under its name, then a line for the chain."""
+    if as_json:
+        print(json.dumps(chain_json(campaign["name"], steps)))
+        return
+    from dataclasses import replace
+
+    out.print(f"[bold]campaign {escape(campaign['name'])}[/] ({output})", highlight=False)
+    for position, (step, summary) in enumerate(steps, 1):
+        heading = step_heading(step, position, len(steps), campaign)
+        out.print(f"\n[bold]{escape(heading)}[/]", highlight=False)
+        for table in status_tables(replace(summary, transforms={})):
+            out.print(table)
+        for line in summary_lines(summary):
+            out.print(f"  {line}", highlight=False)
+    out.print("")
+    shared = steps[0][1]  # the steps share the workers: their transforms are listed once
+    if shared.transforms:
+        out.print(status_tables(replace(shared, by_node_type={}))[-1])
+    for line in chain_lines(steps):
+        out.print(line, highlight=False)
+
+
 @app.command()
 def validate(
     output: Annotated[Path, typer.Argument(help="the campaign's output directory")],
@@ -290,17 +332,41 @@ def validate(
     from parsl_es.validate_local import validate_output
 
     report = validate_output(output)
-    out.print(
-        f"{report['events_found']}/{report['events_expected']} events found in "
-        f"{report['merged_files']} merged files; missing {report['events_missing']}, "
-        f"duplicated {report['events_duplicated']}",
-        highlight=False,
-    )
+    if "steps" in report:
+        _chain_validation(report, output)
+    out.print(_found_line(report), highlight=False)
     if report["passed"]:
         out.print("validation passed", highlight=False)
         raise typer.Exit(EXIT_OK)
     for problem in report["problems"]:
         err.print(f"problem: {problem}", highlight=False)
+    raise typer.Exit(EXIT_FAILED)
+
+
+def _found_line(report: dict) -> str:
+    return (
+        f"{report['events_found']}/{report['events_expected']} events found in "
+        f"{report['merged_files']} merged files; missing {report['events_missing']}, "
+        f"duplicated {report['events_duplicated']}"
+    )
+
+
+def _chain_validation(report: dict, output: Path) -> NoReturn:
+    """Each step's validation on its own lines; exit 1 if any step failed."""
+    for name, step in report["steps"].items():
+        verdict = "passed" if step["passed"] else "FAILED"
+        out.print(f"step {name}: {_found_line(step)}; {verdict}", highlight=False)
+    if report["passed"]:
+        out.print(f"validation passed: every step ({len(report['steps'])})", highlight=False)
+        raise typer.Exit(EXIT_OK)
+    for problem in report["problems"]:
+        err.print(f"problem: {problem}", highlight=False)
+    failed = [name for name, step in report["steps"].items() if not step["passed"]]
+    err.print(
+        f"validation FAILED in step {', '.join(failed)}; 'es-run resume {output}' redoes its "
+        "damaged merged files",
+        highlight=False,
+    )
     raise typer.Exit(EXIT_FAILED)
 
 

@@ -43,6 +43,15 @@ def finish(result: RunResult, output: Path, out: Console, err: Console) -> int:
         highlight=False,
         markup=False,
     )
+    for name, step in result.per_step.items():  # a chain: each step's own figures
+        verdict = "validated" if step.get("validated") else "not validated"
+        out.print(
+            f"  step {name}: {step['events']} events in {step['ranges']} ranges, "
+            f"{step['merges']} merges, {step['events_per_second']:.1f} events/s this run; "
+            f"{step['events_done']}/{step['events_total']} done, {verdict}",
+            highlight=False,
+            markup=False,
+        )
     status = result.status
     if status == RunStatus.WALLTIME and result.last_range_started and result.ended:
         tail = result.ended - result.last_range_started
@@ -53,6 +62,12 @@ def finish(result: RunResult, output: Path, out: Console, err: Console) -> int:
             highlight=False,
         )
     code, to_stderr, line = OUTCOMES[status]
+    if status == RunStatus.COMPLETE and result.per_step:
+        last = list(result.per_step)[-1]
+        line = (
+            f"outputs: {{out}}/{last}/merged (each step's in {{out}}/STEP/merged)   "
+            "validation: {out}/STEP/validation"
+        )
     (err if to_stderr else out).print(
         line.format(out=output, message=result.message), highlight=False, markup=False
     )

@@ -1,4 +1,4 @@
-"""Tables that ``es-run`` prints: campaign status and site lists."""
+"""Tables that ``es-run`` prints: campaign status (a chain's per step) and site lists."""
 
 from __future__ import annotations
 
@@ -73,3 +73,39 @@ def summary_lines(s: Summary) -> list[str]:
         f"campaign validation: {s.campaign_validation or 'not yet run'}",
         "state: " + ("COMPLETE" if s.complete else "incomplete"),
     ]
+
+
+def step_heading(name: str, position: int, count: int, campaign: dict) -> str:
+    """The line above a chain step's tables: its name, payload and input."""
+    step = campaign.get("chain", {}).get(name, {})
+    payload = (step.get("payload") or {}).get("name", "?")
+    source = step.get("input")
+    reads = f"reads {source}" if isinstance(source, str) else "makes its own events"
+    return f"step {name} ({position}/{count}): payload {payload}, {reads}"
+
+
+def chain_lines(steps: list[tuple[str, Summary]]) -> list[str]:
+    """The whole chain: complete once every step is (its campaign validation passed)."""
+    passed = [name for name, s in steps if s.campaign_validation == "passed"]
+    complete = all(s.complete for _, s in steps)
+    waiting = [name for name, s in steps if not s.complete]
+    return [
+        f"chain: {len(passed)}/{len(steps)} steps validated"
+        + (f"; not yet complete: {', '.join(waiting)}" if waiting else ""),
+        "state: " + ("COMPLETE" if complete else "incomplete"),
+    ]
+
+
+def chain_json(name: str, steps: list[tuple[str, Summary]]) -> dict:
+    """``es-run status --json`` of a chain: totals (each event once per step) and ``steps``."""
+    from dataclasses import asdict
+
+    return {
+        "campaign": name,
+        "chain": [step for step, _ in steps],
+        "complete": all(s.complete for _, s in steps),
+        "events_total": sum(s.events_total for _, s in steps),
+        "events_done": sum(s.events_done for _, s in steps),
+        "events_merged": sum(s.events_merged for _, s in steps),
+        "steps": {step: asdict(s) | {"complete": s.complete} for step, s in steps},
+    }

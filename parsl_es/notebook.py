@@ -3,7 +3,9 @@
 The campaign runs in a background thread of the kernel; the handle shows live
 progress (a display that updates itself in Jupyter, a line now and then
 elsewhere), answers ``status()``, ``wait()`` and ``cancel()``, gives a future per
-merged file, and draws the report inline. The site is loaded once per kernel
+merged file, and draws the report inline. A chain campaign shows its progress and
+status per step; its ``merged_outputs`` are its last step's merged files (the
+chain's outputs) and ``step_merged_outputs(step)`` any step's. The site is loaded once per kernel
 (Parsl takes seconds to start) and reused by every later campaign on it; the
 sessions are closed when the kernel exits.
 """
@@ -14,6 +16,7 @@ import atexit
 import base64
 import contextlib
 import html
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from typing import Any
 from parsl_es import api
 from parsl_es.backends.parsl import ParslBackend
 from parsl_es.campaign import CampaignSpec
+from parsl_es.chain import ChainSpec
 from parsl_es.engine.result import Progress, RunResult
 from parsl_es.ledger import LEDGER_NAME, Ledger, Summary
 from parsl_es.sites import SiteSpec, load_site
@@ -65,7 +69,7 @@ def close_sessions() -> None:
 
 
 def submit(
-    campaign: str | Path | dict | CampaignSpec,
+    campaign: str | Path | dict | CampaignSpec | ChainSpec,
     output: str | Path | None = None,
     *,
     site: str | Path | SiteSpec | None = None,
@@ -108,7 +112,8 @@ class CampaignHandle:
         self._stop = threading.Event()
         self._done: Future[RunResult] = Future()
         self._progress: Progress | None = None
-        self._merged: dict[int, Future[Path]] = {}
+        #: Futures of merged files by (step, merge group); a single-step campaign's step is None.
+        self._merged: dict[tuple[str | None, int], Future[Path]] = {}
         self._merges_seen = -1
         self._display: Any = None
         self._last_shown = 0.0
@@ -180,31 +185,64 @@ class CampaignHandle:
         finally:
             ledger.close()
 
-    def status(self) -> CampaignStatus:
-        """Ranges and merges by state, and where the ranges ran, from the ledger."""
+    def status(self) -> CampaignStatus | ChainStatus:
+        """Ranges and merges by state, and where the ranges ran, from the ledger.
+
+        A chain's is a ``ChainStatus``: one ``CampaignStatus`` per step.
+        """
         with self._ledger() as ledger:
-            return CampaignStatus(ledger.plan.campaign, ledger.summary())
+            if not ledger.chain_steps():
+                return CampaignStatus(ledger.plan.campaign, ledger.summary())
+            name = ledger.campaign_json()["name"]
+            return ChainStatus(
+                name,
+                {
+                    step: CampaignStatus(step, part.summary(), kind="step")
+                    for step, part in ledger.steps()
+                },
+            )
+
+    @property
+    def steps(self) -> list[str]:
+        """A chain's step names in order ([] for a single-step campaign)."""
+        return [s.name for s in self.spec.step_plans() if s.name is not None]
 
     @property
     def merged_outputs(self) -> list[Future[Path]]:
-        """One future per merge group, resolved with its merged file when it is written."""
-        if not self._merged:
-            self._merged = {g: Future() for g in range(self.spec.plan.n_merges)}
+        """One future per merge group, resolved with its merged file when it is written.
+
+        A chain's are its last step's (the chain's outputs); ``step_merged_outputs``
+        gives any step's.
+        """
+        return self.step_merged_outputs(self.steps[-1] if self.steps else None)
+
+    def step_merged_outputs(self, step: str | None) -> list[Future[Path]]:
+        """One future per merge group of a chain's ``step`` (None: a single-step campaign)."""
+        plans = {s.name: s.plan for s in self.spec.step_plans()}
+        if step not in plans:
+            raise KeyError(f"no step {step!r} in this campaign; steps: {self.steps or [None]}")
+        keys = [(step, g) for g in range(plans[step].n_merges)]
+        if keys[0] not in self._merged:
+            self._merged.update((key, Future()) for key in keys)
             self._resolve_merged()
-        return [self._merged[g] for g in sorted(self._merged)]
+        return [self._merged[key] for key in keys]
 
     def _resolve_merged(self, final: bool = False) -> None:
         if not self._merged or not (self.output / LEDGER_NAME).exists():
             return
         with self._ledger() as ledger:
-            for m in ledger.merge_records():
-                fut = self._merged.get(m.group)
-                if fut is not None and not fut.done() and m.state is MergeState.DONE:
-                    fut.set_result(self.output / m.output)
+            for step, part in ledger.steps():
+                for m in part.merge_records():
+                    fut = self._merged.get((step, m.group))
+                    if fut is not None and not fut.done() and m.state is MergeState.DONE:
+                        fut.set_result(self.output / (step or "") / m.output)
         if final:
-            for g, fut in self._merged.items():
+            for (step, g), fut in self._merged.items():
                 if not fut.done():
-                    fut.set_exception(RuntimeError(f"merge group {g} was not merged in this run"))
+                    where = f" of step {step}" if step else ""
+                    fut.set_exception(
+                        RuntimeError(f"merge group {g}{where} was not merged in this run")
+                    )
 
     def report(self) -> Report:
         """Write the campaign report and show its pictures here (inline in Jupyter)."""
@@ -219,8 +257,12 @@ class CampaignHandle:
         if p is None:
             return f"campaign {self.output.name}: starting ({state})"
         eta = "--" if p.eta_seconds is None else f"{p.eta_seconds:.0f} s"
+        steps = ", ".join(f"{s.step} {s.events_done}/{s.events_total}" for s in p.steps)
         return (
-            f"campaign {self.output.name}: {p.events_done}/{p.events_total} events, "
+            f"campaign {self.output.name}: {p.events_done}/{p.events_total} events"
+            + (f" [{steps}]" if steps else "")
+            + ", "
+            f"{p.events_per_second:.1f} events/s, ETA {eta}, in flight {p.ranges_in_flight}, "
             f"{p.events_per_second:.1f} events/s, ETA {eta}, in flight {p.ranges_in_flight}, "
             f"merges {p.merges_done}/{p.merges_total} (validated {p.merges_validated}), "
             f"failures {p.failures} [{state}]"
@@ -234,9 +276,24 @@ class CampaignHandle:
         share = 0.0 if p is None or not p.events_total else p.events_done / p.events_total
         line = html.escape(self.summary_line())
         return (
-            f'<div><progress value="{share:.4f}" max="1" style="width:24em"></progress> '
-            f"{share:.0%}<br><code>{line}</code></div>"
+            f"<div>{_bar(share)}<br><code>{line}</code>"
+            + "".join(_step_bar(s) for s in (p.steps if p is not None else ()))
+            + "</div>"
         )
+
+
+def _bar(share: float) -> str:
+    return f'<progress value="{share:.4f}" max="1" style="width:24em"></progress> {share:.0%}'
+
+
+def _step_bar(p: Progress) -> str:
+    """A chain step's own bar: its events done, merges and validations."""
+    share = p.events_done / p.events_total if p.events_total else 0.0
+    text = (
+        f"{p.events_done}/{p.events_total} events, in flight {p.ranges_in_flight}, merges "
+        f"{p.merges_done}/{p.merges_total} (validated {p.merges_validated})"
+    )
+    return f"<br><code>{html.escape(str(p.step)):>8}</code> {_bar(share)} <code>{text}</code>"
 
 
 class _Display:
@@ -270,9 +327,10 @@ class _Display:
 class CampaignStatus:
     """A campaign's state, as a table in Jupyter and as text elsewhere."""
 
-    def __init__(self, name: str, summary: Summary) -> None:
+    def __init__(self, name: str, summary: Summary, kind: str = "campaign") -> None:
         self.name = name
         self.summary = summary
+        self.kind = kind  # "step": one step of a chain
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -289,7 +347,7 @@ class CampaignStatus:
     def __repr__(self) -> str:
         s = self.summary
         lines = [
-            f"campaign {self.name}: {s.events_done}/{s.events_total} events simulated, "
+            f"{self.kind} {self.name}: {s.events_done}/{s.events_total} events simulated, "
             f"{s.events_merged} merged, validation {s.campaign_validation or 'not yet run'}"
         ]
         for title, row in self._rows():
@@ -304,7 +362,7 @@ class CampaignStatus:
     def _repr_html_(self) -> str:
         e = html.escape
         parts = [
-            f"<b>campaign {e(self.name)}</b>: {e(repr(self).splitlines()[0].split(': ', 1)[1])}"
+            f"<b>{self.kind} {e(self.name)}</b>: {e(repr(self).splitlines()[0].split(': ', 1)[1])}"
         ]
         for title, row in self._rows():
             head = "".join(f"<th>{e(str(k))}</th>" for k in row)
@@ -321,6 +379,44 @@ class CampaignStatus:
         return "\n".join(parts)
 
 
+class ChainStatus:
+    """A chain's state: each step's ``CampaignStatus``, in chain order."""
+
+    def __init__(self, name: str, steps: dict[str, CampaignStatus]) -> None:
+        self.name = name
+        self.steps = steps
+
+    @property
+    def complete(self) -> bool:
+        """Every step complete: merged, and its campaign validation passed."""
+        return all(s.summary.complete for s in self.steps.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "campaign": self.name,
+            "chain": list(self.steps),
+            "complete": self.complete,
+            "steps": {name: s.to_dict() for name, s in self.steps.items()},
+        }
+
+    def _head(self) -> str:
+        done = sum(s.summary.complete for s in self.steps.values())
+        state = "complete" if self.complete else "incomplete"
+        return f"chain {self.name}: {done}/{len(self.steps)} steps complete ({state})"
+
+    def __repr__(self) -> str:
+        parts = [self._head()]
+        for status in self.steps.values():
+            parts.append("\n".join("  " + line for line in repr(status).splitlines()))
+        return "\n".join(parts)
+
+    def _repr_html_(self) -> str:
+        parts = [f"<p><b>{html.escape(self._head())}</b></p>"]
+        for status in self.steps.values():
+            parts.append(status._repr_html_())
+        return "\n".join(parts)
+
+
 class Report:
     """The campaign report's pictures, inline in Jupyter (images embedded)."""
 
@@ -328,12 +424,10 @@ class Report:
         self.page = page
 
     def images(self) -> list[Path]:
-        from parsl_es.report import FIGURES, PHYSICS_PREFIX
-
+        """The page's pictures in page order (a chain's: its timelines, then each step's)."""
         here = self.page.parent
-        figures = [here / f"{name}.png" for name in FIGURES]
-        physics = sorted(here.glob(f"{PHYSICS_PREFIX}*.png"))
-        return [p for p in figures if p.exists()] + physics
+        names = re.findall(r'<img[^>]* src="([^"]+\.png)"', self.page.read_text())
+        return [here / html.unescape(n) for n in names if (here / html.unescape(n)).exists()]
 
     def __repr__(self) -> str:
         return f"report: {self.page}"

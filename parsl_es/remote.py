@@ -69,7 +69,15 @@ def run_campaign_remotely(
     result = api.execute(prepared)
     ledger = Ledger.open(out / LEDGER_NAME, readonly=True)
     try:
-        summary = asdict(ledger.summary())
+        if ledger.chain_steps():  # a chain: each step's summary
+            parts = {name: part.summary() for name, part in ledger.steps()}
+            summary = {
+                "chain": list(parts),
+                "complete": all(s.complete for s in parts.values()),
+                "steps": {name: asdict(s) | {"complete": s.complete} for name, s in parts.items()},
+            }
+        else:
+            summary = asdict(ledger.summary())
     finally:
         ledger.close()
     page = build_report(out)

@@ -10,6 +10,10 @@ Read from the ledger alone (its ``report_rows``) (it works during and after a ru
 - the physics histograms of the campaign validation;
 - ``jobReport.json``: inputs, outputs with checksums and event counts, seeds,
   software versions, the driver runs.
+
+A chain campaign's report (``report_chain``) has all of this per step, and a
+lane per step over time that shows the steps streaming. The pictures are drawn
+in ``report_plots``.
 """
 
 from __future__ import annotations
@@ -25,26 +29,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from parsl_es import fileio
 from parsl_es.errors import UserError
 from parsl_es.ledger import LEDGER_NAME, AttemptRow, Ledger, RangeRow
-from parsl_es.ranges import seed_rule
+from parsl_es.ranges import RangePlan, seed_rule
 from parsl_es.records import MergeRecord
+from parsl_es.report_plots import (  # noqa: F401 (the pictures were drawn here before)
+    COLOURS,
+    plot_durations,
+    plot_failures,
+    plot_throughput,
+    plot_timeline,
+)
 from parsl_es.states import MergeState
 
-#: Colours of the timeline, by what a bar is.
-COLOURS = {
-    "init": "#9e9e9e",
-    "done": "#2e7d32",
-    "failed": "#c62828",
-    "fatal": "#6a1b9a",
-    "lost": "#ef6c00",
-    "timeout": "#ad1457",
-    "merge": "#1565c0",
-    "validation": "#00838f",
-}
 #: Packages whose versions go into the job report.
 SOFTWARE = ("parsl-es", "parsl", "numpy", "awkward", "uproot", "hist", "pythia8mc", "torch")
 
@@ -79,13 +77,16 @@ class Timeline:
         return out
 
 
-def collect(ledger: Ledger) -> tuple[Timeline, dict[str, Any]]:
-    """The timeline and the figures the report shows, from the ledger's report rows."""
+def collect(ledger: Ledger, done: str = "done") -> tuple[Timeline, dict[str, Any]]:
+    """The timeline and the figures the report shows, from the ledger's report rows.
+
+    ``done`` is the kind of a range's bar (a chain's step gives its own).
+    """
     rows = ledger.report_rows()
     tl = Timeline()
     first_of_task: dict[int, float] = {}
     for r in rows.ranges:
-        tl.add(r.worker, r.started, r.finished, "done")
+        tl.add(r.worker, r.started, r.finished, done)
         if r.worker:
             tl.node_type.setdefault(r.worker, r.node_type or "?")
         if r.task is not None and r.started is not None:
@@ -122,91 +123,6 @@ def _durations(rows: Sequence[RangeRow]) -> dict[str, list[float]]:
     return out
 
 
-# --- pictures --------------------------------------------------------------------------------
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> str:
-    with fileio.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    _pyplot().close(fig)
-    return path.name
-
-
-def plot_timeline(tl: Timeline, path: Path) -> str:
-    plt = _pyplot()
-    workers = sorted(
-        tl.bars, key=lambda w: (tl.node_type.get(w, "~"), min(s for s, _, _ in tl.bars[w]))
-    )
-    t0 = tl.t0()
-    fig, ax = plt.subplots(figsize=(11, max(2.5, 0.28 * len(workers) + 1.2)))
-    for row, worker in enumerate(workers):
-        by_kind: dict[str, list[tuple[float, float]]] = {}
-        for start, width, kind in tl.bars[worker]:
-            by_kind.setdefault(kind, []).append((start - t0, max(width, 1e-3)))
-        for kind, spans in by_kind.items():
-            ax.broken_barh(spans, (row - 0.4, 0.8), facecolors=COLOURS.get(kind, "black"))
-    ax.set_yticks(range(len(workers)), [f"{tl.node_type.get(w, '')} {w}" for w in workers])
-    ax.tick_params(axis="y", labelsize=7)
-    ax.set_xlabel("seconds since the first range")
-    ax.set_title("Workers over time: initialisation, event ranges and merges")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()]
-    fig.legend(handles, list(COLOURS), ncol=len(COLOURS), fontsize=7, loc="lower center")
-    fig.tight_layout(rect=(0, 0.08 if len(workers) > 8 else 0.14, 1, 1))
-    return _save(fig, path)
-
-
-def plot_throughput(ranges: Sequence[RangeRow], t0: float, path: Path) -> str:
-    plt = _pyplot()
-    finished = np.array([r.finished for r in ranges if r.finished]) - t0
-    events = np.array([r.n_events or 0 for r in ranges if r.finished])
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    if len(finished):
-        bins = max(5, min(80, len(finished) // 5))
-        counts, edges = np.histogram(finished, bins=bins, weights=events)
-        ax.stairs(counts / np.diff(edges), edges, fill=True, alpha=0.6)
-        ax.axhline(events.sum() / max(finished.max(), 1e-9), ls="--", c="k", lw=1, label="mean")
-        ax.legend(fontsize=8)
-    ax.set(xlabel="seconds since the first range", ylabel="events / s", title="Throughput")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_durations(durations: dict[str, list[float]], path: Path) -> str:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    values = [v for vs in durations.values() for v in vs]
-    if values:
-        edges = np.histogram_bin_edges(values, bins=40)
-        for nt, vs in sorted(durations.items()):
-            ax.hist(vs, bins=edges, histtype="step", lw=1.5, label=f"{nt} ({len(vs)} ranges)")
-        ax.legend(fontsize=8)
-    ax.set(xlabel="range duration [s]", ylabel="ranges", title="Range durations per node type")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_failures(attempts: Sequence[AttemptRow], path: Path) -> str:
-    plt = _pyplot()
-    counts: dict[str, int] = {}
-    for a in attempts:
-        counts[a.outcome.value] = counts.get(a.outcome.value, 0) + 1
-    fig, ax = plt.subplots(figsize=(6, 2.8))
-    kinds = ["failed", "lost", "timeout", "damaged", "fatal"]
-    ax.bar(kinds, [counts.get(k, 0) for k in kinds], color=[COLOURS.get(k, "#555") for k in kinds])
-    ax.set(ylabel="attempts", title="Attempts that did not succeed (then retried)")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 # --- the job report -------------------------------------------------------------------------
 
 
@@ -215,9 +131,51 @@ def seeds_section(campaign_seed: int) -> dict[str, Any]:
     return {"campaign": campaign_seed, **seed_rule()}
 
 
-def job_report(ledger: Ledger, output: Path, merges: Sequence[MergeRecord]) -> dict[str, Any]:
-    """Provenance: what went in, what came out, with which software and seeds."""
-    spec = ledger.campaign_json()
+def plan_inputs(plan: RangePlan) -> dict[str, int]:
+    return {
+        "events": plan.events,
+        "first_event": plan.first_event,
+        "events_per_range": plan.events_per_range,
+        "events_per_merge": plan.events_per_merge,
+    }
+
+
+def outputs_section(
+    plan: RangePlan, merges: Sequence[MergeRecord], prefix: str = ""
+) -> list[dict[str, Any]]:
+    """The merged files written (paths relative to the output, a chain's under its step)."""
+    return [
+        {
+            "file": prefix + str(m.output),
+            "merge_group": m.group,
+            "events": m.n_events,
+            "first_event": plan.group(m.group).first_event,
+            "last_event": plan.group(m.group).last_event,
+            "adler32": m.checksum,
+            "size": m.size,
+            "validation": None if m.validation is None else m.validation.value,
+        }
+        for m in merges
+        if m.state is MergeState.DONE
+    ]
+
+
+def events_merged(merges: Sequence[MergeRecord]) -> int:
+    return sum(m.n_events or 0 for m in merges if m.state is MergeState.DONE)
+
+
+def validation_section(validation_dir: Path) -> dict[str, Any] | None:
+    """The campaign validation's verdict, from its ``campaign.json``."""
+    path = validation_dir / "campaign.json"
+    if not path.is_file():
+        return None
+    validation = json.loads(path.read_text())
+    keys = ("passed", "problems", "events_found", "events_missing", "events_duplicated")
+    return {k: validation.get(k) for k in (*keys, "event_check")}
+
+
+def environment(output: Path) -> dict[str, Any]:
+    """The job report's tail: software versions, host, the driver's runs, when written."""
     versions = {}
     for name in SOFTWARE:
         try:
@@ -225,53 +183,28 @@ def job_report(ledger: Ledger, output: Path, merges: Sequence[MergeRecord]) -> d
         except metadata.PackageNotFoundError:
             continue
     runs = [json.loads(p.read_text()) for p in sorted((output / "logs").glob("run-*.json"))]
-    validation_file = output / "validation" / "campaign.json"
-    validation = json.loads(validation_file.read_text()) if validation_file.is_file() else None
+    return {
+        "software": {"python": platform.python_version(), **versions},
+        "host": platform.node(),
+        "runs": runs,
+        "written": time.time(),
+    }
+
+
+def job_report(ledger: Ledger, output: Path, merges: Sequence[MergeRecord]) -> dict[str, Any]:
+    """Provenance: what went in, what came out, with which software and seeds."""
+    spec = ledger.campaign_json()
     plan = ledger.plan
     return {
         "campaign": spec,
         "site": ledger.meta("site"),
         "created": float(ledger.meta("created") or 0),
-        "inputs": {
-            "payload": spec["payload"],
-            "events": plan.events,
-            "first_event": plan.first_event,
-            "events_per_range": plan.events_per_range,
-            "events_per_merge": plan.events_per_merge,
-        },
+        "inputs": {"payload": spec["payload"], **plan_inputs(plan)},
         "seeds": seeds_section(plan.seed),
-        "outputs": [
-            {
-                "file": m.output,
-                "merge_group": m.group,
-                "events": m.n_events,
-                "first_event": plan.group(m.group).first_event,
-                "last_event": plan.group(m.group).last_event,
-                "adler32": m.checksum,
-                "size": m.size,
-                "validation": None if m.validation is None else m.validation.value,
-            }
-            for m in merges
-            if m.state is MergeState.DONE
-        ],
-        "events_merged": sum(m.n_events or 0 for m in merges if m.state is MergeState.DONE),
-        "validation": None
-        if validation is None
-        else {
-            k: validation.get(k)
-            for k in (
-                "passed",
-                "problems",
-                "events_found",
-                "events_missing",
-                "events_duplicated",
-                "event_check",
-            )
-        },
-        "software": {"python": platform.python_version(), **versions},
-        "host": platform.node(),
-        "runs": runs,
-        "written": time.time(),
+        "outputs": outputs_section(plan, merges),
+        "events_merged": events_merged(merges),
+        "validation": validation_section(output / "validation"),
+        **environment(output),
     }
 
 
@@ -292,6 +225,10 @@ def build_report(output: str | Path, dest: str | Path | None = None) -> Path:
     dest = Path(dest) if dest else output / "report"
     dest.mkdir(parents=True, exist_ok=True)
     with Ledger.open(output / LEDGER_NAME, readonly=True) as ledger:
+        if ledger.chain_steps():
+            from parsl_es.report_chain import build_chain_report
+
+            return build_chain_report(ledger, output, dest)
         tl, fig = collect(ledger)
         summary = ledger.summary()
         jr = job_report(ledger, output, fig["merges"])
@@ -302,10 +239,7 @@ def build_report(output: str | Path, dest: str | Path | None = None) -> Path:
         "durations": plot_durations(fig["durations"], durations),
         "failures": plot_failures(fig["attempts"], failures),
     }
-    physics = []
-    for png in sorted((output / "validation").glob("*.png")):
-        shutil.copyfile(png, dest / f"{PHYSICS_PREFIX}{png.name}")
-        physics.append(f"{PHYSICS_PREFIX}{png.name}")
+    physics = copy_physics(output / "validation", dest, PHYSICS_PREFIX)
     fileio.write_text_atomic(dest / "jobReport.json", json.dumps(jr, indent=1, default=str))
     idle = tl.idle()
     page = _html(jr, summary, images, physics, idle, fig["attempts"])
@@ -313,7 +247,16 @@ def build_report(output: str | Path, dest: str | Path | None = None) -> Path:
     return dest / "index.html"
 
 
-def _transform_html(per_worker: dict[str, dict[str, float]]) -> str:
+def copy_physics(validation_dir: Path, dest: Path, prefix: str) -> list[str]:
+    """The validation's physics pictures, copied beside the page as ``PREFIXNAME.png``."""
+    physics = []
+    for png in sorted(validation_dir.glob("*.png")):
+        shutil.copyfile(png, dest / f"{prefix}{png.name}")
+        physics.append(f"{prefix}{png.name}")
+    return physics
+
+
+def transform_html(per_worker: dict[str, dict[str, float]]) -> str:
     """Service mode: each worker's transform starts, restarts and initialisation time."""
     if not per_worker:
         return ""
@@ -330,6 +273,71 @@ def _transform_html(per_worker: dict[str, dict[str, float]]) -> str:
     )
 
 
+_transform_html = transform_html  # its name before the chain report shared it
+
+
+def output_rows(outputs: list[dict[str, Any]]) -> str:
+    e = html.escape
+    return "".join(
+        f"<tr><td>{e(str(o['file']))}</td><td>{o['events']}</td><td>{o['first_event']}"
+        f"-{o['last_event']}</td><td><code>{e(str(o['adler32']))}</code></td>"
+        f"<td>{e(str(o['validation']))}</td></tr>"
+        for o in outputs
+    )
+
+
+def failure_rows(attempts: Sequence[AttemptRow]) -> str:
+    e = html.escape
+    return "".join(
+        f"<tr><td>{a.index}</td><td>{a.attempt}</td><td>{e(a.outcome.value)}</td>"
+        f"<td>{e(str(a.node_type))}</td><td>{e((a.error or '')[:160])}</td></tr>"
+        for a in attempts[:50]
+    )
+
+
+def figures_html(images: dict[str, str]) -> str:
+    e = html.escape
+    return "".join(
+        f'<figure><img src="{e(src)}" alt="{e(key)}"><figcaption>{e(key)}</figcaption></figure>'
+        for key, src in images.items()
+    )
+
+
+def physics_html(physics: list[str]) -> str:
+    e = html.escape
+    return "".join(f'<img class="physics" src="{e(src)}" alt="{e(src)}">' for src in physics)
+
+
+def verdict_text(validation: dict[str, Any] | None) -> str:
+    return {True: "passed", False: "FAILED", None: "not yet run"}[(validation or {}).get("passed")]
+
+
+def page_html(title: str, body: str) -> str:
+    """The page around a report's body: style, and a script that counts loaded images."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>parsl-es report: {html.escape(title)}</title>
+<style>
+ body {{ font-family: sans-serif; margin: 1.5em; max-width: 1200px; }}
+ img {{ max-width: 100%; border: 1px solid #ddd; }}
+ img.physics {{ width: 32%; }}
+ table {{ border-collapse: collapse; font-size: 0.85em; }}
+ td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: left; }}
+ figure {{ margin: 1em 0; }}
+</style></head>
+<body>
+{body}
+<script>
+ window.addEventListener("load", () => {{
+   const imgs = Array.from(document.images);
+   document.body.dataset.images = imgs.length;
+   document.body.dataset.loaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+ }});
+</script>
+</body></html>
+"""
+
+
 def _html(
     jr: dict[str, Any],
     summary: Any,
@@ -341,43 +349,17 @@ def _html(
     e = html.escape
     name = jr["campaign"]["name"]
     mean_idle = sum(idle.values()) / len(idle) if idle else 0.0
-    rows = "".join(
-        f"<tr><td>{e(str(o['file']))}</td><td>{o['events']}</td><td>{o['first_event']}"
-        f"-{o['last_event']}</td><td><code>{e(str(o['adler32']))}</code></td>"
-        f"<td>{e(str(o['validation']))}</td></tr>"
-        for o in jr["outputs"]
-    )
-    fails = "".join(
-        f"<tr><td>{a.index}</td><td>{a.attempt}</td><td>{e(a.outcome.value)}</td>"
-        f"<td>{e(str(a.node_type))}</td><td>{e((a.error or '')[:160])}</td></tr>"
-        for a in attempts[:50]
-    )
-    img = "".join(
-        f'<figure><img src="{e(src)}" alt="{e(key)}"><figcaption>{e(key)}</figcaption></figure>'
-        for key, src in images.items()
-    )
-    phys = "".join(f'<img class="physics" src="{e(src)}" alt="{e(src)}">' for src in physics)
-    validation = jr.get("validation") or {}
-    verdict = {True: "passed", False: "FAILED", None: "not yet run"}[validation.get("passed")]
-    transforms = _transform_html(summary.transforms)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>parsl-es report: {e(name)}</title>
-<style>
- body {{ font-family: sans-serif; margin: 1.5em; max-width: 1200px; }}
- img {{ max-width: 100%; border: 1px solid #ddd; }}
- img.physics {{ width: 32%; }}
- table {{ border-collapse: collapse; font-size: 0.85em; }}
- td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: left; }}
- figure {{ margin: 1em 0; }}
-</style></head>
-<body>
-<h1>Campaign {e(name)}</h1>
+    rows = output_rows(jr["outputs"])
+    fails = failure_rows(attempts)
+    phys = physics_html(physics)
+    verdict = verdict_text(jr.get("validation"))
+    transforms = transform_html(summary.transforms)
+    body = f"""<h1>Campaign {e(name)}</h1>
 <p>{summary.events_done}/{summary.events_total} events simulated, {summary.events_merged} merged
 in {summary.merges.get("done", 0)}/{summary.n_merges} files; campaign validation: <b>{verdict}</b>.
 Site {e(str(jr.get("site")))}. Workers idle on average {mean_idle:.1%} of their time between
 their first and last bar.</p>
-{img}
+{figures_html(images)}
 <h2>Physics</h2>
 <div>{phys or "<p>No validation histograms yet.</p>"}</div>
 <h2>Merged outputs</h2>
@@ -389,13 +371,5 @@ their first and last bar.</p>
 <table><tr><th>range</th><th>attempt</th><th>outcome</th><th>node type</th><th>error</th></tr>
 {fails or '<tr><td colspan="5">none</td></tr>'}</table>
 <p>Provenance: <a href="jobReport.json">jobReport.json</a>
-(software: {e(", ".join(f"{k} {v}" for k, v in jr["software"].items()))}).</p>
-<script>
- window.addEventListener("load", () => {{
-   const imgs = Array.from(document.images);
-   document.body.dataset.images = imgs.length;
-   document.body.dataset.loaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
- }});
-</script>
-</body></html>
-"""
+(software: {e(", ".join(f"{k} {v}" for k, v in jr["software"].items()))}).</p>"""
+    return page_html(name, body)
