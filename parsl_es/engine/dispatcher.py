@@ -132,6 +132,7 @@ class Dispatcher:
         self._top_up_order = sorted(self.steps, key=lambda s: -self.contexts.index(s.ctx))
         self.on_progress = on_progress
         self._rate = Rate()
+        self._step_rates = [Rate() for _ in self.contexts]
         self._t0 = 0.0
         self._last_progress = float("-inf")
 
@@ -243,7 +244,7 @@ class Dispatcher:
         """The campaign's progress; a chain's adds up its steps (each event once per step)."""
         now = self.ctx.backend.now()
         per_step = []
-        for ctx in self.contexts:
+        for ctx, rate in zip(self.contexts, self._step_rates, strict=True):
             units = tasks = 0
             for step in self.steps:
                 if step.ctx is ctx:
@@ -254,7 +255,7 @@ class Dispatcher:
                     ctx.plan,
                     ctx.counters,
                     elapsed=now - self._t0,
-                    rate=0.0,
+                    rate=rate.update(now, ctx.counters.events),
                     ranges_in_flight=units,
                     tasks_in_flight=tasks,
                     stopping=self.stop.is_set(),
