@@ -62,7 +62,6 @@ PLACEMENTS: dict[str, dict[str, list[str]]] = {
     "preferred-first": {"gen": [CPU, GPU], "simul": [GPU, CPU], "reco": [CPU, GPU]},
     "preferred+overflow": {"gen": [CPU], "simul": [GPU, CPU], "reco": [CPU]},
 }
-REAL_PLACEMENTS = ("naive", "preferred", "preferred-first")
 
 
 def chain(
@@ -154,26 +153,35 @@ def ideal_wall(
 
 
 def figures(out: Path, wall: float, workers: dict[str, int], events: int) -> dict[str, Any]:
-    """Events/s of the chain and of each step, node types' shares and utilisation."""
+    """Events/s of the chain and of each step, node types' shares and utilisation.
+
+    ``last_s``: when each node type finished its last range of the step, from the
+    first range's start: a node type that finishes long before another sat idle.
+    """
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        ranges = {name: list(step.ranges()) for name, step in ledger.steps()}
+    for name, rows in ranges.items():
+        assert all(r.started is not None and r.finished is not None for r in rows), name
+    t0 = min(r.started for rows in ranges.values() for r in rows)  # type: ignore[type-var]
     busy = dict.fromkeys(workers, 0.0)
     steps: dict[str, Any] = {}
-    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
-        for name, step in ledger.steps():
-            rows = list(step.ranges())
-            assert all(r.started is not None and r.finished is not None for r in rows), name
-            span = max(r.finished for r in rows) - min(r.started for r in rows)  # type: ignore[operator]
-            by_type: dict[str, int] = {}
-            for r in rows:
-                nt = r.node_type or "?"
-                by_type[nt] = by_type.get(nt, 0) + (r.n_events or 0)
-                busy[nt] = busy.get(nt, 0.0) + (r.finished - r.started)  # type: ignore[operator]
-            done = sum(by_type.values())
-            steps[name] = {
-                "events": done,
-                "span_s": round(span, 2),
-                "events_per_s": round(done / span, 3) if span > 0 else None,
-                "share": {nt: round(n / done, 3) for nt, n in sorted(by_type.items())},
-            }
+    for name, rows in ranges.items():
+        span = max(r.finished for r in rows) - min(r.started for r in rows)  # type: ignore[operator]
+        by_type: dict[str, int] = {}
+        last: dict[str, float] = {}
+        for r in rows:
+            nt = r.node_type or "?"
+            by_type[nt] = by_type.get(nt, 0) + (r.n_events or 0)
+            busy[nt] = busy.get(nt, 0.0) + (r.finished - r.started)  # type: ignore[operator]
+            last[nt] = max(last.get(nt, 0.0), r.finished - t0)  # type: ignore[operator]
+        done = sum(by_type.values())
+        steps[name] = {
+            "events": done,
+            "span_s": round(span, 2),
+            "events_per_s": round(done / span, 3) if span > 0 else None,
+            "share": {nt: round(n / done, 3) for nt, n in sorted(by_type.items())},
+            "last_s": {nt: round(t, 2) for nt, t in sorted(last.items())},
+        }
     return {
         "wall_s": round(wall, 2),
         "events_per_s": round(events / wall, 3),
@@ -188,11 +196,12 @@ def row(name: str, f: dict[str, Any], baseline: dict[str, Any] | None) -> str:
 
     steps = "  ".join(f"{s} {v['events_per_s']:.3g}/s ({shares(v)})" for s, v in f["steps"].items())
     util = " ".join(f"{nt} {u:.0%}" for nt, u in f["utilisation"].items())
+    simul = " ".join(f"{nt} {t:.1f} s" for nt, t in f["steps"]["simul"]["last_s"].items())
     speed = f"  x{baseline['wall_s'] / f['wall_s']:.2f} vs naive" if baseline else ""
     return (
         f"  {name:19s} wall {f['wall_s']:9.1f} s (ideal {f['ideal_wall_s']:.1f} s)  "
         f"chain {f['events_per_s']:.3g} ev/s{speed}\n"
-        f"  {'':19s} {steps}\n  {'':19s} utilisation {util}"
+        f"  {'':19s} {steps}\n  {'':19s} utilisation {util}; last simul range ends {simul}"
     )
 
 
@@ -325,7 +334,7 @@ def real(events: int) -> dict[str, Any]:
             seconds=dict.fromkeys(STEPS, 0.0),
         )
         assert api.run_campaign(warm, tmp / "warm", session=session).status == "complete"
-        for name in REAL_PLACEMENTS:
+        for name in PLACEMENTS:
             spec = chain(
                 events,
                 PLACEMENTS[name],
