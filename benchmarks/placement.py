@@ -29,7 +29,8 @@ same), the share of each step's events each node type ran, and each node
 type's utilisation (time in ranges / (workers x wall); merges and validations
 not counted).
 
-    python -m benchmarks.placement [--sim-only | --real-only] [--events N] [--real-events N]
+    python -m benchmarks.placement [--sim-only | --real-only] [--quick] [--events N]
+        [--cpu-workers N] [--gpu-workers N] [--real-events N]
 """
 
 from __future__ import annotations
@@ -362,7 +363,12 @@ def main() -> None:
     parser.add_argument("--cpu-workers", type=int, default=256)
     parser.add_argument("--gpu-workers", type=int, default=32)
     parser.add_argument("--real-events", type=int, default=200, help="real HTEX (default 200)")
+    parser.add_argument(
+        "--quick", action="store_true", help="4,000 events on 64 + 32 workers; 100 real events"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.events, args.cpu_workers, args.gpu_workers, args.real_events = 4000, 64, 32, 100
     out: dict[str, Any] = {"benchmark": "placement"}
     if not args.real_only:
         out["simulated"] = simulated(args.events, args.cpu_workers, args.gpu_workers)
