@@ -42,6 +42,14 @@ class SimNodeType:
     startup_seconds: float = 0.0  # until a pool connects (a block starting)
     step_seconds: float = 0.05  # duration of merges and validations on it
     prefetch: float = 2.0  # tasks the engine keeps in flight per worker
+    #: chain step -> how many times faster its ranges run here than ``range_seconds``
+    #: says (below 1: slower): a GPU node type's build of one step, or steps of
+    #: different costs on one machine
+    step_speedup: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if any(not s > 0 for s in self.step_speedup.values()):
+            raise ValueError(f"step_speedup must be positive: {self.step_speedup}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -251,8 +259,10 @@ class SimulatedBackend:
         work = apps.unpack(task.call.args[3])
         hangs = any(a == 1 and i in self.faults.hung_ranges for i, a in work)
         late = self.faults.late_ranges
+        speedup = spec.step_speedup.get(task.call.step or "", 1.0)
         task.durations = [
-            self._range_seconds(spec) + (self.faults.late_seconds if a == 1 and i in late else 0.0)
+            self._range_seconds(spec) / speedup
+            + (self.faults.late_seconds if a == 1 and i in late else 0.0)
             for i, a in work
         ]
         return sum(task.durations), hangs
