@@ -50,15 +50,11 @@ def test_each_step_on_its_preferred_node_type_beats_every_step_everywhere(tmp_pa
     assert preferred["wall_s"] < 0.8 * naive["wall_s"], (preferred, naive)
     assert preferred["steps"]["simul"]["share"] == {GPU: 1.0}
     assert preferred["steps"]["gen"]["share"] == preferred["steps"]["reco"]["share"] == {CPU: 1.0}
-    # naive: simul runs on both, and the gpu runs gen and reco too
+    # naive: simul runs on both (mostly on the gpu, where it is faster), gen too
     assert (
-        set(naive["steps"]["simul"]["share"])
-        == set(naive["steps"]["reco"]["share"])
-        == {
-            CPU,
-            GPU,
-        }
+        set(naive["steps"]["simul"]["share"]) == set(naive["steps"]["gen"]["share"]) == {CPU, GPU}
     )
+    assert naive["steps"]["simul"]["share"][GPU] > 0.5
 
 
 def test_simul_listing_gpu_first_runs_mostly_on_the_gpu(tmp_path):

@@ -245,3 +245,15 @@ def test_run_status_precedence(changes, status, words):
     got, message = decide(_end(**changes))
     assert got is status
     assert words in message
+
+
+def test_a_slower_node_type_gets_a_range_only_if_it_beats_the_backlog():
+    from parsl_es.engine.sizing import worth_a_slower_node_type
+
+    # a GPU build 10x faster (1 s a range on 10 GPUs) with 200 ranges to go: a CPU
+    # range of 10 s finishes before the GPUs get through them (21 s)
+    assert worth_a_slower_node_type(10.0, 1.0, backlog=200, faster_workers=10)
+    # at the end of the step (20 ranges left), the GPUs finish them in 3 s: not the CPU
+    assert not worth_a_slower_node_type(10.0, 1.0, backlog=20, faster_workers=10)
+    # equally fast: always worth it while there is a backlog
+    assert worth_a_slower_node_type(1.0, 1.0, backlog=1, faster_workers=100)

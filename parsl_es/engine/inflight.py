@@ -56,6 +56,9 @@ class InFlight:
     def tasks(self, node_type: str) -> int:
         return self._tasks.get(node_type, 0)
 
+    def ranges_on(self, node_type: str) -> int:
+        return self._ranges.get(node_type, 0)
+
     def ranges(self) -> int:
         return sum(self._ranges.values())
 

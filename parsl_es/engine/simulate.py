@@ -19,7 +19,7 @@ from parsl_es.crashpoints import crash_point
 from parsl_es.engine.context import EngineContext, error_text, log
 from parsl_es.engine.feed import GatedFeed, RangeFeed
 from parsl_es.engine.inflight import Bundle, InFlight
-from parsl_es.engine.sizing import bundle_size, window_size
+from parsl_es.engine.sizing import bundle_size, window_size, worth_a_slower_node_type
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import MergeValidated, RangesDone, StepSpec
 from parsl_es.interrupts import shielded
@@ -98,10 +98,18 @@ class SimulateStep(Step):
         self._poll_workers(now)
         fresh_from = self.feed.cursor
         bundles: list[tuple[str, list[int]]] = []
-        for nt in allowed:  # steps sharing a node type share its window
+        fastest, means = self._by_speed(allowed)
+        for nt in fastest:  # steps sharing a node type share its window
             free = ctx.shared.free_on(nt, id(self), self._windows[nt])
             if free > 0 and not ctx.shared.may_use(nt, id(self)):
                 continue
+            if nt != fastest[0] and means:  # slower for this step: no prefetch, no tail
+                best = fastest[0]
+                backlog = self.feed.left() + self.in_flight.ranges_on(best)
+                workers = self._workers.get(best) or ctx.backend.expected_workers(best)
+                if not worth_a_slower_node_type(means[nt], means[best], backlog, workers):
+                    continue
+                free = min(free, self._workers.get(nt, 0) - self.in_flight.tasks(nt))
             while free > 0 and self.feed:
                 bundles.append((nt, self.feed.take(self._bundle_size(nt, now))))
                 free -= 1
@@ -131,6 +139,15 @@ class SimulateStep(Step):
                 )
                 ctx.submit(self.name, bid, nt, Call(function=self.spec.function, args=args))
                 crash_point("submitted")
+
+    def _by_speed(self, node_types: list[str]) -> tuple[list[str], dict[str, float]]:
+        """The node types fastest first for this step, once each has measured ranges
+        (until then, in the step's order of preference, and no durations)."""
+        means = {nt: self.ctx.estimates.ranges(nt).mean() for nt in node_types}
+        if len(node_types) < 2 or any(m is None for m in means.values()):
+            return node_types, {}
+        known: dict[str, float] = {nt: m for nt, m in means.items() if m is not None}
+        return sorted(node_types, key=known.__getitem__), known
 
     def _poll_workers(self, now: float) -> None:
         """Refresh each node type's connected workers and window, once a second."""

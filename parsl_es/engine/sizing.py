@@ -54,3 +54,17 @@ def window_size(workers: int | None, expected: int, durations_known: bool, prefe
     if not workers:
         return max(1, expected)
     return max(1, math.ceil(workers * (prefetch if durations_known else 1.0)))
+
+
+def worth_a_slower_node_type(
+    slower_seconds: float, faster_seconds: float, backlog: int, faster_workers: int
+) -> bool:
+    """Whether a range should start on a node type slower for this step than its fastest.
+
+    Only if it would finish there before the fastest node type gets through the
+    step's backlog (ranges waiting and in flight there): at the end of a step, a
+    GPU build ten times faster finishes the last ranges sooner than CPUs starting
+    them now, and the CPUs are free for the steps they suit.
+    """
+    through_backlog = (backlog / max(1, faster_workers) + 1) * faster_seconds
+    return slower_seconds < through_backlog
