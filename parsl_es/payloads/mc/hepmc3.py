@@ -1,0 +1,239 @@
+"""HepMC3 ASCII files: written and read with pyhepmc, scanned and joined as text.
+
+Generated events travel between the evgen and simul steps as HepMC3 ASCII, the
+format every generator can write. Parsing a HepMC3 event is slow (a ttbar event
+is a thousand particle lines), so whatever does not need the particles is done
+on the text: counting and numbering events reads only the ``E <number> ...``
+lines, reading events [skip, skip + n) hands pyhepmc just those events' lines,
+and concatenating files copies their event blocks byte for byte.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from parsl_es.payloads.base import FatalPayloadError
+
+FORMAT_MARK = b"HepMC::Asciiv3"
+FOOTER = b"HepMC::Asciiv3-END_EVENT_LISTING"
+#: Final-state particles (HepMC3 status 1) and incoming beams (status 4).
+FINAL_STATE, BEAM = 1, 4
+#: Text is scanned in blocks of this many bytes (cut at line ends).
+CHUNK = 1 << 22
+_EVENT_LINE = re.compile(rb"^E (-?\d+)", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Particles:
+    """Particles of one event read from a HepMC3 file (float64 GeV, PDG ids, status)."""
+
+    event_number: int
+    pid: np.ndarray
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
+    e: np.ndarray
+    status: np.ndarray
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+class EventWriter:
+    """Writes events one at a time: beams -> one primary vertex -> final-state particles.
+
+    A single vertex joining the two beams to the final state is the simplest
+    structure every HepMC3 reader accepts (status 1 particles must have a
+    production vertex, and a vertex needs an incoming particle).
+    """
+
+    def __init__(self, path: Path, beam_energy_gev: float) -> None:
+        import pyhepmc
+
+        self._pyhepmc = pyhepmc
+        self._beam_energy = float(beam_energy_gev)
+        self._writer = pyhepmc.io.WriterAscii(str(path))
+        self._event = pyhepmc.GenEvent(pyhepmc.Units.GEV, pyhepmc.Units.MM)
+
+    def write(
+        self,
+        event_number: int,
+        pid: np.ndarray,
+        px: np.ndarray,
+        py: np.ndarray,
+        pz: np.ndarray,
+        e: np.ndarray,
+    ) -> None:
+        """One event: final-state particles given in GeV, two proton beams added in front."""
+        n = len(pid)
+        eb = self._beam_energy
+        pb = np.sqrt(max(eb * eb - 0.938272**2, 0.0))
+        f64 = [
+            np.concatenate([beam, np.asarray(a, dtype=np.float64)])
+            for beam, a in (([0.0, 0.0], px), ([0.0, 0.0], py), ([pb, -pb], pz), ([eb, eb], e))
+        ]
+        mass = np.sqrt(np.maximum(f64[3] ** 2 - f64[0] ** 2 - f64[1] ** 2 - f64[2] ** 2, 0.0))
+        ids = np.concatenate([[2212, 2212], np.asarray(pid)]).astype(np.int32)
+        status = np.concatenate([[BEAM, BEAM], np.full(n, FINAL_STATE)]).astype(np.int32)
+        # 0-based parent ranges: the beams have none, every final particle both beams.
+        parents = np.full((n + 2, 2), -1, dtype=np.int32)
+        parents[2:] = (0, 1)
+        self._event.from_hepevt(
+            int(event_number), *f64, mass, ids, status, parents=parents, fortran=False
+        )
+        self._event.set_units(self._pyhepmc.Units.GEV, self._pyhepmc.Units.MM)
+        self._writer.write(self._event)
+        if self._writer.failed():
+            raise OSError(f"writing HepMC3 event {event_number} failed")
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- scanning --------------------------------------------------------------------------------
+
+
+def _check_format(f: BinaryIO, path: Path) -> None:
+    head = f.read(256)
+    f.seek(0)
+    if FORMAT_MARK not in head:
+        raise FatalPayloadError(f"{path} is not a HepMC3 ASCII file (no {FORMAT_MARK.decode()})")
+
+
+def _line_chunks(f: BinaryIO, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(offset, block) pairs from ``start`` on, every block ending at a line end."""
+    f.seek(start)
+    offset, rest = start, b""
+    while block := f.read(CHUNK):
+        block = rest + block
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:
+            rest = block
+            continue
+        yield offset, block[:cut]
+        offset += cut
+        rest = block[cut:]
+    if rest:
+        yield offset, rest
+
+
+def event_offsets(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """Event numbers, the byte offset of each event's ``E`` line, and where events end.
+
+    The end is the footer's offset (the file's size if it has none: a file cut
+    short still shows the events it holds).
+    """
+    numbers: list[int] = []
+    offsets: list[int] = []
+    end = None
+    with open(path, "rb") as f:
+        _check_format(f, path)
+        for offset, block in _line_chunks(f):
+            for m in _EVENT_LINE.finditer(block):
+                numbers.append(int(m.group(1)))
+                offsets.append(offset + m.start())
+            footer = block.find(FOOTER)
+            if footer >= 0 and (footer == 0 or block[footer - 1 : footer] == b"\n"):
+                end = offset + footer
+                break
+        if end is None:
+            end = f.seek(0, io.SEEK_END)
+    return np.array(numbers, dtype=np.int64), np.array(offsets, dtype=np.int64), end
+
+
+def event_numbers(path: Path) -> np.ndarray:
+    """The event numbers of a HepMC3 file, in file order, from its ``E`` lines alone."""
+    return event_offsets(path)[0]
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def read_events(path: Path, skip: int = 0, n: int | None = None) -> list[Particles]:
+    """Events [skip, skip + n) of a HepMC3 file (all after ``skip`` if ``n`` is None).
+
+    Only those events' text is parsed, with the file's header in front so that
+    run information (weight names, attributes) is known to the reader. Momenta
+    are converted to GeV whatever unit the file used. A file with fewer events
+    is a FatalPayloadError: the input will not grow on retry.
+    """
+    import pyhepmc
+
+    numbers, offsets, end = event_offsets(path)
+    stop = len(numbers) if n is None else skip + n
+    if skip < 0 or stop > len(numbers):
+        raise FatalPayloadError(
+            f"{path} holds {len(numbers)} events; events [{skip}, {stop}) were asked for"
+        )
+    if stop == skip:
+        return []
+    bounds = [*offsets.tolist(), end]
+    with open(path, "rb") as f:
+        header = f.read(int(offsets[0]))
+        f.seek(bounds[skip])
+        body = f.read(bounds[stop] - bounds[skip])
+    stream = io.BytesIO(header + body + FOOTER + b"\n")
+    reader = pyhepmc.io.ReaderAscii(pyhepmc.io.pyiostream(stream))
+    events = []
+    for _ in range(stop - skip):
+        evt = pyhepmc.GenEvent()
+        if not reader.read_event(evt) or reader.failed():
+            raise FatalPayloadError(f"{path}: event {len(events) + skip} cannot be parsed")
+        evt.set_units(pyhepmc.Units.GEV, pyhepmc.Units.MM)
+        p = evt.numpy.particles
+        events.append(
+            Particles(
+                event_number=int(evt.event_number),
+                pid=np.asarray(p.pid, dtype=np.int32),
+                px=np.asarray(p.px, dtype=np.float64),
+                py=np.asarray(p.py, dtype=np.float64),
+                pz=np.asarray(p.pz, dtype=np.float64),
+                e=np.asarray(p.e, dtype=np.float64),
+                status=np.asarray(p.status, dtype=np.int32),
+            )
+        )
+    reader.close()
+    return events
+
+
+# -- joining ---------------------------------------------------------------------------------
+
+
+def concatenate(inputs: Sequence[Path], output: Path) -> int:
+    """One HepMC3 file of all events of ``inputs`` in order; returns the event count.
+
+    The first input's header is kept (its run information describes all of them:
+    they come from one step), every file's event blocks are copied as text and a
+    single footer closes the listing.
+    """
+    if not inputs:
+        raise ValueError("nothing to concatenate")
+    count = 0
+    with open(output, "wb") as out:
+        for i, path in enumerate(inputs):
+            numbers, offsets, end = event_offsets(path)
+            with open(path, "rb") as f:
+                start = int(offsets[0]) if len(offsets) else end
+                if i == 0:
+                    out.write(f.read(start))
+                f.seek(start)
+                remaining = end - start
+                while remaining > 0 and (block := f.read(min(CHUNK, remaining))):
+                    out.write(block)
+                    remaining -= len(block)
+            count += len(numbers)
+        out.write(FOOTER + b"\n")
+    return count
