@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-
-from pydantic import Field
+from typing import Any, ClassVar
 
 from parsl_es import rootio
 from parsl_es.payloads.base import PayloadParams
 from parsl_es.payloads.physics.generator import PythiaGenerator, pythia_settings
-from parsl_es.payloads.physics.sim_output import (
-    DetectorParams,
-    DetectorPayload,
-    simulate_detector,
-)
+from parsl_es.payloads.physics.params import DetectorParams, GeneratorParams
+from parsl_es.payloads.physics.sim_output import DetectorPayload, simulate_detector
 from parsl_es.ranges import EventRange
 
 __all__ = ["PhysicsParams", "PhysicsPayload", "simulate_detector"]
 
 
-class PhysicsParams(DetectorParams):
-    """Parameters of the physics payload; every one has a default.
-
-    The detector's (and the run number) come from ``DetectorParams``, shared with
-    the ``simul`` payload.
-    """
-
-    process: Literal["ttbar", "qcd", "minbias"] = Field(
-        "ttbar", description="Hard process: top pairs, QCD dijets, or non-diffractive minimum bias."
-    )
-    ecm_gev: float = Field(13600.0, gt=0, description="Centre-of-mass energy in GeV.")
-    pthat_min_gev: float = Field(
-        20.0, ge=0, description="Minimum pT of the hard scattering in GeV (qcd only)."
-    )
-    pythia_settings: list[str] = Field(
-        default_factory=list,
-        description="Extra Pythia readString lines, applied after the built-in ones.",
-    )
+class PhysicsParams(GeneratorParams, DetectorParams):
+    """Parameters of the physics payload: the generator's and the detector's (``params``)."""
 
 
 class PhysicsPayload(DetectorPayload):

@@ -17,48 +17,16 @@ import awkward as ak
 import hist
 import numpy as np
 import uproot
-from pydantic import Field, model_validator
 
 from parsl_es import rootio
 from parsl_es.payloads.base import EventCheck, PayloadParams
-from parsl_es.payloads.physics.calo_backends import CaloBackend, Device, Library, select_backend
+from parsl_es.payloads.physics.calo_backends import CaloBackend, select_backend
 from parsl_es.payloads.physics.detector import Cells, Detector, DetectorConfig, Hits
 from parsl_es.payloads.physics.generator import GenParticles
+from parsl_es.payloads.physics.params import DetectorParams
 from parsl_es.payloads.physics.reproduction import check_file
 from parsl_es.payloads.rootfiles import RootTreePayload
 from parsl_es.ranges import derive_seed
-
-
-class DetectorParams(PayloadParams):
-    """The detector's parameters and the run number: shared by physics and simul."""
-
-    run_number: int = Field(1, ge=0, description="Run number stored with every event.")
-    calo_quantum_gev: float = Field(
-        0.05,
-        gt=0,
-        description="Energy of one calorimeter shower quantum in GeV; the calorimeter's cost "
-        "scales as 1/quantum and its stochastic resolution as sqrt(quantum).",
-    )
-    noise_mev: float = Field(30.0, gt=0, description="Electronics noise per calorimeter cell, MeV.")
-    device: Device = Field(
-        "cpu",
-        description="Where the calorimeter showers are sampled: cpu (numpy, reproducible bit "
-        "by bit), gpu (torch or cupy on the worker's GPU; a worker without one fails the "
-        "range), or auto (the GPU where the worker owns one, the CPU elsewhere).",
-    )
-    array_library: Library = Field(
-        "auto",
-        description="Library for the showers: auto (numpy on the CPU; torch, else cupy, on a "
-        "GPU), numpy, torch (also on the CPU: the GPU build, checked on a CPU) or cupy.",
-    )
-
-    @model_validator(mode="after")
-    def _device_and_library(self) -> DetectorParams:
-        if self.array_library == "numpy" and self.device == "gpu":
-            raise ValueError("array_library numpy runs on the CPU only; use device: cpu or auto")
-        if self.array_library == "cupy" and self.device == "cpu":
-            raise ValueError("array_library cupy runs on GPUs only; use device: gpu or auto")
-        return self
 
 
 class DetectorPayload(RootTreePayload):
