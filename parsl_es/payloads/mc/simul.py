@@ -15,26 +15,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import Field
 
 from parsl_es import rootio
-from parsl_es.payloads.base import FatalPayloadError, PayloadParams
+from parsl_es.payloads.base import PayloadParams
 from parsl_es.payloads.mc import hepmc3
+from parsl_es.payloads.mc.inputs import InputParams, check_numbers, input_path
 from parsl_es.payloads.physics.generator import ChargeTable, GenParticles
 from parsl_es.payloads.physics.params import DetectorParams
 from parsl_es.payloads.physics.sim_output import DetectorPayload
 from parsl_es.ranges import EventRange
 
 
-class SimulParams(DetectorParams):
-    """The detector's parameters (shared with physics), and how strictly inputs are read."""
-
-    check_event_numbers: bool = Field(
-        False,
-        description="Require the input's events [skip, skip + n) to carry the range's own "
-        "event numbers (first_event..last_event), as an evgen step of the same campaign "
-        "writes them; off for other generators' files, whose numbering is their own.",
-    )
+class SimulParams(DetectorParams, InputParams):
+    """The detector's parameters (shared with physics) and the input check."""
 
 
 class SimulPayload(DetectorPayload):
@@ -74,23 +67,7 @@ class SimulPayload(DetectorPayload):
 
 def read_input(event_range: EventRange) -> list[hepmc3.Particles]:
     """The range's events of its input file; FatalPayloadError if they are not there."""
-    if event_range.input is None:
-        raise FatalPayloadError(f"range {event_range.id} has no input file to simulate")
-    path = Path(event_range.input)
-    if not path.is_file():
-        raise FatalPayloadError(f"input {path} of range {event_range.id} does not exist")
-    return hepmc3.read_events(path, event_range.skip, event_range.n_events)
-
-
-def check_numbers(event_range: EventRange, numbers: list[int]) -> None:
-    """Refuse input events whose numbers are not the range's (a mis-cut chain)."""
-    expected = list(event_range.event_numbers)
-    if numbers != expected:
-        bad = next(i for i, (a, b) in enumerate(zip(numbers, expected, strict=True)) if a != b)
-        raise FatalPayloadError(
-            f"range {event_range.id}: input {event_range.input} event {event_range.skip + bad} "
-            f"is number {numbers[bad]}, expected {expected[bad]} (skip {event_range.skip})"
-        )
+    return hepmc3.read_events(input_path(event_range), event_range.skip, event_range.n_events)
 
 
 def final_state(event: hepmc3.Particles, charges: ChargeTable) -> GenParticles:
