@@ -10,8 +10,9 @@ barycentre, the input of jet finding and missing transverse energy.
 
 The work is on the event's kept cells only (hundreds to a few thousand, not the
 70,000 of the calorimeter): each cell's eight neighbours are found by sorted
-search, and seed labels spread to neighbours until nothing changes, so every
-connected group of growing cells carries the label of one of its seeds.
+search, and every
+connected group of growing cells is found by hooking and pointer jumping
+(a few passes whatever the group's shape).
 """
 
 from __future__ import annotations
@@ -110,21 +111,41 @@ def _cluster_layer(
         return empty, empty, empty, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int8)
     ieta, iphi = _grid_index(eta, phi, geo)
     nbr = _neighbours(ieta, iphi, geo)
-    has = nbr >= 0
-    label = np.zeros(len(e64), dtype=np.int64)
-    label[seeds] = np.arange(1, len(seeds) + 1)
     grows = significance > t.grow
-    while True:  # spread the highest label through connected growing cells
-        around = np.where(has, label[np.maximum(nbr, 0)], 0).max(axis=1)
-        updated = np.where(grows, np.maximum(label, around), label)
-        if np.array_equal(updated, label):
-            break
-        label = updated
+    label = np.where(grows, _components(nbr, grows) + 1, 0)
+    # Only components holding a seed are clusters.
+    seeded = np.zeros(len(e64) + 1, dtype=bool)
+    seeded[label[seeds]] = True
+    seeded[0] = False
+    label = np.where(seeded[label], label, 0)
     # Perimeter: unlabelled cells above the perimeter threshold next to a cluster.
+    has = nbr >= 0
     around = np.where(has, label[np.maximum(nbr, 0)], 0).max(axis=1)
     rim = (label == 0) & (significance > t.perimeter) & (around > 0)
     label = np.where(rim, around, label)
     return _sums(label, e64, eta, phi, code)
+
+
+def _components(nbr: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """Connected components of the ``member`` cells: each one's root is its lowest index.
+
+    Hooking and pointer jumping (Shiloach-Vishkin): every pass joins each tree to
+    the lowest neighbouring tree, then flattens the trees, so a component of any
+    shape settles in a few passes instead of one pass per cell of its diameter.
+    Cells outside ``member`` are their own roots.
+    """
+    n = len(member)
+    root = np.arange(n)
+    links = (nbr >= 0) & member[:, None] & member[np.maximum(nbr, 0)]
+    safe = np.where(links, nbr, np.arange(n)[:, None])
+    while True:
+        lowest = np.minimum(root, root[safe].min(axis=1))
+        before = root.copy()
+        np.minimum.at(root, root, lowest)  # hook each tree under its lowest neighbour
+        while not np.array_equal(jumped := root[root], root):
+            root = jumped
+        if np.array_equal(root, before):
+            return root
 
 
 def _sums(

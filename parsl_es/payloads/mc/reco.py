@@ -10,6 +10,7 @@ energy balancing the clusters. Output events keep their input event numbers.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -70,13 +71,7 @@ class RecoPayload(RootTreePayload):
             grow=max(p.grow_sigma, 0.0),
             perimeter=p.perimeter_sigma,
         )
-        clusters = [
-            cluster_event(
-                *(ak.to_numpy(data[f"cell_{f}"][i]) for f in ("eta", "phi", "e", "layer")),
-                thresholds,
-            )
-            for i in range(len(numbers))
-        ]
+        clusters = cluster_events(data, thresholds)
         jets = find_jets(clusters, p.jet_radius, p.jet_pt_min_gev)
         met, met_phi = (
             zip(*(missing_et(c) for c in clusters), strict=True) if clusters else ((), ())
@@ -132,6 +127,16 @@ def read_cells(path: Path, skip: int, n: int) -> ak.Array:
             )
         wanted = [*INPUT_BRANCHES, *(["run_number"] if "run_number" in tree else [])]
         return tree.arrays(wanted, entry_start=skip, entry_stop=skip + n, library="ak")
+
+
+def cluster_events(data: ak.Array, thresholds: Thresholds) -> list[Clusters]:
+    """Clusters of every event (the cells' columns flattened once, then sliced per event)."""
+    offsets = np.concatenate([[0], np.cumsum(ak.to_numpy(ak.num(data["cell_e"], axis=1)))])
+    flat = [ak.to_numpy(ak.flatten(data[f"cell_{f}"])) for f in ("eta", "phi", "e", "layer")]
+    return [
+        cluster_event(*(col[a:b] for col in flat), thresholds)
+        for a, b in itertools.pairwise(offsets)
+    ]
 
 
 def find_jets(clusters: list[Clusters], radius: float, pt_min: float) -> ak.Array:
