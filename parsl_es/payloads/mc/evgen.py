@@ -77,7 +77,7 @@ class EvgenPayload(Payload):
         (how they were cut and joined, header lines) hash the same.
         """
         digest = hashlib.sha256()
-        for event in hepmc3.read_events(path):
+        for event in hepmc3.iter_events(path):
             digest.update(np.int64(event.event_number).tobytes())
             digest.update(np.int64(len(event.pid)).tobytes())
             for column in (event.pid, event.status, event.px, event.py, event.pz, event.e):
@@ -96,7 +96,7 @@ class EvgenPayload(Payload):
                 log_axis(80, 0.01, 1e4, "pt", "Charged final-state particle pT [GeV]")
             ),
         }
-        for event in hepmc3.read_events(path):
+        for event in hepmc3.iter_events(path):
             final = event.status == hepmc3.FINAL_STATE
             charged = final & (self._charges(event.pid) != 0)
             h["n_charged"].fill(np.count_nonzero(charged))

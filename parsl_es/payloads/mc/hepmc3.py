@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -142,16 +142,24 @@ def event_offsets(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     with open(path, "rb") as f:
         _check_format(f, path)
         for offset, block in _line_chunks(f):
-            for m in _EVENT_LINE.finditer(block):
+            at = _footer_at(block)
+            for m in _EVENT_LINE.finditer(block, 0, at if at >= 0 else len(block)):
                 numbers.append(int(m.group(1)))
                 offsets.append(offset + m.start())
-            footer = block.find(FOOTER)
-            if footer >= 0 and (footer == 0 or block[footer - 1 : footer] == b"\n"):
-                end = offset + footer
+            if at >= 0:
+                end = offset + at
                 break
         if end is None:
             end = f.seek(0, io.SEEK_END)
     return np.array(numbers, dtype=np.int64), np.array(offsets, dtype=np.int64), end
+
+
+def _footer_at(block: bytes) -> int:
+    """Where the footer line starts in a block of whole lines (-1: not there)."""
+    if block.startswith(FOOTER):
+        return 0
+    at = block.find(b"\n" + FOOTER)
+    return at + 1 if at >= 0 else -1
 
 
 def event_numbers(path: Path) -> np.ndarray:
@@ -163,15 +171,29 @@ def event_numbers(path: Path) -> np.ndarray:
 
 
 def read_events(path: Path, skip: int = 0, n: int | None = None) -> list[Particles]:
-    """Events [skip, skip + n) of a HepMC3 file (all after ``skip`` if ``n`` is None).
+    """Events [skip, skip + n) of a HepMC3 file (all after ``skip`` if ``n`` is None)."""
+    return list(iter_events(path, skip, n))
 
-    Only those events' text is parsed, with the file's header in front so that
-    run information (weight names, attributes) is known to the reader. Momenta
-    are converted to GeV whatever unit the file used. A file with fewer events
-    is a FatalPayloadError: the input will not grow on retry.
+
+def iter_events(path: Path, skip: int = 0, n: int | None = None) -> Iterator[Particles]:
+    """Events [skip, skip + n) of a HepMC3 file, one at a time, momenta in GeV.
+
+    pyhepmc's ReaderAscii has no skip (2.16), and reading past events means
+    parsing them: instead only the wanted events' text is handed to the reader,
+    with the file's header in front so that run information (weight names,
+    attributes) is known to it. A whole file (no skip, no count) is streamed
+    from disk, so a merged file of 10^5 events never sits in memory. A file
+    with fewer events is a FatalPayloadError: the input will not grow on retry.
     """
     import pyhepmc
 
+    if skip == 0 and n is None:
+        with open(path, "rb") as f:
+            _check_format(f, path)
+            found = yield from _parse(pyhepmc, f, path, None, 0)
+        if found != (expected := len(event_numbers(path))):
+            raise FatalPayloadError(f"{path}: {found} of its {expected} events could be parsed")
+        return
     numbers, offsets, end = event_offsets(path)
     stop = len(numbers) if n is None else skip + n
     if skip < 0 or stop > len(numbers):
@@ -179,23 +201,31 @@ def read_events(path: Path, skip: int = 0, n: int | None = None) -> list[Particl
             f"{path} holds {len(numbers)} events; events [{skip}, {stop}) were asked for"
         )
     if stop == skip:
-        return []
+        return
     bounds = [*offsets.tolist(), end]
     with open(path, "rb") as f:
         header = f.read(int(offsets[0]))
         f.seek(bounds[skip])
         body = f.read(bounds[stop] - bounds[skip])
-    stream = io.BytesIO(header + body + FOOTER + b"\n")
+    yield from _parse(pyhepmc, io.BytesIO(header + body + FOOTER + b"\n"), path, stop - skip, skip)
+
+
+def _parse(
+    pyhepmc: Any, stream: BinaryIO, path: Path, count: int | None, first: int
+) -> Generator[Particles, None, int]:
+    """Parse ``count`` events (None: until the stream ends); returns how many were read."""
     reader = pyhepmc.io.ReaderAscii(pyhepmc.io.pyiostream(stream))
-    events = []
-    for _ in range(stop - skip):
-        evt = pyhepmc.GenEvent()
-        if not reader.read_event(evt) or reader.failed():
-            raise FatalPayloadError(f"{path}: event {len(events) + skip} cannot be parsed")
-        evt.set_units(pyhepmc.Units.GEV, pyhepmc.Units.MM)
-        p = evt.numpy.particles
-        events.append(
-            Particles(
+    read = 0
+    try:
+        while count is None or read < count:
+            evt = pyhepmc.GenEvent()
+            if not reader.read_event(evt) or reader.failed():
+                if count is None:
+                    break
+                raise FatalPayloadError(f"{path}: event {first + read} cannot be parsed")
+            evt.set_units(pyhepmc.Units.GEV, pyhepmc.Units.MM)
+            p = evt.numpy.particles
+            yield Particles(
                 event_number=int(evt.event_number),
                 pid=np.asarray(p.pid, dtype=np.int32),
                 px=np.asarray(p.px, dtype=np.float64),
@@ -204,9 +234,10 @@ def read_events(path: Path, skip: int = 0, n: int | None = None) -> list[Particl
                 e=np.asarray(p.e, dtype=np.float64),
                 status=np.asarray(p.status, dtype=np.int32),
             )
-        )
-    reader.close()
-    return events
+            read += 1
+    finally:
+        reader.close()
+    return read
 
 
 # -- joining ---------------------------------------------------------------------------------
