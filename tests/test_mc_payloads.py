@@ -433,3 +433,29 @@ def test_ttbar_chain_evgen_simul_reco(simul: SimulPayload, merged: Path, workdir
     h = reco.histograms(aod)
     assert h["n_jets"].sum() == 4 and h["jet_pt"].sum() == ak.sum(data.n_jets)
     assert reco.content_hash(aod) != reco.content_hash(parts[0])
+
+
+def test_hepmc3_scan_in_small_blocks(
+    merged: Path, foreign: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks far smaller than a line, and than a file: the same numbers and offsets."""
+    from parsl_es.payloads.mc import hepmc3
+
+    whole = [hepmc3.event_offsets(p) for p in (merged, foreign)]
+    monkeypatch.setattr(hepmc3, "CHUNK", 50)
+    for path, (numbers, offsets, end) in zip((merged, foreign), whole, strict=True):
+        small = hepmc3.event_offsets(path)
+        assert small[0].tolist() == numbers.tolist() and small[2] == end
+        assert small[1].tolist() == offsets.tolist()
+    assert whole[1][0].tolist() == [1001, 1005, 1009, 1013, 1017]
+    # A file of another step's events and one of no events join into one file.
+    empty = workdir / "empty.hepmc"
+    with hepmc3.EventWriter(empty, 6800.0):
+        pass  # header and footer only
+    joined = workdir / "joined.hepmc"
+    assert hepmc3.concatenate([empty, foreign, empty], joined) == 5
+    assert [e.event_number for e in read_hepmc(joined)] == [1001, 1005, 1009, 1013, 1017]
+    # Event lines after the footer are not events of the file.
+    junk = workdir / "junk.hepmc"
+    junk.write_bytes(foreign.read_bytes() + b"E 99 0 0\n")
+    assert hepmc3.event_numbers(junk).tolist() == [1001, 1005, 1009, 1013, 1017]
