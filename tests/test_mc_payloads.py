@@ -343,6 +343,11 @@ def test_clusters_grow_merge_and_wrap_in_phi() -> None:
     assert len(cluster_event(**cells_of(apart), thresholds=t).e) == 2
     bridged = cluster_event(**cells_of([*apart, (100, 11, 0.09)]), thresholds=t)
     assert len(bridged.e) == 1 and np.isclose(bridged.e[0], 3.09)
+    # Rim cells: above the perimeter threshold, next to a growing cell; not grown from.
+    rim = Thresholds(noise_gev=0.03, seed=4.0, grow=3.5, perimeter=1.0)
+    chain = [(60, 60, 0.5), (60, 61, 0.1), (60, 62, 0.1), (60, 59, 0.02)]  # 16.7, 3.3, 3.3, 0.7
+    c = cluster_event(**cells_of(chain), thresholds=rim)
+    assert c.n_cells.tolist() == [2] and np.isclose(c.e[0], 0.6)
     # A lone cell between the grow and seed thresholds makes no cluster.
     assert len(cluster_event(**cells_of([(50, 50, 0.1)]), thresholds=t).e) == 0
 
@@ -369,6 +374,27 @@ def test_reco_two_back_to_back_deposits(workdir: Path) -> None:
     assert np.isclose(dphi, np.pi, atol=1e-3)
     assert aod.met[0] < 0.5  # balanced but for the noise cell
     assert reco.event_numbers(out).tolist() == [78]
+
+
+def test_reco_jet_radius_and_met_direction(workdir: Path) -> None:
+    """Showers 0.3 apart in eta are one R = 0.4 jet and two R = 0.2 jets; MET balances."""
+    sim = workdir / "near-showers.root"
+    ieta, iphi = 140, 30
+    near = shower(ieta, iphi) + shower(ieta + 12, iphi)  # 12 cells of 0.025 in eta
+    write_sim(sim, [1, 2], [cells_of(near), cells_of(shower(ieta, iphi))])
+    wide, narrow = workdir / "near-r04.root", workdir / "near-r02.root"
+    make_payload("reco", {}).simulate(make_range(1, 2, sim), wide)
+    make_payload("reco", {"jet_radius": 0.2}).simulate(make_range(1, 2, sim), narrow)
+    r04, r02 = rootio.read_events(wide), rootio.read_events(narrow)
+    assert r04["n_jets"].tolist() == [1, 1] and r02["n_jets"].tolist() == [2, 1]
+    eta = [em_cell(ieta, iphi)[0], em_cell(ieta + 12, iphi)[0]]
+    pts = [70.0 / np.cosh(x) for x in eta]
+    assert np.isclose(r04["jet"]["pt"][0][0], sum(pts), rtol=1e-4)
+    assert np.allclose(sorted(r02["jet"]["pt"][0].to_list()), sorted(pts), rtol=1e-4)
+    # One shower alone: the missing ET is its pT, pointing the other way.
+    phi = em_cell(ieta, iphi)[1]
+    assert np.isclose(r04["met"][1], pts[0], rtol=1e-4)
+    assert np.isclose(np.cos(r04["met_phi"][1] - phi), -1.0, atol=1e-6)
 
 
 def test_reco_jets_from_simulated_back_to_back_photons(simul: SimulPayload, workdir: Path):
