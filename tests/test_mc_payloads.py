@@ -124,6 +124,7 @@ def test_evgen_files_read_back_with_pyhepmc(evgen: EvgenPayload, evgen_files: li
             expected = generator.generate(SEED, e.event_number)
             assert np.count_nonzero(status == 1) == len(expected) > 100
             assert np.count_nonzero(status == 4) == 2  # the beams
+            assert int(e.attributes["run_number"].astype(int)) == 3
             final = [p for p in e.particles if p.status == 1]
             assert all(p.production_vertex is not None for p in final)
             assert [p.pid for p in final] == expected.pid.tolist()

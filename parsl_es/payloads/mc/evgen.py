@@ -58,7 +58,7 @@ class EvgenPayload(Payload):
         assert self._generator is not None
         p: EvgenParams = self.params  # type: ignore[assignment]
         seed = event_range.campaign_seed
-        with hepmc3.EventWriter(output, p.ecm_gev / 2.0) as writer:
+        with hepmc3.EventWriter(output, p.ecm_gev / 2.0, p.run_number) as writer:
             for number in event_range.event_numbers:
                 g = self._generator.generate(seed, number)
                 writer.write(number, g.pid, g.px, g.py, g.pz, g.e)

@@ -52,11 +52,12 @@ class EventWriter:
     production vertex, and a vertex needs an incoming particle).
     """
 
-    def __init__(self, path: Path, beam_energy_gev: float) -> None:
+    def __init__(self, path: Path, beam_energy_gev: float, run_number: int | None = None) -> None:
         import pyhepmc
 
         self._pyhepmc = pyhepmc
         self._beam_energy = float(beam_energy_gev)
+        self._run_number = run_number
         self._writer = pyhepmc.io.WriterAscii(str(path))
         self._event = pyhepmc.GenEvent(pyhepmc.Units.GEV, pyhepmc.Units.MM)
 
@@ -87,6 +88,8 @@ class EventWriter:
             int(event_number), *f64, mass, ids, status, parents=parents, fortran=False
         )
         self._event.set_units(self._pyhepmc.Units.GEV, self._pyhepmc.Units.MM)
+        if self._run_number is not None:  # an ``A 0 run_number <n>`` line of the event
+            self._event.attributes["run_number"] = int(self._run_number)
         self._writer.write(self._event)
         if self._writer.failed():
             raise OSError(f"writing HepMC3 event {event_number} failed")
