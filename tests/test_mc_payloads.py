@@ -260,6 +260,19 @@ def test_simul_is_the_physics_detector_response(simul: SimulPayload, foreign: Pa
     assert not np.array_equal(other.e, cells.e)
 
 
+def test_simul_gpu_build_is_checked_in_distribution(foreign: Path, workdir: Path) -> None:
+    """torch on the CPU stands in for a GPU build: recorded per event, validated statistically."""
+    pytest.importorskip("torch", reason="torch is in the test extra: pip install -e '.[test]'")
+    gpu = make_payload("simul", {"array_library": "torch", "device": "cpu"})
+    out = workdir / "simul-torch.root"
+    assert gpu.simulate(make_range(0, 4, foreign), out) == 5
+    data = rootio.read_events(out, filter_name=["calo_backend", "hit"])
+    assert set(data["calo_backend"].tolist()) == {1}  # torch-cpu
+    check = gpu.check_events(out, SEED, 5)
+    assert check.exact_checked == 0 and check.statistical_checked == 5
+    assert check.mismatched == [] and check.builds == {"torch-cpu": 5}
+
+
 def test_evgen_then_simul_equals_the_physics_payload(
     simul: SimulPayload, merged: Path, workdir: Path
 ) -> None:
