@@ -293,6 +293,13 @@ def test_simul_refuses_bad_input(simul: SimulPayload, foreign: Path, workdir: Pa
     not_hepmc.write_text("E 1 2 3\nthis is not HepMC3\n")
     with pytest.raises(FatalPayloadError, match="not a HepMC3 ASCII file"):
         simul.simulate(make_range(0, 0, not_hepmc), out)
+    not_hepmc.write_text("HepMC::Asciiv3-START_EVENT_LISTING\nE one 2 3\n")
+    with pytest.raises(FatalPayloadError, match="not a HepMC3 event line: b'E one 2 3'"):
+        simul.simulate(make_range(0, 0, not_hepmc), out)
+    a_root_file = workdir / "numbers.root"
+    rootio.write_events(a_root_file, {"event_number": np.arange(3)})
+    with pytest.raises(FatalPayloadError, match="not a HepMC3 ASCII file"):
+        simul.simulate(make_range(0, 0, a_root_file), out)
     with pytest.raises(FatalPayloadError, match="no input file"):
         simul.simulate(make_range(0, 0), out)
     with pytest.raises(FatalPayloadError, match="does not exist"):

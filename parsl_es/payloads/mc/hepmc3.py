@@ -24,6 +24,7 @@ FORMAT_MARK = b"HepMC::Asciiv3"
 FOOTER = b"HepMC::Asciiv3-END_EVENT_LISTING"
 #: Final-state particles (HepMC3 status 1) and incoming beams (status 4).
 FINAL_STATE, BEAM = 1, 4
+PROTON_MASS_GEV = 0.938272
 #: Text is scanned in blocks of this many bytes (cut at line ends).
 CHUNK = 1 << 22
 
@@ -59,6 +60,8 @@ class EventWriter:
         self._beam_energy = float(beam_energy_gev)
         self._run_number = run_number
         self._writer = pyhepmc.io.WriterAscii(str(path))
+        if self._writer.failed():
+            raise OSError(f"cannot write HepMC3 file {path}")
         self._event = pyhepmc.GenEvent(pyhepmc.Units.GEV, pyhepmc.Units.MM)
 
     def write(
@@ -73,7 +76,7 @@ class EventWriter:
         """One event: final-state particles given in GeV, two proton beams added in front."""
         n = len(pid)
         eb = self._beam_energy
-        pb = np.sqrt(max(eb * eb - 0.938272**2, 0.0))
+        pb = np.sqrt(max(eb * eb - PROTON_MASS_GEV**2, 0.0))
         f64 = [
             np.concatenate([beam, np.asarray(a, dtype=np.float64)])
             for beam, a in (([0.0, 0.0], px), ([0.0, 0.0], py), ([pb, -pb], pz), ([eb, eb], e))
@@ -172,7 +175,12 @@ def _event_lines(block: bytes, stop: int) -> Iterator[tuple[int, int]]:
         return
     while at < stop:
         line_end = block.find(b"\n", at)
-        yield at, int(block[at + 2 : line_end if line_end >= 0 else len(block)].split()[0])
+        line = block[at : line_end if line_end >= 0 else len(block)]
+        try:
+            number = int(line.split()[1])
+        except (IndexError, ValueError):
+            raise FatalPayloadError(f"not a HepMC3 event line: {line[:80]!r}") from None
+        yield at, number
         if (at := block.find(b"\nE ", at + 2) + 1) == 0:
             return
 
