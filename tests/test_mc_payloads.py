@@ -107,6 +107,8 @@ def test_registered_with_formats_and_picklable(evgen: EvgenPayload, simul: Simul
         make_payload("reco", {"jet_radius": "0.4"})  # strict: no string for a number
     with pytest.raises(FatalPayloadError, match="invalid parameters"):
         make_payload("simul", {"process": "ttbar"})  # generation is evgen's
+    with pytest.raises(FatalPayloadError, match="perimeter_sigma <= grow_sigma <= seed_sigma"):
+        make_payload("reco", {"grow_sigma": 5.0})
 
 
 # -- evgen -------------------------------------------------------------------------------------

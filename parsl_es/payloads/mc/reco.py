@@ -18,7 +18,7 @@ import awkward as ak
 import hist
 import numpy as np
 import uproot
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from parsl_es import rootio
 from parsl_es.payloads.base import FatalPayloadError, PayloadParams
@@ -50,6 +50,12 @@ class RecoParams(InputParams):
     jet_radius: float = Field(0.4, gt=0, le=1.5, description="Anti-kt distance parameter R.")
     jet_pt_min_gev: float = Field(20.0, ge=0, description="Jets below this pT are not kept, GeV.")
 
+    @model_validator(mode="after")
+    def _ordered_thresholds(self) -> RecoParams:
+        if not self.perimeter_sigma <= self.grow_sigma <= self.seed_sigma:
+            raise ValueError("need perimeter_sigma <= grow_sigma <= seed_sigma")
+        return self
+
 
 class RecoPayload(RootTreePayload):
     """Reconstructs clusters, jets and MET from a simulated ``events`` tree."""
@@ -68,7 +74,7 @@ class RecoPayload(RootTreePayload):
         thresholds = Thresholds(
             noise_gev=p.cell_noise_mev / 1000.0,
             seed=p.seed_sigma,
-            grow=max(p.grow_sigma, 0.0),
+            grow=p.grow_sigma,
             perimeter=p.perimeter_sigma,
         )
         clusters = cluster_events(data, thresholds)
@@ -97,7 +103,7 @@ class RecoPayload(RootTreePayload):
         with uproot.open(path) as f:
             data = f[rootio.TREE].arrays(["jet_pt", "n_jets", "met"], library="ak")
         h = {
-            "jet_pt": hist.Hist(log_axis(60, 10.0, 1e4, "pt", "Jet pT (anti-kt R=0.4) [GeV]")),
+            "jet_pt": hist.Hist(log_axis(60, 10.0, 1e4, "pt", "Jet pT (anti-kt) [GeV]")),
             "n_jets": hist.Hist(hist.axis.Integer(0, 20, name="n", label="Jets per event")),
             "met": hist.Hist(log_axis(60, 1.0, 1e4, "met", "Missing transverse energy [GeV]")),
         }
@@ -143,9 +149,9 @@ def find_jets(clusters: list[Clusters], radius: float, pt_min: float) -> ak.Arra
     """Anti-kt jets of every event at once (FastJet's multi-event interface), by pT."""
     import fastjet
 
-    empty = ak.Array([[] for _ in clusters], with_name=None)
     if not clusters:
-        return ak.zip({f: ak.values_astype(empty, np.float32) for f in ("pt", "eta", "phi", "m")})
+        none = ak.unflatten(np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64))
+        return ak.zip({f: none for f in ("pt", "eta", "phi", "m")})
     counts = np.array([len(c.e) for c in clusters], dtype=np.int64)
     cols = [np.concatenate(parts) for parts in zip(*(c.momenta() for c in clusters), strict=True)]
     vectors = ak.unflatten(ak.zip(dict(zip(("px", "py", "pz", "E"), cols, strict=True))), counts)
