@@ -103,6 +103,7 @@ def test_registered_with_formats_and_picklable(evgen: EvgenPayload, simul: Simul
     for p in (evgen, simul):
         clone = pickle.loads(pickle.dumps(p))
         assert clone.params == p.params
+        assert all(v is None for k, v in vars(clone).items() if k != "params"), vars(clone)
     with pytest.raises(FatalPayloadError, match="invalid parameters"):
         make_payload("reco", {"jet_radius": "0.4"})  # strict: no string for a number
     with pytest.raises(FatalPayloadError, match="invalid parameters"):

@@ -43,7 +43,7 @@ class SimulPayload(DetectorPayload):
 
     def __getstate__(self) -> dict[str, Any]:
         """Ship only the parameters: the backend and Pythia's particle table stay behind."""
-        return {**self.__dict__, "_detector": None, "_backend": None, "_charges": None}
+        return {**super().__getstate__(), "_charges": None}
 
     def setup(self) -> None:
         self.setup_detector()

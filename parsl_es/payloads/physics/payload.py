@@ -35,7 +35,7 @@ class PhysicsPayload(DetectorPayload):
 
     def __getstate__(self) -> dict[str, Any]:
         """Ship only the parameters: a Pythia instance cannot be pickled."""
-        return {**self.__dict__, "_generator": None, "_detector": None, "_backend": None}
+        return {**super().__getstate__(), "_generator": None}
 
     def setup(self) -> None:
         p: PhysicsParams = self.params  # type: ignore[assignment]

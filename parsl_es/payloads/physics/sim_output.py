@@ -44,6 +44,10 @@ class DetectorPayload(RootTreePayload):
         self._detector: Detector | None = None
         self._backend: CaloBackend | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Ship only the parameters: a GPU backend holds device state; workers rebuild it."""
+        return {**self.__dict__, "_detector": None, "_backend": None}
+
     def setup_detector(self) -> None:
         p: DetectorParams = self.params  # type: ignore[assignment]
         self._detector = self.detector()
