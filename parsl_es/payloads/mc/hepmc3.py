@@ -143,8 +143,25 @@ def event_offsets(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """Event numbers, the byte offset of each event's ``E`` line, and where events end.
 
     The end is the footer's offset (the file's size if it has none: a file cut
-    short still shows the events it holds).
+    short still shows the events it holds). Remembered per file version: a worker
+    serving many ranges of one merged input (10^5 events, 7 GB: ~15 s to scan)
+    scans it once.
     """
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _SCANS:
+        if len(_SCANS) >= _SCANS_KEPT:
+            _SCANS.pop(next(iter(_SCANS)))
+        _SCANS[key] = _scan(path)
+    return _SCANS[key]
+
+
+#: Scans of the files read last (oldest first); a few MB for files of 10^5 events.
+_SCANS: dict[tuple[str, int, int, int], tuple[np.ndarray, np.ndarray, int]] = {}
+_SCANS_KEPT = 4
+
+
+def _scan(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     numbers: list[int] = []
     offsets: list[int] = []
     end = None
@@ -160,7 +177,10 @@ def event_offsets(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
                 break
         if end is None:
             end = f.seek(0, io.SEEK_END)
-    return np.array(numbers, dtype=np.int64), np.array(offsets, dtype=np.int64), end
+    found = np.array(numbers, dtype=np.int64), np.array(offsets, dtype=np.int64)
+    for array in found:
+        array.flags.writeable = False  # shared by every caller through the cache
+    return *found, end
 
 
 def _event_lines(block: bytes, stop: int) -> Iterator[tuple[int, int]]:
