@@ -26,7 +26,7 @@ from parsl_es.payloads.physics.sim_output import DetectorPayload
 from parsl_es.ranges import EventRange
 
 
-class SimulParams(DetectorParams, InputParams):
+class SimulParams(InputParams, DetectorParams):
     """The detector's parameters (shared with physics) and the input check."""
 
 

@@ -15,7 +15,7 @@ from parsl_es.ranges import EventRange
 __all__ = ["PhysicsParams", "PhysicsPayload", "simulate_detector"]
 
 
-class PhysicsParams(GeneratorParams, DetectorParams):
+class PhysicsParams(DetectorParams, GeneratorParams):
     """Parameters of the physics payload: the generator's and the detector's (``params``)."""
 
 
