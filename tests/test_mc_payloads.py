@@ -151,6 +151,10 @@ def test_evgen_merge_is_one_file_of_all_events_in_order(
     evgen.simulate(make_range(10, 17), whole)
     assert evgen.content_hash(whole) == evgen.content_hash(merged)
     assert evgen.content_hash(evgen_files[0]) != evgen.content_hash(evgen_files[1])
+    # Validation generates stored events again: identical with the campaign's seed only.
+    check = evgen.check_events(merged, SEED, 3)
+    assert (check.exact_checked, check.mismatched) == (3, [])
+    assert evgen.check_events(merged, SEED + 1, 2).mismatched == [10, 17]
     # Histograms of the parts sum to those of the merged file.
     summed = [evgen.histograms(p) for p in evgen_files]
     for name, h in evgen.histograms(merged).items():

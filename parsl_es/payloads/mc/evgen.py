@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import hist
 import numpy as np
 
-from parsl_es.payloads.base import Payload, PayloadParams
+from parsl_es.payloads.base import EventCheck, Payload, PayloadParams
 from parsl_es.payloads.mc import hepmc3
 from parsl_es.payloads.physics.generator import ChargeTable, PythiaGenerator, pythia_settings
 from parsl_es.payloads.physics.params import GeneratorParams
@@ -83,6 +83,35 @@ class EvgenPayload(Payload):
             for column in (event.pid, event.status, event.px, event.py, event.pz, event.e):
                 digest.update(np.ascontiguousarray(column).tobytes())
         return digest.hexdigest()
+
+    def check_events(self, path: Path, campaign_seed: int, max_events: int) -> EventCheck:
+        """Generate up to ``max_events`` stored events again and compare their particles.
+
+        An event depends on the campaign seed and its number alone, so Pythia must
+        give back the stored final state exactly (ids, and momenta at the float32
+        precision the generator hands out).
+        """
+        if self._generator is None:
+            self.setup()
+        assert self._generator is not None
+        check = EventCheck()
+        numbers = hepmc3.event_numbers(path)
+        if len(numbers) == 0 or max_events <= 0:
+            return check
+        picks = np.unique(np.linspace(0, len(numbers) - 1, min(len(numbers), max_events)).round())
+        for i in picks.astype(int):
+            (stored,) = hepmc3.read_events(path, int(i), 1)
+            fresh = self._generator.generate(campaign_seed, stored.event_number)
+            final = stored.status == hepmc3.FINAL_STATE
+            same = np.array_equal(stored.pid[final], fresh.pid) and all(
+                np.array_equal(getattr(stored, f)[final], getattr(fresh, f).astype(np.float64))
+                for f in ("px", "py", "pz", "e")
+            )
+            check.exact_checked += 1
+            if not same:
+                check.mismatched.append(stored.event_number)
+        check.builds["pythia"] = check.exact_checked
+        return check
 
     def histograms(self, path: Path) -> dict[str, Any]:
         """Charged final-state multiplicity and pT, with fixed binning (summable)."""
