@@ -517,3 +517,46 @@ def test_hepmc3_scan_in_small_blocks(
     text = foreign.read_bytes()
     junk.write_bytes(text.replace(b"E 1001 ", b"E 2001 "))
     assert hepmc3.event_numbers(junk).tolist() == [2001, 1005, 1009, 1013, 1017]
+
+
+# -- the three steps as a chain campaign ---------------------------------------------------------
+
+
+def test_a_chain_campaign_of_the_three_steps_runs_and_validates(tmp_path: Path) -> None:
+    """The engine's chain on the simulated backend (no Parsl), running the payloads' code.
+
+    Checks the formats agree at submit (evgen writes what simul reads, and so on),
+    that each range's input and skip select its events (``check_event_numbers``),
+    and that every step's merged files pass validation, re-derived events included.
+    """
+    from parsl_es.backends.simulated import SimNodeType
+    from parsl_es.engine.result import RunStatus
+    from tests.engine_helpers import backend, drive_chain, new_chain
+
+    chain = {
+        "evgen": {"payload": {"name": "evgen"}, "events_per_range": 6, "events_per_merge": 6},
+        "simul": {
+            "payload": {"name": "simul", "check_event_numbers": True},
+            "input": "evgen",
+            "events_per_range": 3,
+            "events_per_merge": 12,
+        },
+        "reco": {
+            "payload": {"name": "reco", "check_event_numbers": True},
+            "input": "simul",
+            "events_per_range": 4,
+            "events_per_merge": 12,
+        },
+    }
+    out = new_chain(tmp_path, name="mc", events=12, seed=11, chain=chain)
+    sim = backend(run_functions=True, cpu=SimNodeType(workers=2, range_seconds=0.01))
+    result = drive_chain(out, sim)
+    assert result.status is RunStatus.COMPLETE, result.message
+    assert {s: r["events"] for s, r in result.per_step.items()} == dict.fromkeys(chain, 12)
+    assert all(r["validated"] for r in result.per_step.values())
+    [aod] = (out / "reco" / "merged").iterdir()
+    data = rootio.read_events(aod, filter_name=["event_number", "n_jets"])
+    assert data["event_number"].tolist() == list(range(12))
+    assert data["n_jets"].sum() >= 2 * 12
+    merged_evgen = sorted((out / "evgen" / "merged").iterdir())
+    assert [len(read_hepmc(p)) for p in merged_evgen] == [6, 6]
