@@ -512,11 +512,11 @@ def test_hepmc3_scan_in_small_blocks(
     # Event lines after the footer are not events of the file.
     junk = workdir / "junk.hepmc"
     junk.write_bytes(foreign.read_bytes() + b"E 99 0 0\n")
-    assert hepmc3.event_numbers(junk).tolist() == [1001, 1005, 1009, 1013, 1017]
+    assert hepmc3.scan_event_numbers(junk).tolist() == [1001, 1005, 1009, 1013, 1017]
     # A file rewritten in place is scanned again, not taken from the remembered scan.
     text = foreign.read_bytes()
     junk.write_bytes(text.replace(b"E 1001 ", b"E 2001 "))
-    assert hepmc3.event_numbers(junk).tolist() == [2001, 1005, 1009, 1013, 1017]
+    assert hepmc3.scan_event_numbers(junk).tolist() == [2001, 1005, 1009, 1013, 1017]
 
 
 # -- the three steps as a chain campaign ---------------------------------------------------------

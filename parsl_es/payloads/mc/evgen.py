@@ -68,7 +68,7 @@ class EvgenPayload(Payload):
         return hepmc3.concatenate(inputs, output)
 
     def event_numbers(self, path: Path) -> np.ndarray:
-        return hepmc3.event_numbers(path)
+        return hepmc3.scan_event_numbers(path)
 
     def content_hash(self, path: Path) -> str:
         """SHA-256 of every event's number and particles (id, status, four-momentum).
@@ -95,7 +95,7 @@ class EvgenPayload(Payload):
             self.setup()
         assert self._generator is not None
         check = EventCheck()
-        numbers = hepmc3.event_numbers(path)
+        numbers = hepmc3.scan_event_numbers(path)
         if len(numbers) == 0 or max_events <= 0:
             return check
         picks = np.unique(np.linspace(0, len(numbers) - 1, min(len(numbers), max_events)).round())

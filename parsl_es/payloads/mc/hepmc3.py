@@ -213,8 +213,12 @@ def _footer_at(block: bytes) -> int:
     return at + 1 if at >= 0 else -1
 
 
-def event_numbers(path: Path) -> np.ndarray:
-    """The event numbers of a HepMC3 file, in file order, from its ``E`` lines alone."""
+def scan_event_numbers(path: Path) -> np.ndarray:
+    """The event numbers of a HepMC3 file, in file order, from its ``E`` lines alone.
+
+    Also the reader that counts an input dataset at submit (``parsl_es.datasets``):
+    it raises FatalPayloadError on a file that is not HepMC3 ASCII.
+    """
     return event_offsets(path)[0]
 
 
@@ -242,7 +246,7 @@ def iter_events(path: Path, skip: int = 0, n: int | None = None) -> Iterator[Par
         with open(path, "rb") as f:
             _check_format(f, path)
             found = yield from _parse(pyhepmc, f, path, None, 0)
-        if found != (expected := len(event_numbers(path))):
+        if found != (expected := len(scan_event_numbers(path))):
             raise FatalPayloadError(f"{path}: {found} of its {expected} events could be parsed")
         return
     numbers, offsets, end = event_offsets(path)
