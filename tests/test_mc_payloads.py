@@ -22,7 +22,7 @@ from parsl_es.payloads.mc.clusters import Thresholds, cluster_event
 from parsl_es.payloads.mc.evgen import EvgenPayload
 from parsl_es.payloads.mc.reco import RecoPayload
 from parsl_es.payloads.mc.simul import SimulPayload
-from parsl_es.payloads.physics.detector import EM_LAYER
+from parsl_es.payloads.physics.detector import EM_LAYER, HAD_LAYER
 from parsl_es.payloads.physics.generator import GenParticles
 from parsl_es.payloads.physics.sim_output import simulate_detector
 from parsl_es.ranges import EventRange
@@ -347,6 +347,14 @@ def cells_of(entries: list[tuple[int, int, float]]) -> dict[str, np.ndarray]:
     }
 
 
+def transverse(entries: list[tuple[int, int, float]]) -> np.ndarray:
+    """(px, py) summed over cells, each a massless particle at its centre."""
+    c = cells_of(entries)
+    pt = c["e"].astype(np.float64) / np.cosh(c["eta"].astype(np.float64))
+    phi = c["phi"].astype(np.float64)
+    return np.array([np.sum(pt * np.cos(phi)), np.sum(pt * np.sin(phi))])
+
+
 def write_sim(path: Path, numbers: list[int], events: list[dict[str, np.ndarray]]) -> None:
     counts = [len(c["e"]) for c in events]
     flat = {f: np.concatenate([c[f] for c in events]) for f in ("eta", "phi", "e", "layer")}
@@ -376,6 +384,19 @@ def test_clusters_grow_merge_and_wrap_in_phi() -> None:
     chain = [(60, 60, 0.5), (60, 61, 0.1), (60, 62, 0.1), (60, 59, 0.02)]  # 16.7, 3.3, 3.3, 0.7
     c = cluster_event(**cells_of(chain), thresholds=rim)
     assert c.n_cells.tolist() == [2] and np.isclose(c.e[0], 0.6)
+    # A ring lit all around in phi (beam remnants in the forward HAD layer) is one
+    # cluster with all the energy and no transverse momentum: momenta are summed.
+    ring_eta = -HAD_LAYER.eta_max + (90 + 0.5) * HAD_LAYER.deta
+    phis = (np.arange(HAD_LAYER.n_phi) + 0.5) * HAD_LAYER.dphi
+    ring = cluster_event(
+        eta=np.full(HAD_LAYER.n_phi, ring_eta, dtype=np.float32),
+        phi=np.where(phis > np.pi, phis - 2 * np.pi, phis).astype(np.float32),
+        e=np.full(HAD_LAYER.n_phi, 5.0, dtype=np.float32),
+        layer=np.ones(HAD_LAYER.n_phi, dtype=np.int8),
+        thresholds=t,
+    )
+    assert ring.n_cells.tolist() == [HAD_LAYER.n_phi] and np.isclose(ring.e[0], 320.0)
+    assert ring.pt[0] < 1e-3 * 320.0 / np.cosh(ring_eta)
     # A lone cell between the grow and seed thresholds makes no cluster.
     assert len(cluster_event(**cells_of([(50, 50, 0.1)]), thresholds=t).e) == 0
 
@@ -395,7 +416,8 @@ def test_reco_two_back_to_back_deposits(workdir: Path) -> None:
     assert aod.event_number.tolist() == [78] and aod.run_number.tolist() == [9]
     assert aod.n_clusters.tolist() == [3]  # two showers and the 6.7-sigma noise cell
     assert aod.n_jets.tolist() == [2]
-    expected = 70.0 / np.cosh(eta0)
+    expected = np.hypot(*transverse(shower(ieta, iphi)))  # a little below 70 / cosh(eta0)
+    assert 0.995 < expected / (70.0 / np.cosh(eta0)) < 1.0
     assert np.allclose(aod.jet_pt[0].to_numpy(), expected, rtol=1e-4)
     assert np.allclose(np.abs(aod.jet_eta[0].to_numpy()), abs(eta0), atol=1e-4)
     dphi = abs(float(aod.jet_phi[0][0] - aod.jet_phi[0][1]))
@@ -416,7 +438,8 @@ def test_reco_jet_radius_and_met_direction(workdir: Path) -> None:
     r04, r02 = rootio.read_events(wide), rootio.read_events(narrow)
     assert r04["n_jets"].tolist() == [1, 1] and r02["n_jets"].tolist() == [2, 1]
     eta = [em_cell(ieta, iphi)[0], em_cell(ieta + 12, iphi)[0]]
-    pts = [70.0 / np.cosh(x) for x in eta]
+    pts = [np.hypot(*transverse(shower(i, iphi))) for i in (ieta, ieta + 12)]
+    assert np.allclose(pts, [70.0 / np.cosh(x) for x in eta], rtol=5e-3)
     assert np.isclose(r04["jet"]["pt"][0][0], sum(pts), rtol=1e-4)
     assert np.allclose(sorted(r02["jet"]["pt"][0].to_list()), sorted(pts), rtol=1e-4)
     # One shower alone: the missing ET is its pT, pointing the other way.

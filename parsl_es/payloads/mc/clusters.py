@@ -5,14 +5,13 @@ Clusters are grown the way topo-clusters are: cells far above the noise seed
 them, cells moderately above the noise extend them through their eta-phi
 neighbours (so a shower is one cluster however many cells it covers, and two
 showers that touch merge), and a last ring of perimeter cells is added to keep
-a shower's tails. A cluster is then a massless four-vector at its energy
-barycentre, the input of jet finding and missing transverse energy.
+a shower's tails. A cluster is then the sum of its cells' massless momenta,
+the input of jet finding and missing transverse energy.
 
 The work is on the event's kept cells only (hundreds to a few thousand, not the
 70,000 of the calorimeter): each cell's eight neighbours are found by sorted
-search, and every
-connected group of growing cells is found by hooking and pointer jumping
-(a few passes whatever the group's shape).
+search, and every connected group of growing cells is found by hooking and
+pointer jumping (a few passes whatever the group's shape).
 """
 
 from __future__ import annotations
@@ -39,22 +38,37 @@ class Thresholds:
 
 @dataclass(frozen=True, slots=True)
 class Clusters:
-    """Clusters of one event: energy (GeV), barycentre, cell count and layer."""
+    """Clusters of one event: energy, momentum, cell count and layer.
+
+    ``e`` is the cells' summed energy (what the calorimeter measured); the
+    momentum is the sum of the cells' massless momenta, not the energy put at
+    the barycentre: a cluster spread over a wide region (a forward ring of beam
+    remnants, lit all around in phi) keeps the small transverse momentum its
+    cells add up to, instead of carrying all its energy's pT in one direction.
+    """
 
     e: np.ndarray
-    eta: np.ndarray
-    phi: np.ndarray
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
     n_cells: np.ndarray
     layer: np.ndarray
 
     @property
     def pt(self) -> np.ndarray:
-        return self.e / np.cosh(self.eta)
+        return np.hypot(self.px, self.py)
+
+    @property
+    def eta(self) -> np.ndarray:
+        return np.arcsinh(self.pz / np.maximum(self.pt, 1e-12))
+
+    @property
+    def phi(self) -> np.ndarray:
+        return np.arctan2(self.py, self.px)
 
     def momenta(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Massless (px, py, pz, E) of each cluster."""
-        pt = self.pt
-        return pt * np.cos(self.phi), pt * np.sin(self.phi), pt * np.sinh(self.eta), self.e
+        """Massless (px, py, pz, E = |p|) of each cluster: the jets' inputs."""
+        return self.px, self.py, self.pz, np.sqrt(self.px**2 + self.py**2 + self.pz**2)
 
 
 def cluster_event(
@@ -108,7 +122,7 @@ def _cluster_layer(
     seeds = np.flatnonzero(significance > t.seed)
     if len(seeds) == 0:
         empty = np.zeros(0)
-        return empty, empty, empty, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int8)
+        return empty, empty, empty, empty, np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int8)
     ieta, iphi = _grid_index(eta, phi, geo)
     nbr = _neighbours(ieta, iphi, geo)
     grows = significance > t.grow
@@ -151,24 +165,24 @@ def _components(nbr: np.ndarray, member: np.ndarray) -> np.ndarray:
 def _sums(
     label: np.ndarray, e: np.ndarray, eta: np.ndarray, phi: np.ndarray, code: int
 ) -> tuple[np.ndarray, ...]:
-    """Energy, energy-weighted barycentre (phi averaged as a direction) and size per label."""
+    """Summed energy, summed massless cell momentum and cell count per label."""
     inside = label > 0
     ids, index, n_cells = np.unique(label[inside], return_inverse=True, return_counts=True)
-    w = e[inside]
     n = len(ids)
+    w = e[inside]
+    cell_eta = eta[inside].astype(np.float64)
+    cell_phi = phi[inside].astype(np.float64)
+    cell_pt = w / np.cosh(cell_eta)
     energy = np.bincount(index, w, n)
-    weights = np.abs(w)
-    norm = np.maximum(np.bincount(index, weights, n), 1e-12)
-    mean_eta = np.bincount(index, weights * eta[inside], n) / norm
-    p = phi[inside].astype(np.float64)
-    mean_phi = np.arctan2(
-        np.bincount(index, weights * np.sin(p), n), np.bincount(index, weights * np.cos(p), n)
-    )
+    px = np.bincount(index, cell_pt * np.cos(cell_phi), n)
+    py = np.bincount(index, cell_pt * np.sin(cell_phi), n)
+    pz = np.bincount(index, cell_pt * np.sinh(cell_eta), n)
     keep = energy > 0
     return (
         energy[keep],
-        mean_eta[keep],
-        mean_phi[keep],
+        px[keep],
+        py[keep],
+        pz[keep],
         n_cells[keep].astype(np.int32),
         np.full(int(keep.sum()), code, dtype=np.int8),
     )
