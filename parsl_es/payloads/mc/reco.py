@@ -5,8 +5,8 @@ physics or simul payload's: what ``sim-root`` means) into an AOD-like tree of
 physics objects. It uses only what a detector records, the calorimeter cells:
 topological clusters (``clusters.py``), anti-kt R = 0.4 jets clustered by
 FastJet from the clusters' massless four-vectors (each the sum of its cells'
-momenta), and the missing transverse
-energy balancing the clusters. Output events keep their input event numbers.
+momenta), and the missing transverse energy balancing the clusters. Output
+events keep their input event numbers.
 """
 
 from __future__ import annotations
