@@ -516,12 +516,12 @@ def test_hepmc3_scan_in_small_blocks(
     merged: Path, foreign: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Blocks far smaller than a line, and than a file: the same numbers and offsets."""
-    from parsl_es.payloads.mc import hepmc3
+    from parsl_es.payloads.mc import hepmc3, hepmc3_text
 
     whole = [hepmc3.event_offsets(p) for p in (merged, foreign)]
-    monkeypatch.setattr(hepmc3, "CHUNK", 50)
+    monkeypatch.setattr(hepmc3_text, "CHUNK", 50)
     for path, (numbers, offsets, end) in zip((merged, foreign), whole, strict=True):
-        small = hepmc3._scan(path)  # not the remembered scan
+        small = hepmc3_text._scan(path)  # not the remembered scan
         assert small[0].tolist() == numbers.tolist() and small[2] == end
         assert small[1].tolist() == offsets.tolist()
     assert whole[1][0].tolist() == [1001, 1005, 1009, 1013, 1017]
