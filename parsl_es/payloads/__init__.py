@@ -38,7 +38,10 @@ ENTRY_POINT_GROUP = "parsl_es.payloads"
 _BUILTIN = {
     "command": "parsl_es.payloads.command:CommandPayload",
     "emulate": "parsl_es.payloads.emulate:EmulatePayload",
+    "evgen": "parsl_es.payloads.mc.evgen:EvgenPayload",
     "physics": "parsl_es.payloads.physics:PhysicsPayload",
+    "reco": "parsl_es.payloads.mc.reco:RecoPayload",
+    "simul": "parsl_es.payloads.mc.simul:SimulPayload",
 }
 
 

@@ -76,7 +76,7 @@ class PythiaGenerator:
                 raise FatalPayloadError(f"Pythia rejected setting {line!r}")
         if not self._pythia.init():
             raise FatalPayloadError(f"Pythia init() failed with settings {self.settings}")
-        self._charges: dict[int, int] = {}
+        self.charges = ChargeTable(self._pythia.particleData)
 
     def generate(self, campaign_seed: int, event_number: int) -> GenParticles:
         """The final state of event ``event_number``; identical on every call."""
@@ -107,14 +107,31 @@ class PythiaGenerator:
         final = column(rec.content("status")) > 0
         pid = column(rec.content("id"))[final].astype(np.int32)
         kin = {f: column(mom.content(f))[final].astype(np.float32) for f in ("px", "py", "pz", "e")}
-        return GenParticles(pid=pid, charge=self._charge(pid), **kin)
+        return GenParticles(pid=pid, charge=self.charges(pid), **kin)
 
-    def _charge(self, pid: np.ndarray) -> np.ndarray:
-        """Charges looked up once per distinct pid (a few dozen), then broadcast."""
+
+class ChargeTable:
+    """Particle charges by PDG id, from Pythia's particle data.
+
+    Looked up once per distinct pid (a few dozen per event), then broadcast:
+    shared by the generator and by readers of other generators' HepMC3 files,
+    which carry no charges. Unknown ids get charge 0.
+    """
+
+    def __init__(self, particle_data: Any = None) -> None:
+        if particle_data is None:
+            import pythia8mc
+
+            # An uninitialised Pythia only to read its particle table (~0.3 s).
+            particle_data = pythia8mc.Pythia("", False).particleData
+        self._data = particle_data
+        self._charges: dict[int, int] = {}
+
+    def __call__(self, pid: np.ndarray) -> np.ndarray:
         unique, inverse = np.unique(pid, return_inverse=True)
         table = np.empty(len(unique), dtype=np.int8)
         for i, code in enumerate(unique.tolist()):
             if code not in self._charges:
-                self._charges[code] = round(self._pythia.particleData.charge(code))
+                self._charges[code] = round(self._data.charge(code))
             table[i] = self._charges[code]
         return table[inverse.reshape(-1)]
