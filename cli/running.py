@@ -47,7 +47,8 @@ def finish(result: RunResult, output: Path, out: Console, err: Console) -> int:
         verdict = "validated" if step.get("validated") else "not validated"
         out.print(
             f"  step {name}: {step['events']} events in {step['ranges']} ranges, "
-            f"{step['merges']} merges, {step['events_per_second']:.1f} events/s this run; "
+            f"{step['merges']} merges, {step['events_per_second']:.1f} events/s over its "
+            f"{step.get('span_seconds', 0.0):.1f} s at work; "
             f"{step['events_done']}/{step['events_total']} done, {verdict}",
             highlight=False,
             markup=False,

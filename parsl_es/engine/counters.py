@@ -33,6 +33,22 @@ class Counters:
     fatal_ranges: set[int] = field(default_factory=set)
     failed_merges: set[int] = field(default_factory=set)
     last_range_started: float | None = None
+    #: When this run's first recorded range started and its last one finished: the
+    #: stretch a chain step was at work (its events/s, beside the others').
+    first_started: float | None = None
+    last_finished: float | None = None
+
+    def worked(self, started: float | None, finished: float | None) -> None:
+        if started is not None and (self.first_started is None or started < self.first_started):
+            self.first_started = started
+        if finished is not None and (self.last_finished is None or finished > self.last_finished):
+            self.last_finished = finished
+
+    @property
+    def span_seconds(self) -> float:
+        if self.first_started is None or self.last_finished is None:
+            return 0.0
+        return max(0.0, self.last_finished - self.first_started)
 
     def ranges_finished(self, node_type: str, n_ranges: int, n_events: int) -> None:
         self.events_done += n_events

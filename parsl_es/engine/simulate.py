@@ -268,6 +268,9 @@ class SimulateStep(Step):
             events += r.n_events or 0
             if r.started is not None and r.finished is not None:
                 durations.append(r.finished - r.started)
+        if durations:
+            ctx.counters.worked(min(r.started or r.finished or 0.0 for r in done), None)
+            ctx.counters.worked(None, max(r.finished or 0.0 for r in done))
         ctx.counters.ranges_finished(node_type, len(done), events)
         ctx.estimates.ranges(node_type).extend(durations)
         self.emit(RangesDone([r.index for r in done]))

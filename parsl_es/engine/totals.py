@@ -77,7 +77,11 @@ def run_result(
                 "merges": c.counters.merges,
                 "events_done": c.counters.events_done,
                 "events_total": c.plan.events,
-                "events_per_second": c.counters.events / wall_seconds if wall_seconds > 0 else 0.0,
+                # over the stretch the step was at work: its own rate, not the chain's
+                "events_per_second": c.counters.events / c.counters.span_seconds
+                if c.counters.span_seconds > 0
+                else 0.0,
+                "span_seconds": c.counters.span_seconds,
                 "per_node_type": dict(c.counters.per_node_type),
                 "validated": c.ledger.campaign_passed(),
             }
