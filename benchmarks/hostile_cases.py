@@ -234,6 +234,18 @@ def _dataset_chain(keep_events: bool = False) -> str:
     return text if keep_events else edited(text, "events: 40\n", "")
 
 
+def _evgen_then_reco() -> str:
+    """gen makes HepMC3 files; sim is a reco step, which reads simulated ROOT files."""
+    text = edited(
+        CHAIN, "  gen:\n    payload: {name: emulate}", "  gen:\n    payload: {name: evgen}"
+    )
+    return edited(
+        text,
+        "    payload: {name: emulate}\n    input: gen",
+        "    payload: {name: reco}\n    input: gen",
+    )
+
+
 def _chain_setup(
     tmp: Path,
     content: str,
@@ -493,6 +505,7 @@ CASES: list[Case] = [
     Case("dataset-glob-matches-nothing", "chain", lambda tmp: _chain_setup(tmp, _dataset_chain(), ("chain.gen.input.files:", "data/*.hepmc"), at="input: {files")),
     Case("dataset-not-hepmc3", "chain", lambda tmp: _chain_setup(tmp, _dataset_chain(), ("chain.gen.input.files:", "not a HepMC3 file"), data={"a.hepmc": "just text\n"})),
     Case("dataset-on-a-later-step", "chain", lambda tmp: _chain_setup(tmp, edited(CHAIN, "    input: sim\n", DATASET), ("chain.rec.input:", "only the chain's first step may read a dataset"), at="input: {files")),
+    Case("formats-do-not-fit", "chain", lambda tmp: _chain_setup(tmp, _evgen_then_reco(), ("chain.sim.input:", "reads sim-root files", "step 'gen' (payload 'evgen') writes hepmc3"), at="input: gen")),
     Case("dataset-with-events", "chain", lambda tmp: _chain_setup(tmp, _dataset_chain(keep_events=True), ("events:", "takes its events and their numbers from the dataset"), at="events: 40")),
 ]
 # fmt: on
