@@ -17,7 +17,7 @@ from typing import Any
 
 from parsl_es import fileio
 from parsl_es.ledger import Ledger, Summary
-from parsl_es.report import (
+from parsl_es.report_parts import (
     COLOURS,
     PHYSICS_PREFIX,
     Timeline,

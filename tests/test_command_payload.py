@@ -147,6 +147,7 @@ def test_registered() -> None:
     assert load_payload_class("command") is CommandPayload
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_physics_cli_gives_the_same_events_as_in_process(
     physics: PhysicsPayload, tmp_path: Path
 ) -> None:
@@ -180,6 +181,7 @@ def test_physics_cli_gives_the_same_events_as_in_process(
         "ranges/group-000000/.tmp-abc123def456-c.merge-000000.attempt-2.root",
     ],
 )
+@pytest.mark.integration  # starts real transforms for seconds
 def test_external_merge_in_event_order(
     physics: PhysicsPayload, tmp_path: Path, written: str
 ) -> None:
@@ -280,6 +282,7 @@ def test_skip_counts_from_the_inputs_first_event(tmp_path: Path) -> None:
 SIM_TEMPLATE = "--input {input} --skip {skip} --n {n_events} --output {output}"
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_a_range_reads_its_own_input_file(tmp_path: Path, read_tf: str) -> None:
     """{input}, {skip} and {n_events} come from the range; no input parameter is set."""
     merged = tmp_path / "merged"
@@ -414,6 +417,7 @@ def atlas_chain_payloads(tmp_path: Path) -> dict[str, CommandPayload]:
     return payloads
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_the_atlas_chain_templates_of_the_docs(tmp_path: Path) -> None:
     """docs/chains.md's templates, run with stand-in transforms: the bash set-up wrapper
     passes every filled-in argument through, {input}/{skip}/{n_events} pick each range's
@@ -484,6 +488,7 @@ def test_missing_container_runtime_is_fatal(tmp_path: Path, fake_tf: str) -> Non
         payload.simulate(make_range(0, 1), tmp_path / "o.root")
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_job_report_exit_code(tmp_path: Path, fake_tf: str) -> None:
     template = f"{fake_tf} --output {{output}} --first 0 --last 1"
     bad = command(simulate=f"{template} --report-code 1", job_report="jobReport.json")

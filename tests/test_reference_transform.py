@@ -108,6 +108,7 @@ def finish(worker: Worker, proc: subprocess.Popen) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_service_serves_ranges_with_the_in_process_events(
     physics: PhysicsPayload, channel_dir: Path, tmp_path: Path
 ) -> None:
@@ -141,6 +142,7 @@ def test_service_serves_ranges_with_the_in_process_events(
     )
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_failed_ranges_are_reported_and_the_transform_goes_on(
     channel_dir: Path, tmp_path: Path
 ) -> None:
@@ -173,6 +175,7 @@ def test_failed_ranges_are_reported_and_the_transform_goes_on(
     assert not [p for p in outdir.iterdir() if p.name.startswith(".tmp-")]
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_protocol_error_exits_non_zero(channel_dir: Path, tmp_path: Path) -> None:
     worker = Worker(channel_dir)
     proc = start_transform(worker, tmp_path / "out")
@@ -188,6 +191,7 @@ def test_protocol_error_exits_non_zero(channel_dir: Path, tmp_path: Path) -> Non
     assert "service: error: neither ranges nor 'No more events'" in err.decode()
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_worker_gone_exits_non_zero(channel_dir: Path, tmp_path: Path) -> None:
     worker = Worker(channel_dir)
     proc = start_transform(worker, tmp_path / "out")
@@ -215,6 +219,7 @@ def test_no_channel_is_an_error(tmp_path: Path) -> None:
 STANDIN = Path(__file__).resolve().parents[1] / "benchmarks" / "standin_transform.py"
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_standin_transform_in_both_modes(channel_dir: Path, tmp_path: Path) -> None:
     """Both forms write an events TTree the built-in merge reads (not uproot's RNTuple)."""
     single = tmp_path / "single.root"

@@ -165,6 +165,7 @@ def test_one_transform_serves_many_ranges(tmp_path: Path, payloads) -> None:
         os.kill(pid, 0)
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_killed_transform_loses_the_range_and_is_restarted(tmp_path: Path, payloads) -> None:
     payload = service(tmp_path, FAKE_TF_FAULT_EVENT=2, FAKE_TF_FAULT="kill")
     payloads.append(payload)
@@ -185,6 +186,7 @@ def test_killed_transform_loses_the_range_and_is_restarted(tmp_path: Path, paylo
     assert payload.take_transform_starts() == []
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_transform_gone_between_ranges_costs_no_range(tmp_path: Path, payloads) -> None:
     payload = service(tmp_path, FAKE_TF_FAULT_EVENT=0, FAKE_TF_FAULT="quit")
     payloads.append(payload)
@@ -193,6 +195,7 @@ def test_transform_gone_between_ranges_costs_no_range(tmp_path: Path, payloads) 
     assert payload.service_stats().starts == 2 and payload.service_stats().restarts == 1
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_hung_transform_times_out_and_is_killed(tmp_path: Path, payloads) -> None:
     payload = service(tmp_path, FAKE_TF_FAULT_EVENT=2, FAKE_TF_FAULT="hang")
     payloads.append(payload)
@@ -244,6 +247,7 @@ def test_init_crash_loop_is_fatal_with_the_log_tail(tmp_path: Path, payloads) ->
     assert len(started(tmp_path)) == 3
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_initialisation_outlives_a_range_deadline(tmp_path: Path, payloads) -> None:
     """Ranges of seconds give a timeout of a minute; transforms initialise for minutes."""
     payload = service(tmp_path, FAKE_TF_INIT_SECONDS=2)
@@ -257,6 +261,7 @@ def test_initialisation_outlives_a_range_deadline(tmp_path: Path, payloads) -> N
     assert payload._transform.pid == pid and payload.service_stats().starts == 1
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_initialisation_past_its_limit_is_an_init_death(tmp_path: Path, payloads) -> None:
     payload = service(tmp_path, {"init_timeout_seconds": 0.3}, FAKE_TF_INIT_SECONDS=60)
     payloads.append(payload)
@@ -300,6 +305,7 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 @pytest.mark.parametrize("end", ["exits", "killed"])
 def test_transform_never_outlives_its_worker(tmp_path: Path, end: str) -> None:
     """A worker leaving says No more events; a worker killed takes its transform along."""
@@ -436,6 +442,7 @@ def test_the_reference_transform_runs_a_campaign_with_the_in_process_events(
     assert per_worker and all(row["starts"] == 1 for row in per_worker.values())
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_a_range_of_another_campaign_seed_gets_a_transform_of_its_own(tmp_path, payloads):
     """A transform started with ``{campaign_seed}`` serves that campaign seed only."""
     payload = service(tmp_path, {"simulate": SIMULATE + " --seed-arg {campaign_seed}"})
@@ -452,6 +459,7 @@ def test_a_range_of_another_campaign_seed_gets_a_transform_of_its_own(tmp_path, 
     assert len(argvs) == 2
 
 
+@pytest.mark.integration  # starts real transforms for seconds
 def test_ranges_read_from_their_input_files(tmp_path: Path, payloads) -> None:
     """A transform reading PFN serves ranges of any file; one started with a file on its
     command line ({input}) serves that file's ranges only, and another file starts another."""
