@@ -22,6 +22,8 @@ from tests.helpers import assert_every_event_once
 from tests.test_validation_power import validate
 
 SEED = 42
+#: One xdist worker runs the module: its events of both builds are simulated once.
+pytestmark = pytest.mark.xdist_group("torch")
 torch = pytest.importorskip("torch", reason="torch is in the test extra: pip install -e '.[test]'")
 
 

@@ -38,7 +38,7 @@ def test_a_chain_runs_every_step_exactly_once_and_validates_each(tmp_path):
 
 
 def test_downstream_steps_start_while_upstream_goes_on_and_are_preferred(tmp_path):
-    out = new_chain(tmp_path, events=2000)
+    out = new_chain(tmp_path, events=1000)
     drive_chain(out, backend(cpu=SimNodeType(workers=4, range_seconds=1.0)))
     rows = _ranges(out)
     gen_last_start = max(r.started for r in rows["gen"])
@@ -85,7 +85,7 @@ def test_a_chain_stopped_in_the_middle_resumes_each_step_exactly_once(tmp_path):
 def test_a_node_type_goes_first_to_the_steps_that_prefer_it(tmp_path):
     """sim prefers gpu and may use cpu; gen and rec have only cpu: while they have
     ranges ready, the cpu workers are theirs, and sim takes cpu only when they wait."""
-    out = new_chain(tmp_path, events=2000)
+    out = new_chain(tmp_path, events=1000)
     sim = backend(
         cpu=SimNodeType(workers=4, range_seconds=1.0),
         gpu=SimNodeType(workers=2, range_seconds=1.0),
