@@ -257,3 +257,19 @@ def test_a_slower_node_type_gets_a_range_only_if_it_beats_the_backlog():
     assert not worth_a_slower_node_type(10.0, 1.0, backlog=20, faster_workers=10)
     # equally fast: always worth it while there is a backlog
     assert worth_a_slower_node_type(1.0, 1.0, backlog=1, faster_workers=100)
+
+
+def test_node_types_are_compared_by_speed_only_once_each_has_enough_ranges():
+    from parsl_es.engine.sizing import SPEED_SAMPLES, fastest_first
+
+    enough = SPEED_SAMPLES
+    # a GPU whose first two ranges carried its imports is not judged on them
+    assert fastest_first(["cpu", "gpu"], {"cpu": (50, 0.1), "gpu": (2, 0.9)}) == (
+        ["cpu", "gpu"],
+        {},
+    )
+    assert fastest_first(["cpu", "gpu"], {"cpu": (enough, 0.4), "gpu": (enough, 0.1)}) == (
+        ["gpu", "cpu"],
+        {"cpu": 0.4, "gpu": 0.1},
+    )
+    assert fastest_first(["cpu"], {"cpu": (enough, 0.4)}) == (["cpu"], {})

@@ -19,7 +19,12 @@ from parsl_es.crashpoints import crash_point
 from parsl_es.engine.context import EngineContext, error_text, log
 from parsl_es.engine.feed import GatedFeed, RangeFeed
 from parsl_es.engine.inflight import Bundle, InFlight
-from parsl_es.engine.sizing import bundle_size, window_size, worth_a_slower_node_type
+from parsl_es.engine.sizing import (
+    bundle_size,
+    fastest_first,
+    window_size,
+    worth_a_slower_node_type,
+)
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import MergeValidated, RangesDone, StepSpec
 from parsl_es.interrupts import shielded
@@ -143,11 +148,12 @@ class SimulateStep(Step):
     def _by_speed(self, node_types: list[str]) -> tuple[list[str], dict[str, float]]:
         """The node types fastest first for this step, once each has measured ranges
         (until then, in the step's order of preference, and no durations)."""
-        means = {nt: self.ctx.estimates.ranges(nt).mean() for nt in node_types}
-        if len(node_types) < 2 or any(m is None for m in means.values()):
-            return node_types, {}
-        known: dict[str, float] = {nt: m for nt, m in means.items() if m is not None}
-        return sorted(node_types, key=known.__getitem__), known
+        estimates = self.ctx.estimates
+        measured = {
+            nt: (estimates.ranges(nt).count, estimates.ranges(nt).percentile(0.5))
+            for nt in node_types
+        }
+        return fastest_first(node_types, measured)
 
     def _poll_workers(self, now: float) -> None:
         """Refresh each node type's connected workers and window, once a second."""

@@ -56,6 +56,31 @@ def window_size(workers: int | None, expected: int, durations_known: bool, prefe
     return max(1, math.ceil(workers * (prefetch if durations_known else 1.0)))
 
 
+#: Ranges a step must have measured on each of its node types before it compares
+#: their speeds: a worker's first ranges carry its imports, and a node type judged
+#: slow on two of them would never run the ranges that could prove otherwise.
+SPEED_SAMPLES = 8
+
+
+def fastest_first(
+    node_types: list[str], measured: dict[str, tuple[int, float | None]]
+) -> tuple[list[str], dict[str, float]]:
+    """A step's node types fastest first by median range duration, and the medians.
+
+    ``measured`` is ``(ranges measured, median seconds)`` per node type. Until every
+    node type has ``SPEED_SAMPLES`` ranges, the step's own order and no medians.
+    """
+    if len(node_types) < 2:
+        return node_types, {}
+    medians: dict[str, float] = {}
+    for nt in node_types:
+        count, median = measured.get(nt, (0, None))
+        if count < SPEED_SAMPLES or median is None:
+            return node_types, {}
+        medians[nt] = median
+    return sorted(node_types, key=medians.__getitem__), medians
+
+
 def worth_a_slower_node_type(
     slower_seconds: float, faster_seconds: float, backlog: int, faster_workers: int
 ) -> bool:
