@@ -64,23 +64,6 @@ def assert_chain_complete(out: Path) -> None:
             assert all(r.state is RangeState.MERGED for r in step.ranges()), name
 
 
-def test_a_chain_runs_every_step_once_in_its_own_directory(local_session, tmp_path):
-    path = chain_file(tmp_path, {"gen": 0.0, "sim": 0.0, "rec": 0.0})
-    out = tmp_path / "out"
-    result = api.run_campaign(path, out, session=local_session)
-    assert result.status == "complete", result.message
-    assert_chain_complete(out)
-    top = {p.name for p in out.iterdir() if p.is_dir()}
-    assert top == {"gen", "sim", "rec", "logs"}, top  # no ranges/ or merged/ at the top
-    for name in ("gen", "sim", "rec"):
-        assert sorted(p.name for p in (out / name).iterdir()) == ["merged", "ranges", "validation"]
-    # keep_range_files: false on gen: its range files went once its merged files passed
-    assert not list((out / "gen" / "ranges").rglob("*.npy"))
-    assert len(list((out / "sim" / "ranges").rglob("*.npy"))) == EVENTS // 5
-    assert set(result.per_step) == {"gen", "sim", "rec"}
-    assert all(s["events"] == EVENTS for s in result.per_step.values())
-
-
 def test_a_driver_killed_in_the_middle_of_the_last_step_resumes_each_step_once(
     local_session, tmp_path
 ):

@@ -67,6 +67,12 @@ def test_the_shipped_chain_generates_simulates_and_reconstructs_each_event_once(
         jet_pt = tree["jet_pt"].array(library="np")
     assert (n_jets > 0).mean() > 0.9
     assert min(pt.min() for pt in jet_pt if len(pt)) >= 20.0
+    # each step in its own directory, nothing of a step at the top
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"evgen", "simul", "reco", "logs"}
+    for step in ("evgen", "simul", "reco"):
+        assert {p.name for p in (out / step).iterdir()} == {"merged", "ranges", "validation"}
+    assert set(result.per_step) == {"evgen", "simul", "reco"}
+    assert all(s["events"] == 200 for s in result.per_step.values())
     # intermediate range files went once their merged files passed (keep_range_files: false)
     assert not [p for p in (out / "evgen" / "ranges").rglob("*") if p.is_file()]
     assert not [p for p in (out / "simul" / "ranges").rglob("*") if p.is_file()]
