@@ -10,6 +10,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 
+from parsl_es.ledger import schema
 from parsl_es.ledger.core import LedgerCore
 from parsl_es.ledger.models import (
     ATTEMPT_COLUMNS,
@@ -33,6 +34,41 @@ from parsl_es.ledger.models import (
 from parsl_es.ranges import MergeGroup
 from parsl_es.records import MergeRecord
 from parsl_es.states import Outcome, RangeState, Verdict
+
+#: Per node type, the done and merged ranges: count, events, distinct hosts and batch
+#: jobs, mean duration. Merged ranges come from the merge groups' counts (version 5),
+#: the done ones from the partial index of unmerged ranges.
+_BY_NODE_TYPE = """
+WITH done AS (
+    SELECT node_type, n_events, host, slurm_job, duration FROM range_info
+    WHERE state != 'merged' AND state = 'done'
+),
+counts(node_type, n, events, timed, seconds) AS (
+    SELECT node_type, COUNT(*), COALESCE(SUM(n_events), 0), COUNT(duration),
+        COALESCE(SUM(duration), 0) FROM done GROUP BY node_type
+    UNION ALL
+    SELECT node_type, SUM(ranges), SUM(events), SUM(timed), SUM(seconds) FROM merged_tally
+    GROUP BY node_type
+),
+places(node_type, kind, name) AS (
+    SELECT COALESCE(node_type, ''), 'host', host FROM done WHERE host IS NOT NULL
+    UNION SELECT COALESCE(node_type, ''), 'job', slurm_job FROM done WHERE slurm_job IS NOT NULL
+    UNION SELECT node_type, kind, name FROM merged_where
+)
+SELECT c.node_type, SUM(c.n), SUM(c.events),
+    (SELECT COUNT(*) FROM places p WHERE p.node_type = COALESCE(c.node_type, '')
+        AND p.kind = 'host'),
+    (SELECT COUNT(*) FROM places p WHERE p.node_type = COALESCE(c.node_type, '')
+        AND p.kind = 'job'),
+    SUM(c.seconds) / NULLIF(SUM(c.timed), 0)
+FROM counts c GROUP BY c.node_type HAVING SUM(c.n) > 0 ORDER BY c.node_type
+"""
+#: The same for a ledger before version 5: every done or merged range visited.
+_BY_NODE_TYPE_SCAN = (
+    "SELECT node_type, COUNT(*), COALESCE(SUM(n_events), 0), COUNT(DISTINCT host), "
+    "COUNT(DISTINCT slurm_job), AVG(duration) FROM range_info "
+    "WHERE state IN ('done','merged') GROUP BY node_type ORDER BY node_type"
+)
 
 
 class LedgerReads(LedgerCore):
@@ -103,7 +139,50 @@ class LedgerReads(LedgerCore):
     def campaign_passed(self) -> bool:
         return self.meta("campaign_validation") == Verdict.PASSED
 
+    @property
+    def _tallied(self) -> bool:
+        """Whether the file has version 5's index and counts of merged ranges.
+
+        An older ledger opened read-only has not (it is shown as it is, not migrated):
+        its reads visit every range, as they always did.
+        """
+        return schema.version(self._conn) >= 5  # type: ignore[arg-type]
+
     def resume_state(self) -> ResumeState:
+        """Where a resumed driver carries on, without a Python object per range.
+
+        The retry list and the counts of done ranges come from the ranges not merged
+        (the partial index ``ranges_unmerged``); merged ranges are counted per merge
+        group by ``merged_tally``.
+        """
+        if not self._tallied:
+            return self._resume_state_scan()
+        top = self._conn.execute("SELECT MAX(idx) FROM ranges").fetchone()[0]
+        retry = self._tuples(
+            "SELECT idx FROM ranges WHERE state != 'merged' AND state IN ('ready','failed') "
+            "ORDER BY idx"
+        )
+        per_group = self._tuples(
+            "SELECT merge_group, COUNT(*), COALESCE(SUM(n_events), 0) FROM ranges "
+            "WHERE state != 'merged' AND state = 'done' GROUP BY merge_group "
+            "UNION ALL SELECT group_idx, SUM(ranges), SUM(events) FROM merged_tally "
+            "GROUP BY group_idx"
+        ).fetchall()
+        done_per_group: dict[int, int] = {}
+        for g, n, _ in per_group:
+            done_per_group[g] = done_per_group.get(g, 0) + n
+        return ResumeState(
+            cursor=0 if top is None else top + 1,
+            retry=tuple(t[0] for t in retry),
+            done_per_group=done_per_group,
+            events_done=sum(e for _, _, e in per_group),
+            ranges_done=sum(n for _, n, _ in per_group),
+            merges=tuple(self.merge_records()),
+            campaign_validated=self.campaign_passed(),
+        )
+
+    def _resume_state_scan(self) -> ResumeState:
+        """``resume_state`` of a ledger before version 5 (every range visited)."""
         top = self._conn.execute("SELECT MAX(idx) FROM ranges").fetchone()[0]
         retry = self._tuples(
             "SELECT idx FROM ranges WHERE state IN ('ready','failed') ORDER BY idx"
@@ -123,25 +202,45 @@ class LedgerReads(LedgerCore):
         )
 
     def summary(self) -> Summary:
+        """Counts for progress and ``es-run status``.
+
+        From version 5 on, no query visits every range: the ranges not merged are
+        counted through ``ranges_unmerged``, the merged ones from ``merged_tally``
+        (see ``schema``), the merge groups (at most 100,000 rows) in one pass.
+        """
         plan = self.plan
         ranges = dict.fromkeys(RANGE_STATES, 0)
-        ranges.update(self._tuples("SELECT state, COUNT(*) FROM ranges GROUP BY state"))
+        merged_sql = "SELECT 'merged', COALESCE(SUM(ranges), 0) FROM merged_tally"
+        if self._tallied:
+            ranges.update(
+                self._tuples(
+                    "SELECT state, COUNT(*) FROM ranges WHERE state != 'merged' GROUP BY state"
+                )
+            )
+            ranges.update(self._tuples(merged_sql))
+            done = self._conn.execute(
+                "SELECT (SELECT COALESCE(SUM(n_events), 0) FROM ranges "
+                "WHERE state != 'merged' AND state = 'done') "
+                "+ (SELECT COALESCE(SUM(events), 0) FROM merged_tally)"
+            ).fetchone()[0]
+        else:
+            ranges.update(self._tuples("SELECT state, COUNT(*) FROM ranges GROUP BY state"))
+            done = self._conn.execute(
+                "SELECT COALESCE(SUM(n_events), 0) FROM ranges WHERE state IN ('done','merged')"
+            ).fetchone()[0]
         ranges["ready"] += plan.n_ranges - sum(ranges.values())
         merges = dict.fromkeys(MERGE_STATES, 0)
-        merges.update(self._tuples("SELECT state, COUNT(*) FROM merges GROUP BY state"))
         validated = {"passed": 0, "failed": 0}
-        validated.update(
-            self._tuples(
-                "SELECT validation, COUNT(*) FROM merges WHERE validation IS NOT NULL "
-                "GROUP BY validation"
-            )
-        )
-        done = self._conn.execute(
-            "SELECT COALESCE(SUM(n_events), 0) FROM ranges WHERE state IN ('done','merged')"
-        ).fetchone()[0]
-        merged = self._conn.execute(
-            "SELECT COALESCE(SUM(n_events), 0) FROM merges WHERE state='done'"
-        ).fetchone()[0]
+        merged = 0
+        for state, validation, n, events in self._tuples(
+            "SELECT state, validation, COUNT(*), COALESCE(SUM(n_events), 0) FROM merges "
+            "GROUP BY state, validation"
+        ):
+            merges[state] += n
+            if validation is not None:
+                validated[validation] = validated.get(validation, 0) + n
+            if state == "done":
+                merged += events
         return Summary(
             n_ranges=plan.n_ranges,
             n_merges=plan.n_merges,
@@ -167,9 +266,7 @@ class LedgerReads(LedgerCore):
             )
 
         for nt, n, events, hosts, jobs, mean in self._tuples(
-            "SELECT node_type, COUNT(*), COALESCE(SUM(n_events), 0), COUNT(DISTINCT host), "
-            "COUNT(DISTINCT slurm_job), AVG(duration) FROM range_info "
-            "WHERE state IN ('done','merged') GROUP BY node_type ORDER BY node_type"
+            _BY_NODE_TYPE if self._tallied else _BY_NODE_TYPE_SCAN
         ):
             share(nt).update(
                 ranges=n,

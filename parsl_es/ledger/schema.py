@@ -11,17 +11,18 @@ of the current one (nothing is written to its file).
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Callable
 
 from parsl_es.errors import UserError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: The tables (and view) each step of a chain campaign has on its own, under its name
 #: (``<step>_ranges``, ...); a single-step campaign has them unprefixed, as always.
-STEP_TABLES = ("ranges", "merges", "attempts", "range_info")
+STEP_TABLES = ("ranges", "merges", "attempts", "range_info", "merged_tally", "merged_where")
 _STEP_TABLE = re.compile(
     r"\b(FROM|INTO|UPDATE|JOIN|TABLE|VIEW|ON)(\s+)(" + "|".join(STEP_TABLES) + r")\b"
 )
@@ -108,6 +109,90 @@ SHARED_DDL = ";\n".join(
         _TRANSFORMS.format(temp=""),
     )
 )
+#: Version 5: what ``es-run status`` and a resume read without visiting every range.
+#:
+#: ``ranges_unmerged``: a partial index of the ranges not merged. Merged ranges are
+#: nearly all of a large campaign and never change again while their merge stands;
+#: the others (running, done, failed, fatal, ready again) are the in-flight band,
+#: a few thousand rows. A query uses it when its WHERE has ``state != 'merged'``
+#: literally (SQLite's rule for partial indexes).
+#:
+#: ``merged_tally``: per merge group whose merge is done, per node type, its ranges,
+#: events and range seconds; ``merged_where``: per node type, the hosts and batch
+#: jobs that simulated ranges of done merges, with how many such groups each served.
+#: Both are kept by triggers on the merge's state (once per merge group, never per
+#: range: the range write path is untouched), from the group's ranges as they are
+#: when the merge is recorded done (done or merged: at that moment all of them).
+#: A merge is done only when every range of its group is done, ``finish_merge``
+#: marks them all merged in the same transaction, and only ``reset_for_resume``
+#: moves a done merge back (and its ranges with it): so the ranges in state
+#: ``merged`` are exactly those that ``merged_tally`` counts.
+_V5_DDL = (
+    "CREATE INDEX ranges_unmerged ON ranges (state, merge_group) WHERE state != 'merged'",
+    """CREATE TABLE merged_tally (
+    group_idx INTEGER NOT NULL,
+    node_type TEXT,
+    ranges INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    timed INTEGER NOT NULL,  -- ranges with a duration
+    seconds REAL NOT NULL
+)""",
+    "CREATE INDEX merged_tally_group ON merged_tally (group_idx)",
+    """CREATE TABLE merged_where (
+    node_type TEXT NOT NULL,  -- '' for none
+    kind TEXT NOT NULL CHECK (kind IN ('host','job')),
+    name TEXT NOT NULL,
+    groups INTEGER NOT NULL,
+    PRIMARY KEY (node_type, kind, name)
+) WITHOUT ROWID""",
+    """CREATE TRIGGER merges_done AFTER UPDATE OF state ON merges
+WHEN new.state = 'done' AND old.state != 'done'
+BEGIN
+    DELETE FROM merged_tally WHERE group_idx = new.group_idx;
+    INSERT INTO merged_tally (group_idx, node_type, ranges, events, timed, seconds)
+    SELECT new.group_idx, node_type, COUNT(*), COALESCE(SUM(n_events), 0),
+        COUNT(finished - started), COALESCE(SUM(finished - started), 0)
+    FROM ranges WHERE idx BETWEEN new.first_range AND new.last_range
+        AND state IN ('done','merged')
+    GROUP BY node_type;
+    INSERT INTO merged_where (node_type, kind, name, groups)
+    SELECT nt, kind, name, 1 FROM (
+        SELECT COALESCE(node_type, '') AS nt, 'host' AS kind, host AS name FROM range_info
+        WHERE idx BETWEEN new.first_range AND new.last_range AND state IN ('done','merged')
+            AND host IS NOT NULL
+        UNION
+        SELECT COALESCE(node_type, ''), 'job', slurm_job FROM range_info
+        WHERE idx BETWEEN new.first_range AND new.last_range AND state IN ('done','merged')
+            AND slurm_job IS NOT NULL
+    ) WHERE true
+    ON CONFLICT (node_type, kind, name) DO UPDATE SET groups = groups + 1;
+END""",
+    """CREATE TRIGGER merges_undone AFTER UPDATE OF state ON merges
+WHEN old.state = 'done' AND new.state != 'done'
+BEGIN
+    DELETE FROM merged_tally WHERE group_idx = old.group_idx;
+    UPDATE merged_where SET groups = groups - 1 WHERE (node_type, kind, name) IN (
+        SELECT COALESCE(node_type, ''), 'host', host FROM range_info
+        WHERE idx BETWEEN old.first_range AND old.last_range AND state IN ('done','merged')
+            AND host IS NOT NULL
+        UNION
+        SELECT COALESCE(node_type, ''), 'job', slurm_job FROM range_info
+        WHERE idx BETWEEN old.first_range AND old.last_range AND state IN ('done','merged')
+            AND slurm_job IS NOT NULL
+    );
+    DELETE FROM merged_where WHERE groups <= 0;
+END""",
+)
+#: Object names of ``_V5_DDL`` that carry a chain step's name (tables are scoped anyway).
+_STEP_OBJECTS = (
+    "attempts_range",
+    "ranges_unmerged",
+    "merged_tally_group",
+    "merges_done",
+    "merges_undone",
+)
+_STEP_OBJECT = re.compile(r"\b(INDEX|TRIGGER)(\s+)(" + "|".join(_STEP_OBJECTS) + r")\b")
+
 #: What a step has of its own (a single-step campaign: unprefixed).
 STEP_DDL = ";\n".join(
     (
@@ -116,6 +201,7 @@ STEP_DDL = ";\n".join(
         "CREATE INDEX attempts_range ON attempts (range_idx)",
         _MERGES,
         _RANGE_INFO.format(temp=""),
+        *_V5_DDL,
     )
 )
 #: The whole current layout of a single-step campaign's ledger.
@@ -136,9 +222,14 @@ def scoped(sql: str, step: str | None) -> str:
 
 def step_ddl(step: str | None) -> str:
     """A step's tables, view and index, under its name."""
-    return scoped(STEP_DDL, step).replace(
-        "INDEX attempts_range", f"INDEX {step}_attempts_range" if step else "INDEX attempts_range"
-    )
+    return _step_objects(scoped(STEP_DDL, step), step)
+
+
+def _step_objects(ddl: str, step: str | None) -> str:
+    """Index and trigger names of a step's own (SQLite's are per database, not per table)."""
+    if step is None:
+        return ddl
+    return _STEP_OBJECT.sub(lambda m: f"{m[1]}{m[2]}{step}_{m[3]}", ddl)
 
 
 #: Columns added to version 1 ledgers as they were developed: ``(table, column, type)``.
@@ -178,11 +269,45 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
     """
 
 
+#: Version 5's counts of merged ranges, for the merges already done (the triggers keep
+#: them from then on): one pass over the ranges, once, at the first read-write open.
+_V5_BACKFILL = (
+    """INSERT INTO merged_tally (group_idx, node_type, ranges, events, timed, seconds)
+    SELECT m.group_idx, r.node_type, COUNT(*), COALESCE(SUM(r.n_events), 0),
+        COUNT(r.finished - r.started), COALESCE(SUM(r.finished - r.started), 0)
+    FROM merges m JOIN ranges r ON r.idx BETWEEN m.first_range AND m.last_range
+    WHERE m.state = 'done' AND r.state IN ('done','merged')
+    GROUP BY m.group_idx, r.node_type""",
+    """INSERT INTO merged_where (node_type, kind, name, groups)
+    SELECT nt, kind, name, COUNT(*) FROM (
+        SELECT DISTINCT m.group_idx, COALESCE(r.node_type, '') AS nt, 'host' AS kind,
+            r.host AS name
+        FROM merges m JOIN range_info r ON r.idx BETWEEN m.first_range AND m.last_range
+        WHERE m.state = 'done' AND r.state IN ('done','merged') AND r.host IS NOT NULL
+        UNION ALL
+        SELECT DISTINCT m.group_idx, COALESCE(r.node_type, ''), 'job', r.slurm_job
+        FROM merges m JOIN range_info r ON r.idx BETWEEN m.first_range AND m.last_range
+        WHERE m.state = 'done' AND r.state IN ('done','merged') AND r.slurm_job IS NOT NULL
+    ) GROUP BY nt, kind, name""",
+)
+
+
+def _v4_to_v5(conn: sqlite3.Connection) -> None:
+    """The partial index of unmerged ranges, and the counts of merged ones (per step)."""
+    raw = conn.execute("SELECT value FROM meta WHERE key='chain_steps'").fetchone()
+    for step in json.loads(raw[0]) if raw else (None,):
+        for ddl in _V5_DDL:
+            conn.execute(_step_objects(scoped(ddl, step), step))
+        for sql in _V5_BACKFILL:
+            conn.execute(scoped(sql, step))
+
+
 #: ``MIGRATIONS[n]`` brings a version ``n`` ledger to version ``n + 1``.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }
 
 
