@@ -1,0 +1,224 @@
+"""Version 5's reads without visiting every range give what visiting every range gives.
+
+``summary`` and ``resume_state`` read the ranges not merged through a partial index
+and the merged ones from per-merge-group counts kept by triggers
+(``schema._V5_DDL``); ``reset_for_resume`` checks only the files exactly-once
+needs. Each test compares with the reads of a ledger before version 5 (the scans,
+``_tallied`` forced false) on small ledgers made through the engine's own write
+path. No wall times here: ``benchmarks/ledger_scale.py`` measures them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from parsl_es.backends.simulated import EPOCH, SimFaults, SimNodeType
+from parsl_es.ledger import LEDGER_NAME, SCHEMA_VERSION, Ledger, schema
+from parsl_es.ledger.reads import LedgerReads
+from parsl_es.ranges import RangePlan
+from parsl_es.states import Outcome, RangeState
+from tests.engine_helpers import backend, drive, new_campaign
+from tests.test_ledger import (
+    CAMPAIGN,
+    HERE,
+    PLAN,
+    done,
+    fail,
+    merged_file,
+    record,
+    start,
+)
+
+
+def scanned(ledger: Ledger, monkeypatch, what: str):
+    """``summary()`` or ``resume_state()`` as a ledger before version 5 reads it."""
+    with monkeypatch.context() as m:
+        m.setattr(LedgerReads, "_tallied", property(lambda self: False))
+        return getattr(ledger, what)()
+
+
+def same_as_scan(ledger: Ledger, monkeypatch) -> None:
+    assert ledger._tallied
+    assert ledger.summary() == scanned(ledger, monkeypatch, "summary")
+    assert ledger.resume_state() == scanned(ledger, monkeypatch, "resume_state")
+
+
+def merge(ledger: Ledger, group: int, output: str) -> None:
+    attempt = ledger.start_merge(group, "cpu", time.time())
+    assert ledger.finish_merge(merged_file(group, attempt, output))
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    with Ledger.create(tmp_path / LEDGER_NAME, {"campaign": CAMPAIGN}, PLAN) as led:
+        yield led
+
+
+def test_counts_follow_every_transition_of_ranges_and_merges(tmp_path, ledger, monkeypatch):
+    other = HERE.__class__(host="node2", worker="node2:1", slurm_job="78")
+    start(ledger, *range(5))
+    record(ledger, done(0), done(1), done(2))
+    record(ledger, done(3), done(4, started=None), node_type="cpu", where=other)
+    same_as_scan(ledger, monkeypatch)
+    merge(ledger, 0, "merged/m0")
+    s = ledger.summary()
+    assert s.ranges["merged"] == 5 and s.events_done == 10
+    assert s.by_node_type["cpu"]["hosts"] == 2 and s.by_node_type["cpu"]["batch_jobs"] == 2
+    same_as_scan(ledger, monkeypatch)
+    start(ledger, 5, 6, 7, 8, node_type="gpu")
+    record(ledger, done(5), fail(6, 1), fail(7, 1, Outcome.FATAL), node_type="gpu")
+    same_as_scan(ledger, monkeypatch)
+    # a stopped driver: the merged file of group 0 is missing, range 5's file too
+    (tmp_path / "ranges").mkdir()
+    for i in range(5):
+        (tmp_path / "ranges" / f"r{i}.root").write_bytes(b"0123456789")
+    counts = ledger.reset_for_resume(tmp_path)
+    assert counts == {
+        "ranges_running": 1,
+        "ranges_missing": 1,
+        "merges_running": 0,
+        "merges_missing": 1,
+        "fatal_retried": 1,
+    }
+    s = ledger.summary()
+    assert s.ranges["merged"] == 0 and s.ranges["done"] == 5 and s.merges["waiting"] == 2
+    assert s.by_node_type["cpu"]["hosts"] == 2
+    same_as_scan(ledger, monkeypatch)
+    state = ledger.resume_state()
+    assert state.retry == (5, 6, 7, 8) and state.done_per_group == {0: 5}
+    merge(ledger, 0, "merged/m0")  # merged again: counted once
+    assert ledger.summary().ranges["merged"] == 5
+    same_as_scan(ledger, monkeypatch)
+
+
+def test_reset_for_resume_checks_done_ranges_and_merged_files_only(tmp_path, ledger):
+    """A done range with a missing or short file is redone; a merged range's own file is
+    not needed (its events are in the merged file, which is checked)."""
+    (tmp_path / "ranges").mkdir()
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "m0").write_bytes(b"12345")  # size 5 as recorded
+    start(ledger, *range(8))
+    record(ledger, *(done(i) for i in range(8)))
+    merge(ledger, 0, "merged/m0")  # ranges 0-4 merged: their files are not there at all
+    (tmp_path / "ranges" / "r5.root").write_bytes(b"0123456789")
+    (tmp_path / "ranges" / "r6.root").write_bytes(b"short")  # the wrong size
+    counts = ledger.reset_for_resume(tmp_path)  # r7's file is missing
+    assert counts["ranges_missing"] == 2 and counts["merges_missing"] == 0
+    states = {r.index: r.state for r in ledger.ranges()}
+    assert [states[i] for i in range(8)] == [RangeState.MERGED] * 5 + [
+        RangeState.DONE,
+        RangeState.READY,
+        RangeState.READY,
+    ]
+    (tmp_path / "merged" / "m0").unlink()  # now the merged file goes: its ranges' files count
+    counts = ledger.reset_for_resume(tmp_path)
+    assert counts["merges_missing"] == 1 and counts["ranges_missing"] == 5
+    assert ledger.summary().ranges["ready"] == 10 - 1
+
+
+def write_v4(path: Path) -> None:
+    """Take a version 5 ledger back to version 4's layout (what parsl-es wrote before)."""
+    conn = sqlite3.connect(path)
+    raw = conn.execute("SELECT value FROM meta WHERE key='chain_steps'").fetchone()
+    steps = json.loads(raw[0]) if raw else [None]
+    with conn:
+        for step in steps:
+            p = f"{step}_" if step else ""
+            for trigger in ("merges_done", "merges_undone"):
+                conn.execute(f"DROP TRIGGER {p}{trigger}")
+            conn.execute(f"DROP INDEX {p}ranges_unmerged")
+            conn.execute(f"DROP TABLE {p}merged_tally")
+            conn.execute(f"DROP TABLE {p}merged_where")
+        conn.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+    conn.close()
+
+
+def test_a_v4_ledger_reads_read_only_and_migrates_with_its_counts(tmp_path, monkeypatch):
+    path = tmp_path / LEDGER_NAME
+    with Ledger.create(path, {"campaign": CAMPAIGN}, PLAN) as led:
+        start(led, *range(7))
+        record(led, *(done(i) for i in range(6)))
+        merge(led, 0, "merged/m0")
+        fresh = led.summary(), led.resume_state()
+    write_v4(path)
+    with Ledger.open(path, readonly=True) as led:
+        assert led.schema_version == 4 and not led._tallied
+        assert (led.summary(), led.resume_state()) == fresh
+    with Ledger.open(path) as led:
+        assert led.schema_version == SCHEMA_VERSION == 5 and led._tallied
+        assert (led.summary(), led.resume_state()) == fresh
+        same_as_scan(led, monkeypatch)
+        start(led, 7, 8, 9)
+        record(led, *(done(i) for i in range(6, 10)))
+        merge(led, 1, "merged/m1")  # the triggers work on a migrated ledger
+        assert led.summary().ranges["merged"] == 10
+        same_as_scan(led, monkeypatch)
+
+
+def test_a_chain_ledger_has_the_index_counts_and_triggers_per_step(tmp_path, monkeypatch):
+    path = tmp_path / LEDGER_NAME
+    plans = {
+        "gen": PLAN,
+        "sim": RangePlan(
+            campaign="c", events=20, first_event=0, events_per_range=5, events_per_merge=10, seed=3
+        ),
+    }
+    with Ledger.create(path, {"campaign": CAMPAIGN}, steps=plans) as led:
+        gen, sim = led.step("gen"), led.step("sim")
+        start(gen, *range(5))
+        record(gen, *(done(i) for i in range(5)))
+        merge(gen, 0, "merged/m0")
+        start(sim, 0, 1)
+        record(sim, done(0), done(1))
+        merge(sim, 0, "merged/s0")
+        assert gen.summary().ranges["merged"] == 5 and sim.summary().ranges["merged"] == 2
+        for part in (gen, sim):
+            same_as_scan(part, monkeypatch)
+    names = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    for step in plans:
+        assert {
+            f"{step}_ranges_unmerged",
+            f"{step}_merged_tally",
+            f"{step}_merged_where",
+            f"{step}_merges_done",
+            f"{step}_merges_undone",
+        } <= names
+    write_v4(path)
+    with Ledger.open(path) as led:  # migrated per step
+        for _, part in led.steps():
+            same_as_scan(part, monkeypatch)
+        assert led.step("sim").summary().ranges["merged"] == 2
+
+
+def test_reads_match_the_scans_after_an_engine_run_with_faults_and_a_resume(tmp_path, monkeypatch):
+    out = new_campaign(tmp_path, events=400, events_per_range=2, events_per_merge=20)
+    faults = SimFaults(range_failure_rate=0.2, task_loss_rate=0.05, permanent_ranges={7})
+    sim = backend(faults, run_functions=True, cpu=SimNodeType(workers=8, range_seconds=1.0))
+    drive(out, sim, allocation_end=EPOCH + 8.0, margin_seconds=1.0)
+    with Ledger.open(out / LEDGER_NAME) as led:
+        s = led.summary()
+        assert s.ranges["merged"] > 0 and s.ranges["ready"] > 0
+        same_as_scan(led, monkeypatch)
+        for f in sorted((out / "merged").glob("*"))[:1]:
+            f.unlink()
+        led.reset_for_resume(out)
+        same_as_scan(led, monkeypatch)
+    drive(out, backend(run_functions=True))
+    with Ledger.open(out / LEDGER_NAME) as led:
+        same_as_scan(led, monkeypatch)
+        assert led.summary().ranges["merged"] == 200
+
+
+def test_the_step_objects_of_schema_5_are_named_per_step():
+    ddl = schema.step_ddl("gen")
+    for name in ("attempts_range", "ranges_unmerged", "merged_tally_group", "merges_done"):
+        assert f"gen_{name}" in ddl
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(schema.SHARED_DDL)
+    for step in (None, "gen", "sim"):  # side by side in one file
+        conn.executescript(schema.step_ddl(step))
