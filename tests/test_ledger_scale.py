@@ -199,7 +199,7 @@ def test_reads_match_the_scans_after_an_engine_run_with_faults_and_a_resume(tmp_
     out = new_campaign(tmp_path, events=400, events_per_range=2, events_per_merge=20)
     faults = SimFaults(range_failure_rate=0.2, task_loss_rate=0.05, permanent_ranges={7})
     sim = backend(faults, run_functions=True, cpu=SimNodeType(workers=8, range_seconds=1.0))
-    drive(out, sim, allocation_end=EPOCH + 8.0, margin_seconds=1.0)
+    drive(out, sim, allocation_end=EPOCH + 20.0, margin_seconds=1.0)
     with Ledger.open(out / LEDGER_NAME) as led:
         s = led.summary()
         assert s.ranges["merged"] > 0 and s.ranges["ready"] > 0
