@@ -275,18 +275,18 @@ _V5_BACKFILL = (
     """INSERT INTO merged_tally (group_idx, node_type, ranges, events, timed, seconds)
     SELECT m.group_idx, r.node_type, COUNT(*), COALESCE(SUM(r.n_events), 0),
         COUNT(r.finished - r.started), COALESCE(SUM(r.finished - r.started), 0)
-    FROM merges m JOIN ranges r ON r.idx BETWEEN m.first_range AND m.last_range
+    FROM ranges r JOIN merges m ON m.group_idx = r.merge_group
     WHERE m.state = 'done' AND r.state IN ('done','merged')
     GROUP BY m.group_idx, r.node_type""",
     """INSERT INTO merged_where (node_type, kind, name, groups)
     SELECT nt, kind, name, COUNT(*) FROM (
         SELECT DISTINCT m.group_idx, COALESCE(r.node_type, '') AS nt, 'host' AS kind,
             r.host AS name
-        FROM merges m JOIN range_info r ON r.idx BETWEEN m.first_range AND m.last_range
+        FROM range_info r JOIN merges m ON m.group_idx = r.merge_group
         WHERE m.state = 'done' AND r.state IN ('done','merged') AND r.host IS NOT NULL
         UNION ALL
         SELECT DISTINCT m.group_idx, COALESCE(r.node_type, ''), 'job', r.slurm_job
-        FROM merges m JOIN range_info r ON r.idx BETWEEN m.first_range AND m.last_range
+        FROM range_info r JOIN merges m ON m.group_idx = r.merge_group
         WHERE m.state = 'done' AND r.state IN ('done','merged') AND r.slurm_job IS NOT NULL
     ) GROUP BY nt, kind, name""",
 )
