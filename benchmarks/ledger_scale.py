@@ -7,7 +7,8 @@ Builds two real ledgers in the same run, the large one and a baseline of
 in a fresh Python process (so peak RSS is that operation's alone):
 
 * ``es-run status DIR`` wall time: the real CLI in a subprocess (median of 3),
-  its peak RSS from ``wait4``;
+  its CPU time and peak RSS from ``wait4`` (CPU time shows what the wall time is
+  made of on a shared machine);
 * ``Ledger.summary()`` in process (read-only open + summary, median of 3);
 * resume start-up: a read-write ``Ledger.open`` (the migration, if any),
   ``Dispatcher(...)`` on the simulated backend, ``Dispatcher._load()`` (what a
@@ -322,7 +323,12 @@ def _run(cmd: list[str], parse: bool) -> dict:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{cmd} failed: {stderr.decode()[-2000:]}")
     data = json.loads(stdout.decode().strip().splitlines()[-1]) if parse else {}
-    return data | {"wall_seconds": wall, "peak_rss_mb": usage.ru_maxrss / 1024.0}
+    cpu = usage.ru_utime + usage.ru_stime
+    return data | {
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "peak_rss_mb": usage.ru_maxrss / 1024.0,
+    }
 
 
 def measure_all(out: Path, repeat: int) -> dict[str, float]:
@@ -346,12 +352,14 @@ def measure_all(out: Path, repeat: int) -> dict[str, float]:
 
     return {
         "status_cli_seconds": med(status_cli, "wall_seconds"),
+        "status_cli_cpu_seconds": med(status_cli, "cpu_seconds"),
         "status_cli_rss_mb": med(status_cli, "peak_rss_mb"),
         "summary_seconds": med(summary, "seconds"),
         "summary_rss_mb": med(summary, "peak_rss_mb"),
         "resume_open_seconds": med(resumes, "open_seconds"),
         "resume_load_seconds": med(resumes, "load_seconds"),
         "resume_first_submit_seconds": med(resumes, "to_first_submit_seconds"),
+        "resume_cpu_seconds": med(resumes, "cpu_seconds"),
         "resume_rss_mb": med(resumes, "peak_rss_mb"),
         "resume_submitted": resumes[0]["submitted"],
     }
