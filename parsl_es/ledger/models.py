@@ -194,4 +194,33 @@ def merge_record(m: sqlite3.Row) -> MergeRecord:
     )
 
 
+#: ``merge_row``'s columns, in its order.
+MERGE_COLUMNS = (
+    "group_idx, first_range, last_range, first_event, last_event, state, attempts, output, "
+    "size, checksum, n_events, validation, node_type, started, finished, error"
+)
+
+
+def merge_row(t: tuple) -> MergeRecord:
+    """``merge_record`` from a plain tuple of ``MERGE_COLUMNS`` (a resume reads 10^5 of them)."""
+    return MergeRecord(
+        group=t[0],
+        first_range=t[1],
+        last_range=t[2],
+        first_event=t[3],
+        last_event=t[4],
+        state=MergeState(t[5]),
+        attempts=t[6],
+        output=t[7],
+        size=t[8],
+        checksum=t[9],
+        n_events=t[10],
+        validation=None if t[11] is None else Verdict(t[11]),
+        node_type=t[12],
+        started=t[13],
+        finished=t[14],
+        error=t[15],
+    )
+
+
 TASK_COLUMNS = "task, node_type, host, worker, slurm_job, accelerator, pool, block, recorded, setup"

@@ -14,6 +14,7 @@ from parsl_es.ledger import schema
 from parsl_es.ledger.core import LedgerCore
 from parsl_es.ledger.models import (
     ATTEMPT_COLUMNS,
+    MERGE_COLUMNS,
     MERGE_STATES,
     RANGE_COLUMNS,
     RANGE_STATES,
@@ -29,6 +30,7 @@ from parsl_es.ledger.models import (
     TransformRow,
     attempt_row,
     merge_record,
+    merge_row,
     range_row,
 )
 from parsl_es.ranges import MergeGroup
@@ -114,8 +116,8 @@ class LedgerReads(LedgerCore):
         ]
 
     def merge_records(self) -> list[MergeRecord]:
-        rows = self._conn.execute("SELECT * FROM merges ORDER BY group_idx")
-        return [merge_record(m) for m in rows]
+        rows = self._tuples(f"SELECT {MERGE_COLUMNS} FROM merges ORDER BY group_idx")
+        return [merge_row(t) for t in rows]
 
     def merge_record(self, group: int) -> MergeRecord:
         row = self._conn.execute("SELECT * FROM merges WHERE group_idx=?", (group,)).fetchone()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from parsl_es.ledger.core import LedgerCore
@@ -67,6 +68,7 @@ class Recovery(LedgerCore):
             ),
             0,
         )
+        out = os.fspath(output_dir)
         with self.transaction() as conn:
             counts["ranges_running"] = conn.execute(
                 "UPDATE ranges SET state='ready' WHERE state != 'merged' AND state='running'"
@@ -81,7 +83,7 @@ class Recovery(LedgerCore):
             for m in conn.execute(
                 "SELECT group_idx, output, size, validation FROM merges WHERE state='done'"
             ).fetchall():
-                if m["validation"] == "failed" or not _file_ok(output_dir, m["output"], m["size"]):
+                if m["validation"] == "failed" or not _file_ok(out, m["output"], m["size"]):
                     counts["merges_missing"] += 1
                     conn.execute(
                         "UPDATE merges SET state='waiting', output=NULL, size=NULL, checksum=NULL, "
@@ -95,7 +97,7 @@ class Recovery(LedgerCore):
             for r in conn.execute(
                 "SELECT idx, output, size FROM ranges WHERE state != 'merged' AND state='done'"
             ).fetchall():
-                if not _file_ok(output_dir, r["output"], r["size"]):
+                if not _file_ok(out, r["output"], r["size"]):
                     counts["ranges_missing"] += 1
                     conn.execute("UPDATE ranges SET state='ready' WHERE idx=?", (r["idx"],))
             unproven = conn.execute(
@@ -106,10 +108,12 @@ class Recovery(LedgerCore):
         return counts
 
 
-def _file_ok(output_dir: Path, rel: str | None, size: int | None) -> bool:
+def _file_ok(output_dir: Path | str, rel: str | None, size: int | None) -> bool:
+    """Whether ``output_dir/rel`` is there with ``size`` bytes (plain strings: a resume
+    may look at 10^5 files, and ``pathlib`` costs several times the ``stat``)."""
     if not rel:
         return False
     try:
-        return (output_dir / rel).stat().st_size == size
+        return os.stat(os.path.join(output_dir, rel)).st_size == size
     except OSError:
         return False
