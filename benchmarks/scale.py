@@ -69,7 +69,7 @@ class Window:
         self.sim = sim
         self.warmup = warmup
         self.seconds = seconds
-        self.profiler = cProfile.Profile() if profile else None
+        self.profiler = cProfile.Profile(time.thread_time) if profile else None
         self.stop = threading.Event()
         self.start: dict | None = None
         self.end: dict | None = None

@@ -162,7 +162,8 @@ class SimulatedBackend:
                 self._start_pool(nt, i, spec.startup_seconds)
         for ev in faults.pool_losses:
             self._at(
-                self._epoch + ev.at, lambda ev=ev: self._lose_pool(self._pools[ev.node_type][ev.pool])
+                self._epoch + ev.at,
+                lambda ev=ev: self._lose_pool(self._pools[ev.node_type][ev.pool]),
             )
         for ev in faults.pool_wedges:
             self._at(
