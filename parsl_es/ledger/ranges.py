@@ -56,14 +56,15 @@ _MARK_FAILED = (
 
 
 @contextmanager
-def _literal_states(conn: sqlite3.Connection) -> Iterator[None]:
-    """For a statement that writes only a literal ``state`` of its own text: no CHECK.
+def _checked_states(conn: sqlite3.Connection) -> Iterator[None]:
+    """Statements whose every ``state`` is valid by construction: without the CHECK.
 
     The ranges table's ``CHECK (state IN (...))`` makes SQLite build a temporary
     table of the six states for every row written (``OpenEphemeral``): more than
-    half the cost of a range's INSERT or UPDATE. A statement whose only state is
-    a literal in its text ('running', 'done') cannot break it, so the check is
-    off for that statement alone and on again before anything else runs.
+    half the cost of a range's INSERT or UPDATE. Every state this module writes
+    is a literal of its statements ('running', 'done') or a ``RangeState``'s
+    value, so it cannot break that check; it is off only inside these blocks
+    (one per transaction: turning it off or on re-prepares the statements).
     """
     conn.execute("PRAGMA ignore_check_constraints=1")
     try:
@@ -98,7 +99,7 @@ class RangeWrites(LedgerCore):
             if fresh:
                 stores = self._stores_seed
                 try:
-                    with _literal_states(conn):
+                    with _checked_states(conn):
                         conn.executemany(
                             _INSERT_FRESH,
                             [
@@ -148,7 +149,7 @@ class RangeWrites(LedgerCore):
         ``None`` where the result no longer applies (its attempt is not the
         range's current one, or it is ``LATE``: recorded, never applied).
         """
-        with self.transaction():
+        with self.transaction(), _checked_states(self._conn):
             self._record_transform_starts(batches)
             return [self._record_task(batch, budget) for batch in batches]
 
@@ -238,8 +239,7 @@ class RangeWrites(LedgerCore):
             )
             for r in results
         ]
-        with _literal_states(self._conn):
-            cursor = self._conn.executemany(_MARK_DONE, rows)
+        cursor = self._conn.executemany(_MARK_DONE, rows)
         if cursor.rowcount == len(rows):
             return [True] * len(rows)
         # Some matched no running attempt (late results): find which took effect.
