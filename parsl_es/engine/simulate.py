@@ -295,9 +295,14 @@ class SimulateStep(Step):
         events = 0
         durations = []
         first = last = None
-        for r in done:  # once per range: the hot path of a fast campaign
-            events += r.n_events or 0
-            started, finished = r.started, r.finished
+        # once per range: the hot path of a fast campaign (a reply's plain tuples if
+        # it has them: index, attempt, outcome, started, finished, ..., n_events at 8)
+        rows = getattr(done, "rows", None)
+        if rows is None:
+            rows = [(r.index, 0, 0, r.started, r.finished, 0, 0, 0, r.n_events) for r in done]
+        for row in rows:
+            events += row[8] or 0
+            started, finished = row[3], row[4]
             if started is not None and finished is not None:
                 durations.append(finished - started)
                 if first is None or started < first:
@@ -308,7 +313,7 @@ class SimulateStep(Step):
             ctx.counters.worked(first, last)
         ctx.counters.ranges_finished(node_type, len(done), events)
         ctx.estimates.ranges(node_type).extend(durations)
-        self.emit(RangesDone([r.index for r in done]))
+        self.emit(RangesDone([row[0] for row in rows]))
 
     # --- hung work ---------------------------------------------------------------------------
     def check(self, now: float) -> None:

@@ -73,6 +73,7 @@ def _checked_states(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("PRAGMA ignore_check_constraints=0")
 
 
+_DONE = Outcome.DONE
 #: Outcomes that move a running range (to failed or fatal) through ``after_outcome``.
 _MOVING = frozenset({Outcome.FAILED, Outcome.FATAL, Outcome.LOST, Outcome.TIMEOUT})
 
@@ -164,6 +165,16 @@ class RangeWrites(LedgerCore):
 
     def _record_task(self, batch: TaskOutcomes, budget: RetryBudget) -> list[RangeState | None]:
         results = batch.results
+        rows = getattr(results, "rows", None)  # a reply's plain tuples (``ResultRows``)
+        if rows is not None and all(row[2] is _DONE for row in rows):  # the hot path
+            task = self._insert_task(batch)
+            cursor = self._conn.executemany(
+                _MARK_DONE, [(task, *row[3:9], row[0], row[1]) for row in rows]
+            )
+            if cursor.rowcount == len(rows):
+                return [RangeState.DONE] * len(rows)
+            applied = self._applied(task, results)
+            return [RangeState.DONE if ok else None for ok in applied]
         done: list[int] = []
         others: list[int] = []
         for i, r in enumerate(results):
@@ -242,12 +253,16 @@ class RangeWrites(LedgerCore):
         cursor = self._conn.executemany(_MARK_DONE, rows)
         if cursor.rowcount == len(rows):
             return [True] * len(rows)
-        # Some matched no running attempt (late results): find which took effect.
+        return self._applied(task, results)
+
+    def _applied(self, task: int, results: Sequence[RangeResult]) -> list[bool]:
+        """Which successes of ``task`` took effect (some matched no running attempt:
+        late results)."""
         found = {
             r[0]: r
             for r in self._conn.execute(
                 f"SELECT idx, attempts, state, task FROM ranges WHERE idx IN "
-                f"({','.join('?' * len(rows))})",
+                f"({','.join('?' * len(results))})",
                 [r.index for r in results],
             )
         }
