@@ -8,7 +8,8 @@ its own; the driver thread's CPU is measured alone (``time.thread_time()``
 sampled in the driver thread), so what the simulator costs is not counted.
 
 After the warm-up (until every worker has run a task, then ``--warmup``
-seconds, default ``max(2, 2 T)``), ``--seconds`` are measured: utilisation of
+seconds, default ``max(2, 2 T)``; at the latest ``--latest-start`` seconds after
+the start), ``--seconds`` are measured: utilisation of
 the virtual workers (busy worker-seconds over ``W`` times the window), ranges
 recorded per second, driver CPU per range. The last line printed is one JSON
 object.
@@ -65,8 +66,11 @@ def new_campaign(out: Path, ranges: int, events_per_merge: int) -> None:
 class Window:
     """Samples taken in the driver thread (at its progress reports): the measured window."""
 
-    def __init__(self, sim: SimulatedBackend, warmup: float, seconds: float, profile: bool):
+    def __init__(
+        self, sim: SimulatedBackend, warmup: float, seconds: float, profile: bool, latest: float
+    ):
         self.sim = sim
+        self.latest = latest  # the window starts by then even if not every worker is busy
         self.warmup = warmup
         self.seconds = seconds
         self.profiler = cProfile.Profile(time.thread_time) if profile else None
@@ -90,6 +94,8 @@ class Window:
         now = self.sim.now()
         if self.start is None:
             ready = self.sim.all_busy_at
+            if ready is None and now - self.t0 >= self.latest:  # never all busy: start anyway
+                ready = now - self.warmup
             if ready is not None and now >= ready + self.warmup:
                 self.start = self.sample(p)
                 if self.profiler:
@@ -122,7 +128,7 @@ def run(args: argparse.Namespace) -> dict:
     with scratch("es-scale-") as tmp:
         out = tmp / "out"
         new_campaign(out, ranges, args.events_per_merge)
-        window = Window(sim, warmup, args.seconds, args.profile is not None)
+        window = Window(sim, warmup, args.seconds, args.profile is not None, args.latest_start)
         submitted_at = sim.now()
         cpu0 = time.thread_time()
         try:
@@ -184,6 +190,12 @@ def main() -> None:
     parser.add_argument("--range-seconds", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window")
     parser.add_argument("--warmup", type=float, help="after all workers are busy (2 T)")
+    parser.add_argument(
+        "--latest-start",
+        type=float,
+        default=120.0,
+        help="start the window by then (s after submit) even if some worker never got work",
+    )
     parser.add_argument("--spread", type=float, default=0.1, help="log-normal sigma")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="payload failures")
     parser.add_argument("--events-per-merge", type=int, default=20_000)
