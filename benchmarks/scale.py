@@ -64,47 +64,69 @@ def new_campaign(out: Path, ranges: int, events_per_merge: int) -> None:
 
 
 class Window:
-    """Samples taken in the driver thread (at its progress reports): the measured window."""
+    """The measured window, sampled by a thread of its own at the right moments.
+
+    The driver thread's CPU is read through its CPU clock
+    (``pthread_getcpuclockid``), so a long loop iteration of the driver (a huge
+    batch at a large ``W``) cannot move the window's edges.
+    """
 
     def __init__(
-        self, sim: SimulatedBackend, warmup: float, seconds: float, profile: bool, latest: float
+        self,
+        sim: SimulatedBackend,
+        warmup: float,
+        seconds: float,
+        profile: bool,
+        latest: float,
+        counters: list,
     ):
         self.sim = sim
         self.latest = latest  # the window starts by then even if not every worker is busy
         self.warmup = warmup
         self.seconds = seconds
+        self.counters = counters  # the engine's (filled once the dispatcher exists)
         self.profiler = cProfile.Profile(time.thread_time) if profile else None
         self.stop = threading.Event()
         self.start: dict | None = None
         self.end: dict | None = None
         self.t0 = sim.now()
+        self._clock = time.pthread_getcpuclockid(threading.get_ident())  # the driver's
+        self._thread = threading.Thread(target=self._watch, name="scale-window", daemon=True)
+        self._thread.start()
 
-    def sample(self, p: Progress) -> dict:
+    def sample(self) -> dict:
         t, busy, _ = self.sim.busy_seconds()
         return {
             "t": t,
-            "cpu": time.thread_time(),
+            "cpu": time.clock_gettime(self._clock),
             "busy": busy,
-            "ranges": p.ranges_done,
+            "ranges": sum(c.ranges for c in self.counters),
         }
 
-    def __call__(self, p: Progress) -> None:
-        if self.end is not None:
-            return
-        now = self.sim.now()
-        if self.start is None:
+    def _watch(self) -> None:
+        while True:
             ready = self.sim.all_busy_at
-            if ready is None and now - self.t0 >= self.latest:  # never all busy: start anyway
+            now = self.sim.now()
+            if ready is None and now - self.t0 >= self.latest:
                 ready = now - self.warmup
             if ready is not None and now >= ready + self.warmup:
-                self.start = self.sample(p)
-                if self.profiler:
-                    self.profiler.enable()
-        elif now >= self.start["t"] + self.seconds:
-            if self.profiler:
-                self.profiler.disable()
-            self.end = self.sample(p)
-            self.stop.set()
+                break
+            time.sleep(0.05)
+        self.start = self.sample()
+        time.sleep(self.seconds)
+        self.end = self.sample()
+        self.stop.set()
+
+    def __call__(self, p: Progress) -> None:
+        """At the driver's progress reports (in its thread): the profile's edges."""
+        if self.profiler is None:
+            return
+        if self.start is not None and self.end is None and not getattr(self, "_on", False):
+            self._on = True
+            self.profiler.enable()
+        elif self.end is not None and getattr(self, "_on", False):
+            self._on = False
+            self.profiler.disable()
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -128,13 +150,16 @@ def run(args: argparse.Namespace) -> dict:
     with scratch("es-scale-") as tmp:
         out = tmp / "out"
         new_campaign(out, ranges, args.events_per_merge)
-        window = Window(sim, warmup, args.seconds, args.profile is not None, args.latest_start)
+        counters: list = []
+        window = Window(
+            sim, warmup, args.seconds, args.profile is not None, args.latest_start, counters
+        )
         submitted_at = sim.now()
         cpu0 = time.thread_time()
         try:
             with Ledger.open(out / LEDGER_NAME) as ledger:
                 spec = ledger.campaign_json()["payload"]
-                Dispatcher(
+                dispatcher = Dispatcher(
                     ledger=ledger,
                     backend=sim,
                     output_dir=out,
@@ -145,7 +170,9 @@ def run(args: argparse.Namespace) -> dict:
                     ),
                     on_progress=window,
                     stop=window.stop,
-                ).run()
+                )
+                counters.extend(c.counters for c in dispatcher.contexts)
+                dispatcher.run()
         finally:
             sim.close()
         total_cpu = time.thread_time() - cpu0
