@@ -32,7 +32,6 @@ from benchmarks.common import scratch
 from parsl_es.backends.simulated import SimFaults, SimNodeType, SimulatedBackend
 from parsl_es.campaign import campaign_from_dict
 from parsl_es.engine.dispatcher import Dispatcher, Settings
-from parsl_es.engine.result import Progress
 from parsl_es.engine.steps import Placement
 from parsl_es.ledger import LEDGER_NAME, Ledger
 
@@ -76,7 +75,6 @@ class Window:
         sim: SimulatedBackend,
         warmup: float,
         seconds: float,
-        profile: bool,
         latest: float,
         counters: list,
     ):
@@ -85,7 +83,6 @@ class Window:
         self.warmup = warmup
         self.seconds = seconds
         self.counters = counters  # the engine's (filled once the dispatcher exists)
-        self.profiler = cProfile.Profile(time.thread_time) if profile else None
         self.stop = threading.Event()
         self.start: dict | None = None
         self.end: dict | None = None
@@ -117,17 +114,6 @@ class Window:
         self.end = self.sample()
         self.stop.set()
 
-    def __call__(self, p: Progress) -> None:
-        """At the driver's progress reports (in its thread): the profile's edges."""
-        if self.profiler is None:
-            return
-        if self.start is not None and self.end is None and not getattr(self, "_on", False):
-            self._on = True
-            self.profiler.enable()
-        elif self.end is not None and getattr(self, "_on", False):
-            self._on = False
-            self.profiler.disable()
-
 
 def run(args: argparse.Namespace) -> dict:
     w, t = args.workers, args.range_seconds
@@ -151,9 +137,7 @@ def run(args: argparse.Namespace) -> dict:
         out = tmp / "out"
         new_campaign(out, ranges, args.events_per_merge)
         counters: list = []
-        window = Window(
-            sim, warmup, args.seconds, args.profile is not None, args.latest_start, counters
-        )
+        window = Window(sim, warmup, args.seconds, args.latest_start, counters)
         submitted_at = sim.now()
         cpu0 = time.thread_time()
         try:
@@ -168,11 +152,18 @@ def run(args: argparse.Namespace) -> dict:
                     settings=Settings(
                         attempts=3, stop_grace_seconds=0.0, bundle_size=args.bundle_size
                     ),
-                    on_progress=window,
                     stop=window.stop,
                 )
                 counters.extend(c.counters for c in dispatcher.contexts)
+                # the profile covers the driver thread's whole run (start-up included):
+                # at a large W one loop iteration can outlast the measured window
+                profiler = cProfile.Profile(time.thread_time) if args.profile else None
+                if profiler:
+                    profiler.enable()
                 dispatcher.run()
+                if profiler:
+                    profiler.disable()
+                    profiler.dump_stats(args.profile)
         finally:
             sim.close()
         total_cpu = time.thread_time() - cpu0
@@ -203,10 +194,10 @@ def run(args: argparse.Namespace) -> dict:
         "peak_rss_mb": round(peak, 1),
         "tasks_submitted": sum(sim.submitted.values()),
         "bundle_size": args.bundle_size or "adaptive",
+        "profiled": bool(args.profile),  # (cProfile slows the driver: CPU figures grow)
         "ranges_per_task": round(sim.ranges_run / max(1, sim.submitted["simulate_ranges"]), 1),
     }
-    if window.profiler is not None:
-        window.profiler.dump_stats(args.profile)
+    if args.profile:
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
     return figures
 
@@ -228,7 +219,7 @@ def main() -> None:
     parser.add_argument("--events-per-merge", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bundle-size", type=int, help="ranges per task (default: adaptive)")
-    parser.add_argument("--profile", help="cProfile of the driver thread over the window")
+    parser.add_argument("--profile", help="cProfile of the driver thread (whole run) to FILE")
     args = parser.parse_args()
     figures = run(args)
     print(
