@@ -7,11 +7,24 @@ Parsl's included; the interchange and the workers are other processes) and by
 wall time. Outputs go to tmpfs, so the figure is the engine's, not the disk's.
 
     python -m benchmarks.dispatch [--ranges 100000] [--quick]
+
+``--marginal SMALL,LARGE`` measures instead the marginal driver CPU per range:
+each side runs in a process of its own at both sizes (parsl-es: a whole
+campaign through ``api.run_campaign`` on the local site; plain Parsl: as many
+no-op apps on the same site), and the process's own CPU (its threads; the
+interchange and workers are other processes) at the larger size less that at
+the smaller, over the difference in ranges, is what one more range costs:
+start-up, imports and the site's launch cancel out.
+
+    python -m benchmarks.dispatch --marginal 4000,20000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 
 from benchmarks.common import Clock, report, scratch
 from parsl_es import api
@@ -51,13 +64,77 @@ def parsl_es(session: ParslBackend, n: int, directory, bundle_size: int | None) 
     return clock, result
 
 
+def child(kind: str, n: int) -> None:
+    """One side at one size, in this process; prints this process's CPU seconds last."""
+    import time
+
+    with scratch("es-dispatch-") as tmp:
+        if kind == "es":
+            spec = {
+                "name": "dispatch",
+                "events": n,
+                "events_per_range": 1,
+                "events_per_merge": max(1, n // 20),
+                "seed": 1,
+                "payload": {"name": "emulate", "output_format": "npy"},
+            }
+            result = api.run_campaign(spec, tmp / "es", site="local")
+            assert result.status == "complete", result.message
+        else:
+            with ParslBackend(load_site("local"), tmp / "p") as session:
+                plain_parsl(session, n)
+        print(json.dumps({"cpu": time.process_time()}), flush=True)
+
+
+def marginal(small: int, large: int) -> None:
+    cpu: dict[tuple[str, int], float] = {}
+    for kind in ("plain", "es"):
+        for n in (small, large):
+            run = subprocess.run(
+                [sys.executable, "-m", "benchmarks.dispatch", "--child", kind, str(n)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            cpu[kind, n] = json.loads(run.stdout.strip().splitlines()[-1])["cpu"]
+    extra = large - small
+    es_us = 1e6 * (cpu["es", large] - cpu["es", small]) / extra
+    plain_us = 1e6 * (cpu["plain", large] - cpu["plain", small]) / extra
+    figures = {
+        "benchmark": "dispatch-marginal",
+        "sizes": [small, large],
+        "parsl_es_process_cpu_s": [round(cpu["es", small], 2), round(cpu["es", large], 2)],
+        "plain_parsl_process_cpu_s": [
+            round(cpu["plain", small], 2),
+            round(cpu["plain", large], 2),
+        ],
+        "parsl_es_marginal_cpu_us_per_range": round(es_us, 1),
+        "plain_parsl_marginal_cpu_us_per_task": round(plain_us, 1),
+        "cpu_ratio_plain_over_parsl_es": round(plain_us / es_us, 1),
+    }
+    report(
+        figures,
+        f"dispatch (marginal, {small:,} vs {large:,}): parsl-es {es_us:.1f} us of its "
+        f"process's CPU per extra range; plain Parsl {plain_us:.0f} us per extra task; "
+        f"{plain_us / es_us:.1f}x less",
+    )
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranges", type=int, default=100_000)
     parser.add_argument("--baseline-tasks", type=int, help="plain Parsl tasks (default: ranges)")
     parser.add_argument("--bundle-size", type=int, help="fixed bundle size (default: adaptive)")
     parser.add_argument("--quick", action="store_true", help="10,000 ranges, 5,000 tasks")
+    parser.add_argument("--marginal", help="SMALL,LARGE: marginal CPU per range (see above)")
     args = parser.parse_args()
+    if args.marginal:
+        small, large = (int(x) for x in args.marginal.split(","))
+        marginal(small, large)
+        return
     n = 10_000 if args.quick else args.ranges
     n_plain = args.baseline_tasks or (5_000 if args.quick else n)
     with scratch("es-dispatch-") as tmp, ParslBackend(load_site("local"), tmp / "p") as session:

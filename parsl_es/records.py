@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from parsl_es.states import FailureKind, MergeState, Outcome, Verdict
 
@@ -85,14 +86,122 @@ class TransformStart:
     restart: bool  # it replaced a transform of the same worker
 
 
+#: ``RangeResult``'s fields in order: the columns of ``ResultRows.rows``.
+RESULT_FIELDS = (
+    "index",
+    "attempt",
+    "outcome",
+    "started",
+    "finished",
+    "output",
+    "size",
+    "checksum",
+    "n_events",
+    "failure",
+    "error",
+)
+
+
+assert tuple(RangeResult.__dataclass_fields__) == RESULT_FIELDS
+
+
+def result_row(r: RangeResult) -> tuple:
+    return (
+        r.index,
+        r.attempt,
+        r.outcome,
+        r.started,
+        r.finished,
+        r.output,
+        r.size,
+        r.checksum,
+        r.n_events,
+        r.failure,
+        r.error,
+    )
+
+
+def _result_from_row(row: tuple) -> RangeResult:
+    r = object.__new__(RangeResult)
+    r.__dict__.update(zip(RESULT_FIELDS, row, strict=True))
+    return r
+
+
+class ResultRows(Sequence[RangeResult]):
+    """A bundle's range results as the driver receives them: plain tuples (``rows``,
+    columns as ``RESULT_FIELDS``), ``RangeResult`` objects made only when asked for.
+
+    Unpickling a frozen dataclass per range cost the driver several microseconds a
+    range; the hot path (a bundle whose ranges all succeeded) reads ``rows`` alone.
+    """
+
+    __slots__ = ("_objects", "rows")
+
+    def __init__(self, rows: tuple[tuple, ...]) -> None:
+        self.rows = rows
+        self._objects: tuple[RangeResult, ...] | None = None
+
+    def _all(self) -> tuple[RangeResult, ...]:
+        if self._objects is None:
+            self._objects = tuple(_result_from_row(row) for row in self.rows)
+        return self._objects
+
+    @overload
+    def __getitem__(self, i: int) -> RangeResult: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[RangeResult, ...]: ...
+    def __getitem__(self, i: Any) -> Any:
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[RangeResult]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ResultRows({self._all()!r})"
+
+    def __reduce__(self) -> tuple:
+        return (ResultRows, (self.rows,))
+
+
 @dataclass(frozen=True, kw_only=True)
 class BundleResult:
-    """A simulate task's reply: where it ran once, and every range of its bundle."""
+    """A simulate task's reply: where it ran once, and every range of its bundle.
+
+    Pickled with its results as plain tuples (``ResultRows``): thousands of ranges a
+    second come back to one driver.
+    """
 
     where: Where
     setup_seconds: float  # payload initialisation paid by this task (a worker's first)
-    results: tuple[RangeResult, ...]
+    results: Sequence[RangeResult]
     transform_starts: tuple[TransformStart, ...] = ()  # during this task (service mode)
+
+    def __reduce__(self) -> tuple:
+        results = self.results
+        rows = (
+            results.rows
+            if isinstance(results, ResultRows)
+            else tuple(result_row(r) for r in results)
+        )
+        return (_bundle_result, (self.where, self.setup_seconds, rows, self.transform_starts))
+
+
+def _bundle_result(
+    where: Where, setup_seconds: float, rows: tuple[tuple, ...], starts: tuple
+) -> BundleResult:
+    return BundleResult(
+        where=where, setup_seconds=setup_seconds, results=ResultRows(rows), transform_starts=starts
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,7 +210,7 @@ class TaskOutcomes:
 
     node_type: str
     where: Where
-    results: tuple[RangeResult, ...]
+    results: Sequence[RangeResult]  # a tuple, or a reply's ``ResultRows``
     setup_seconds: float | None = None
     transform_starts: tuple[TransformStart, ...] = ()
 

@@ -22,7 +22,9 @@ from parsl_es.records import (
     MergeVerdict,
     Plots,
     RangeResult,
+    ResultRows,
     Where,
+    result_row,
 )
 from parsl_es.states import FailureKind, Outcome
 
@@ -41,30 +43,25 @@ class Made:
 
 def simulate_ranges(args: list, made: Made) -> bytes:
     _, _, plan, work, _, _ = args
-    results, t = [], made.started
+    rows, t = [], made.started  # ``RESULT_FIELDS`` columns: what a reply carries
+    permanent, rate, rng = made.faults.permanent_ranges, made.faults.range_failure_rate, made.rng
     for (index, attempt), seconds in zip(apps.unpack(work), made.durations, strict=True):
-        r = plan.range(index)
         end = t + seconds
-        if index in made.faults.permanent_ranges:
-            results.append(_failure(index, attempt, FailureKind.PERMANENT, t, end))
-        elif made.rng.random() < made.faults.range_failure_rate:
-            results.append(_failure(index, attempt, FailureKind.PAYLOAD, t, end))
+        if index in permanent:
+            rows.append(result_row(_failure(index, attempt, FailureKind.PERMANENT, t, end)))
+        elif rng.random() < rate:
+            rows.append(result_row(_failure(index, attempt, FailureKind.PAYLOAD, t, end)))
         else:
-            results.append(
-                RangeResult(
-                    index=index,
-                    attempt=attempt,
-                    outcome=Outcome.DONE,
-                    started=t,
-                    finished=end,
-                    output=f"ranges/group-{r.merge_group:06d}/{r.id}.attempt-{attempt}.sim",
-                    size=100 * r.n_events,
-                    checksum="00000001",
-                    n_events=r.n_events,
-                )
+            r = plan.range(index)
+            output = f"ranges/group-{r.merge_group:06d}/{r.id}.attempt-{attempt}.sim"
+            n = r.n_events
+            rows.append(
+                (index, attempt, Outcome.DONE, t, end, output, 100 * n, "00000001", n, None, None)
             )
         t = end
-    return apps.pack(BundleResult(where=made.where, setup_seconds=0.0, results=tuple(results)))
+    return apps.pack(
+        BundleResult(where=made.where, setup_seconds=0.0, results=ResultRows(tuple(rows)))
+    )
 
 
 def _failure(index: int, attempt: int, kind: FailureKind, t0: float, t1: float) -> RangeResult:

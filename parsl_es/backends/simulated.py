@@ -9,6 +9,15 @@ passing. Results are made up (files are not written, except the small merged
 files the engine renames into place: ``made_up``) unless ``run_functions`` is set: then the
 real worker functions of ``parsl_es.apps`` run, in this process, at the moment
 their task finishes on the virtual clock, and write real files.
+
+With ``clock="real"`` the same machine runs in real time instead, for scale runs
+that measure the driver: ``now()`` is the real monotonic clock (anchored at the
+epoch time of construction), tasks finish at real times, and everything the
+machine does (queues, pools, drawing durations, making up results) happens in
+a thread of its own, so the driver thread's CPU time is the engine's alone.
+``submit`` only hands the call to that thread; ``wait`` blocks on the
+completions without polling. ``busy_seconds()`` and ``all_busy_at`` say how
+busy the virtual workers were.
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -109,12 +120,19 @@ class SimulatedBackend:
         *,
         seed: int = 1,
         run_functions: bool = False,
+        clock: str = "virtual",
     ) -> None:
+        if clock not in ("virtual", "real"):
+            raise ValueError(f"clock must be 'virtual' or 'real', not {clock!r}")
         self.spec = node_types
         self.faults = faults
         self.run_functions = run_functions
+        self.real = clock == "real"
         self._rng = random.Random(seed)
-        self._now = EPOCH
+        # real time: the monotonic clock, shown as epoch seconds from construction on
+        self._offset = time.time() - time.monotonic()
+        self._epoch = self._real_now() if self.real else EPOCH
+        self._now = self._epoch
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._blocks = itertools.count()
@@ -124,19 +142,39 @@ class SimulatedBackend:
         self._merges_lost = 0
         self.submitted: Counter[str] = Counter()  # tasks submitted, by worker function
         self.blocks_ended: list[tuple[str, str]] = []
+        # how busy the virtual workers are: running now, and worker-seconds so far
+        self._busy = 0
+        self._busy_integral = 0.0
+        self._busy_since = self._epoch
+        self._total_workers = sum(max(s.workers, s.pools) for s in node_types.values())
+        self.all_busy_at: float | None = None  # when every worker first ran a task
+        self.late_seconds = 0.0  # real time: how far behind its schedule the machine ran
+        self.events_run = 0
+        self.ranges_run = 0  # ranges started, over all simulate tasks
+        if self.real:
+            self._lock = threading.RLock()
+            self._wake = threading.Condition(threading.Lock())
+            self._inbox: deque[tuple[_Task, Callable[[], None] | None]] = deque()
+            self._closing = False
+            self._thread = threading.Thread(target=self._run, name="sim-machine", daemon=True)
         for nt, spec in node_types.items():
             for i in range(spec.pools):
                 self._start_pool(nt, i, spec.startup_seconds)
         for ev in faults.pool_losses:
             self._at(
-                EPOCH + ev.at, lambda ev=ev: self._lose_pool(self._pools[ev.node_type][ev.pool])
+                self._epoch + ev.at,
+                lambda ev=ev: self._lose_pool(self._pools[ev.node_type][ev.pool]),
             )
         for ev in faults.pool_wedges:
-            self._at(EPOCH + ev.at, lambda ev=ev: self._wedge(self._pools[ev.node_type][ev.pool]))
+            self._at(
+                self._epoch + ev.at, lambda ev=ev: self._wedge(self._pools[ev.node_type][ev.pool])
+            )
+        if self.real:
+            self._thread.start()
 
     # --- the backend protocol ---------------------------------------------------------------
     def now(self) -> float:
-        return self._now
+        return self._real_now() if self.real else self._now
 
     def node_types(self) -> list[str]:
         return list(self.spec)
@@ -144,23 +182,42 @@ class SimulatedBackend:
     def submit(self, node_type: str, call: Call) -> Future:
         self.submitted[call.function] += 1
         task = _Task(node_type, call, Future())
+        if self.real:  # the machine's thread takes it from here
+            with self._wake:
+                self._inbox.append((task, None))
+                if len(self._inbox) == 1:
+                    self._wake.notify()
+            return task.future
+        self._accept(task)
+        return task.future
+
+    def _accept(self, task: _Task) -> None:
+        call = task.call
         deps = [a for a in (*call.args, *call.inputs) if isinstance(a, Future)]
         waiting = [d for d in deps if not d.done()]
         if not waiting:
             self._ready(task, deps)
-            return task.future
+            return
         left = [len(waiting)]
 
         def one_done(_: Future) -> None:
             left[0] -= 1
             if left[0] == 0:
-                self._ready(task, deps)
+                if self.real:  # (resolved in whichever thread: queue it for the machine's)
+                    self._post(task, lambda: self._ready(task, deps))
+                else:
+                    self._ready(task, deps)
 
         for d in waiting:
             d.add_done_callback(one_done)
-        return task.future
 
     def pools(self, node_type: str) -> list[PoolInfo]:
+        if self.real:
+            with self._lock:
+                return self._pool_infos(node_type)
+        return self._pool_infos(node_type)
+
+    def _pool_infos(self, node_type: str) -> list[PoolInfo]:
         return [
             PoolInfo(pool=p.name, block=p.block, workers=p.workers, tasks=len(p.running))
             for p in self._pools[node_type]
@@ -168,6 +225,13 @@ class SimulatedBackend:
         ]
 
     def end_block(self, node_type: str, block: str) -> bool:
+        if self.real:
+            with self._lock:
+                self._now = max(self._now, self._real_now())
+                return self._end_block(node_type, block)
+        return self._end_block(node_type, block)
+
+    def _end_block(self, node_type: str, block: str) -> bool:
         for p in self._pools[node_type]:
             if p.block == block and p.connected:
                 self.blocks_ended.append((node_type, block))
@@ -188,7 +252,13 @@ class SimulatedBackend:
         return isinstance(exc, DependencyFailed)
 
     def wait(self, completions: Completions, timeout: float) -> None:
-        """Run the clock to the next completion, or by ``timeout`` if none comes sooner."""
+        """Run the clock to the next completion, or by ``timeout`` if none comes sooner.
+
+        In real time: block until a completion comes, or ``timeout`` seconds pass.
+        """
+        if self.real:
+            completions.wait(timeout)
+            return
         deadline = self._now + timeout
         while not len(completions):
             if not self._events or self._events[0][0] > deadline:
@@ -199,7 +269,70 @@ class SimulatedBackend:
             action()
 
     def close(self) -> None:
+        if self.real:
+            with self._wake:
+                self._closing = True
+                self._wake.notify()
+            self._thread.join()
         self._events.clear()
+
+    def busy_seconds(self) -> tuple[float, float, int]:
+        """``(time, worker-seconds busy since the start, workers busy now)`` at one moment."""
+        if self.real:
+            with self._lock:
+                return self._busy_now(self._real_now())
+        return self._busy_now(self._now)
+
+    def _busy_now(self, now: float) -> tuple[float, float, int]:
+        return now, self._busy_integral + self._busy * (now - self._busy_since), self._busy
+
+    def _count_busy(self, change: int) -> None:
+        now = self._now
+        self._busy_integral += self._busy * (now - self._busy_since)
+        self._busy_since = now
+        self._busy += change
+        if self._busy >= self._total_workers and self.all_busy_at is None:
+            self.all_busy_at = now
+
+    # --- real time: the machine's own thread --------------------------------------------------
+    def _real_now(self) -> float:
+        return time.monotonic() + self._offset
+
+    def _post(self, task: _Task, action: Callable[[], None]) -> None:
+        with self._wake:
+            self._inbox.append((task, action))
+            self._wake.notify()
+
+    def _run(self) -> None:
+        """Submissions as they come, and every event once its time has come, until closed."""
+        while True:
+            with self._wake:
+                while True:
+                    if self._closing:
+                        return
+                    if self._inbox:
+                        break
+                    wait = self._events[0][0] - self._real_now() if self._events else 1.0
+                    if wait <= 0:
+                        break
+                    self._wake.wait(min(wait, 1.0))
+                inbox, self._inbox = self._inbox, deque()
+            with self._lock:
+                real = self._real_now()
+                # due events first, each at its own time (a worker that finishes takes
+                # the next queued task then), then what was submitted meanwhile, now
+                while self._events and self._events[0][0] <= real:
+                    when, _, action = heapq.heappop(self._events)
+                    self.late_seconds = max(self.late_seconds, real - when)
+                    self._now = max(self._now, when)
+                    self.events_run += 1
+                    action()
+                self._now = max(self._now, real)
+                for task, action in inbox:
+                    if action is None:
+                        self._accept(task)
+                    else:
+                        action()
 
     # --- the machine ---------------------------------------------------------------------
     def _at(self, when: float, action: Callable[[], None]) -> None:
@@ -238,6 +371,7 @@ class SimulatedBackend:
             task = queue.popleft()
             task.pool, task.worker = pool, len(pool.running)
             pool.running.add(task)
+            self._count_busy(1)
             if len(pool.running) >= pool.workers:
                 free.popleft()
             self._start(task)
@@ -257,6 +391,7 @@ class SimulatedBackend:
         if task.call.function != "simulate_ranges":
             return spec.step_seconds, False
         work = apps.unpack(task.call.args[3])
+        self.ranges_run += len(work)
         hangs = any(a == 1 and i in self.faults.hung_ranges for i, a in work)
         late = self.faults.late_ranges
         speedup = spec.step_speedup.get(task.call.step or "", 1.0)
@@ -302,6 +437,7 @@ class SimulatedBackend:
         assert pool is not None
         full = len(pool.running) >= pool.workers
         pool.running.discard(task)
+        self._count_busy(-1)
         if full and pool.connected:
             self._free[pool.node_type].append(pool)
         self._dispatch(pool.node_type)
@@ -321,6 +457,7 @@ class SimulatedBackend:
             return
         pool.connected = False
         running, pool.running = pool.running, set()
+        self._count_busy(-len(running))
         for task in running:
             task.future.set_exception(WorkLost(f"worker pool {pool.name} lost"))
         self._start_pool(pool.node_type, pool.index, self.spec[pool.node_type].startup_seconds)

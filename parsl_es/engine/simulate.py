@@ -10,6 +10,7 @@ the feed; the budget for retries is the ledger's (``states.after_outcome``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -115,8 +116,9 @@ class SimulateStep(Step):
                 if not worth_a_slower_node_type(means[nt], means[best], backlog, workers):
                     continue
                 free = min(free, self._workers.get(nt, 0) - self.in_flight.tasks(nt))
+            sizes = self._bundle_sizes(nt, now)
             while free > 0 and self.feed:
-                bundles.append((nt, self.feed.take(self._bundle_size(nt, now))))
+                bundles.append((nt, self.feed.take(sizes())))
                 free -= 1
         if not bundles:
             return
@@ -130,19 +132,19 @@ class SimulateStep(Step):
             )
             ctx.counters.last_range_started = now
             name, params = ctx.payload
+            output_dir, function, step = str(ctx.output_dir), self.spec.function, self.name
+            allowances: dict[tuple[str, int], float] = {}  # the same for most bundles
+            timeouts: dict[str, float] = {}
             for nt, indices in bundles:
-                work = [(i, next(attempts)) for i in indices]
-                allowance = ctx.timeouts.bundle_allowance(nt, len(work))
+                work = list(zip(indices, attempts, strict=False))  # (attempts: an iterator)
+                allowance = allowances.get((nt, len(work)))
+                if allowance is None:
+                    allowance = ctx.timeouts.bundle_allowance(nt, len(work))
+                    allowances[nt, len(work)] = allowance
+                    timeouts[nt] = ctx.timeouts.current(nt)
                 bid = self.in_flight.add(nt, work, allowance, now)
-                args = (
-                    name,
-                    params,
-                    ctx.plan,
-                    pack(work),
-                    str(ctx.output_dir),
-                    ctx.timeouts.current(nt),
-                )
-                ctx.submit(self.name, bid, nt, Call(function=self.spec.function, args=args))
+                args = (name, params, ctx.plan, pack(work), output_dir, timeouts[nt])
+                ctx.submit(step, bid, nt, Call(function=function, args=args))
                 crash_point("submitted")
 
     def _by_speed(self, node_types: list[str]) -> tuple[list[str], dict[str, float]]:
@@ -177,19 +179,36 @@ class SimulateStep(Step):
             known = ctx.estimates.known(nt)
             self._windows[nt] = window_size(workers, expected, known, prefetch)
 
-    def _bundle_size(self, node_type: str, now: float) -> int:
+    def _bundle_sizes(self, node_type: str, now: float) -> Callable[[], int]:
+        """The size of each next bundle for ``node_type`` in this top-up.
+
+        Worked out once per top-up: only the share of what is left (the tail)
+        changes from one bundle to the next, and only that is followed per bundle.
+        """
         ctx = self.ctx
         size = ctx.bundle_size
-        if size is None:
-            workers = self._workers.get(node_type) or ctx.backend.expected_workers(node_type)
-            size = bundle_size(
-                ctx.estimates.ranges(node_type).mean(),
-                workers,
-                self.feed.left(),
-                ctx.backend.in_flight_per_worker(),
-            )
         fit = ctx.cutoff.ranges_that_fit(node_type, now)  # near the allocation's end
-        return size if fit is None else max(1, min(size, fit))
+        if size is not None:
+            fixed = size if fit is None else max(1, min(size, fit))
+            return lambda: fixed
+        workers = self._workers.get(node_type) or ctx.backend.expected_workers(node_type)
+        mean = ctx.estimates.ranges(node_type).mean()
+        prefetch = ctx.backend.in_flight_per_worker()
+        feed = self.feed
+        # the most a bundle may take with nothing left to share
+        most = bundle_size(mean, workers, 1 << 62, prefetch)
+        if fit is not None:
+            most = max(1, min(most, fit))
+        per_bundle = max(1.0, workers * prefetch)  # remaining / this: the tail's share
+
+        def size_now() -> int:
+            left = feed.left()
+            if left > most * per_bundle:  # far from the tail: the share is larger
+                return most
+            size = bundle_size(mean, workers, left, prefetch)
+            return size if fit is None else max(1, min(size, fit))
+
+        return size_now
 
     # --- results -----------------------------------------------------------------------------
     def handle(self, done: list[tuple[Any, Future]], now: float) -> None:
@@ -246,10 +265,15 @@ class SimulateStep(Step):
             return
         ctx = self.ctx
         states = ctx.ledger.record(batches, ctx.budget)
+        done_state = RangeState.DONE
         for batch, new_states in zip(batches, states, strict=True):
+            results = batch.results
+            if all(state is done_state for state in new_states):  # the hot path
+                self._count_done(results, batch.node_type)
+                continue
             done: list[RangeResult] = []
-            for r, state in zip(batch.results, new_states, strict=True):
-                if state is RangeState.DONE:
+            for r, state in zip(results, new_states, strict=True):
+                if state is done_state:
                     done.append(r)
                     continue
                 if r.failure is FailureKind.NO_SPACE:
@@ -266,20 +290,30 @@ class SimulateStep(Step):
             if done:
                 self._count_done(done, batch.node_type)
 
-    def _count_done(self, done: list[RangeResult], node_type: str) -> None:
+    def _count_done(self, done: Sequence[RangeResult], node_type: str) -> None:
         ctx = self.ctx
         events = 0
         durations = []
-        for r in done:  # once per range: the hot path of a fast campaign
-            events += r.n_events or 0
-            if r.started is not None and r.finished is not None:
-                durations.append(r.finished - r.started)
+        first = last = None
+        # once per range: the hot path of a fast campaign (a reply's plain tuples if
+        # it has them: index, attempt, outcome, started, finished, ..., n_events at 8)
+        rows = getattr(done, "rows", None)
+        if rows is None:
+            rows = [(r.index, 0, 0, r.started, r.finished, 0, 0, 0, r.n_events) for r in done]
+        for row in rows:
+            events += row[8] or 0
+            started, finished = row[3], row[4]
+            if started is not None and finished is not None:
+                durations.append(finished - started)
+                if first is None or started < first:
+                    first = started
+                if last is None or finished > last:
+                    last = finished
         if durations:
-            ctx.counters.worked(min(r.started or r.finished or 0.0 for r in done), None)
-            ctx.counters.worked(None, max(r.finished or 0.0 for r in done))
+            ctx.counters.worked(first, last)
         ctx.counters.ranges_finished(node_type, len(done), events)
         ctx.estimates.ranges(node_type).extend(durations)
-        self.emit(RangesDone([r.index for r in done]))
+        self.emit(RangesDone([row[0] for row in rows]))
 
     # --- hung work ---------------------------------------------------------------------------
     def check(self, now: float) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from parsl_es.ledger.core import LedgerCore
 from parsl_es.records import RangeResult, TaskOutcomes, Where
@@ -52,6 +53,27 @@ _MARK_FAILED = (
     "UPDATE ranges SET state=?, failures=?, lost=?, error=?, finished=?, host=?, worker=?, "
     "slurm_job=?, accelerator=? WHERE idx=? AND attempts=? AND state='running'"
 )
+
+
+@contextmanager
+def _checked_states(conn: sqlite3.Connection) -> Iterator[None]:
+    """Statements whose every ``state`` is valid by construction: without the CHECK.
+
+    The ranges table's ``CHECK (state IN (...))`` makes SQLite build a temporary
+    table of the six states for every row written (``OpenEphemeral``): more than
+    half the cost of a range's INSERT or UPDATE. Every state this module writes
+    is a literal of its statements ('running', 'done') or a ``RangeState``'s
+    value, so it cannot break that check; it is off only inside these blocks
+    (one per transaction: turning it off or on re-prepares the statements).
+    """
+    conn.execute("PRAGMA ignore_check_constraints=1")
+    try:
+        yield
+    finally:
+        conn.execute("PRAGMA ignore_check_constraints=0")
+
+
+_DONE = Outcome.DONE
 #: Outcomes that move a running range (to failed or fatal) through ``after_outcome``.
 _MOVING = frozenset({Outcome.FAILED, Outcome.FATAL, Outcome.LOST, Outcome.TIMEOUT})
 
@@ -78,18 +100,19 @@ class RangeWrites(LedgerCore):
             if fresh:
                 stores = self._stores_seed
                 try:
-                    conn.executemany(
-                        _INSERT_FRESH,
-                        [
-                            (
-                                *row,
-                                plan.range(row[0]).seed if stores else None,
-                                node_types[row[0]],
-                                now,
-                            )
-                            for row in plan.rows(fresh)
-                        ],
-                    )
+                    with _checked_states(conn):
+                        conn.executemany(
+                            _INSERT_FRESH,
+                            [
+                                (
+                                    *row,
+                                    plan.range(row[0]).seed if stores else None,
+                                    node_types[row[0]],
+                                    now,
+                                )
+                                for row in plan.rows(fresh)
+                            ],
+                        )
                 except sqlite3.IntegrityError:
                     raise RuntimeError("a range started as new is already in the ledger") from None
             for index, node_type in work:
@@ -127,7 +150,7 @@ class RangeWrites(LedgerCore):
         ``None`` where the result no longer applies (its attempt is not the
         range's current one, or it is ``LATE``: recorded, never applied).
         """
-        with self.transaction():
+        with self.transaction(), _checked_states(self._conn):
             self._record_transform_starts(batches)
             return [self._record_task(batch, budget) for batch in batches]
 
@@ -142,6 +165,16 @@ class RangeWrites(LedgerCore):
 
     def _record_task(self, batch: TaskOutcomes, budget: RetryBudget) -> list[RangeState | None]:
         results = batch.results
+        rows = getattr(results, "rows", None)  # a reply's plain tuples (``ResultRows``)
+        if rows is not None and all(row[2] is _DONE for row in rows):  # the hot path
+            task = self._insert_task(batch)
+            cursor = self._conn.executemany(
+                _MARK_DONE, [(task, *row[3:9], row[0], row[1]) for row in rows]
+            )
+            if cursor.rowcount == len(rows):
+                return [RangeState.DONE] * len(rows)
+            applied = self._applied(task, results)
+            return [RangeState.DONE if ok else None for ok in applied]
         done: list[int] = []
         others: list[int] = []
         for i, r in enumerate(results):
@@ -220,12 +253,16 @@ class RangeWrites(LedgerCore):
         cursor = self._conn.executemany(_MARK_DONE, rows)
         if cursor.rowcount == len(rows):
             return [True] * len(rows)
-        # Some matched no running attempt (late results): find which took effect.
+        return self._applied(task, results)
+
+    def _applied(self, task: int, results: Sequence[RangeResult]) -> list[bool]:
+        """Which successes of ``task`` took effect (some matched no running attempt:
+        late results)."""
         found = {
             r[0]: r
             for r in self._conn.execute(
                 f"SELECT idx, attempts, state, task FROM ranges WHERE idx IN "
-                f"({','.join('?' * len(rows))})",
+                f"({','.join('?' * len(results))})",
                 [r.index for r in results],
             )
         }

@@ -1,0 +1,114 @@
+"""Scale by simulation: the real-time simulated backend and ``benchmarks.scale``.
+
+Deterministic assertions only: no figure here depends on how fast this machine
+is, except that a few hundred virtual workers of 0.2 s ranges are kept busy.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from parsl_es.backends.base import Completions
+from parsl_es.backends.simulated import SimFaults, SimNodeType, SimulatedBackend
+from tests.engine_helpers import drive, new_campaign, range_attempts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_real_clock_is_rejected_unless_known():
+    with pytest.raises(ValueError):
+        SimulatedBackend({"cpu": SimNodeType()}, clock="wall")
+
+
+def test_a_campaign_runs_to_completion_in_real_time(tmp_path):
+    out = new_campaign(tmp_path, events=400, events_per_range=2, events_per_merge=40)
+    sim = SimulatedBackend(
+        {"cpu": SimNodeType(workers=16, pools=2, range_seconds=0.01, spread=0.2)},
+        SimFaults(range_failure_rate=0.05),
+        clock="real",
+    )
+    try:
+        result = drive(out, sim, attempts=5)
+    finally:
+        sim.close()
+    assert result.status == "complete", result.message
+    assert sorted(range_attempts(out)) == list(range(200))  # every range once
+    assert sim.submitted["merge_group"] >= 10
+    assert sim.all_busy_at is not None
+    assert not sim._thread.is_alive()
+
+
+def test_wait_blocks_without_polling():
+    """A wait with nothing due costs the waiting thread (almost) no CPU."""
+    sim = SimulatedBackend({"cpu": SimNodeType(workers=2)}, clock="real")
+    try:
+        cpu = time.thread_time()
+        sim.wait(Completions(), 0.3)
+        assert time.thread_time() - cpu < 0.05
+        # and a completion put by another thread ends the wait
+        completions = Completions()
+        threading.Timer(0.05, completions.put, args=("x",)).start()
+        sim.wait(completions, 30.0)
+        assert len(completions) == 1
+    finally:
+        sim.close()
+
+
+def test_virtual_clock_is_unchanged(tmp_path):
+    """The default clock still jumps: a campaign of 100 s of work takes no real time."""
+    out = new_campaign(tmp_path, events=400, events_per_range=2, events_per_merge=40)
+    sim = SimulatedBackend({"cpu": SimNodeType(workers=2, range_seconds=1.0)})
+    result = drive(out, sim)
+    assert result.status == "complete"
+    assert result.wall_seconds >= 100.0  # on the virtual clock
+    _, busy, running = sim.busy_seconds()
+    assert running == 0 and 0 < busy <= 2 * result.wall_seconds
+
+
+def test_scale_benchmark_prints_its_figures_last():
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.scale",
+            "--workers",
+            "200",
+            "--range-seconds",
+            "0.2",
+            "--seconds",
+            "1.5",
+            "--warmup",
+            "0.5",
+            "--bundle-size",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    for key in (
+        "workers",
+        "range_seconds",
+        "utilisation",
+        "ranges_per_second",
+        "driver_us_per_range",
+        "rss_mb",
+        "peak_rss_mb",
+        "seconds_to_all_busy",
+    ):
+        assert key in figures
+    assert figures["workers"] == 200 and figures["range_seconds"] == 0.2
+    assert 0.0 <= figures["utilisation"] <= 1.0
+    assert figures["utilisation"] > 0.8  # 1,000 ranges/s: a small fraction of the driver
+    assert figures["ranges_per_second"] > 0
+    assert figures["driver_us_per_range"] > 0
