@@ -91,7 +91,9 @@ class _Pool:
     index: int
     block: str
     workers: int
-    running: set[_Task] = field(default_factory=set)
+    #: Insertion-ordered (a dict, not a set): a lost pool fails its tasks in the order
+    #: they started, whatever their objects' ids, so runs stay deterministic.
+    running: dict[_Task, None] = field(default_factory=dict)
     connected: bool = False
     wedged: bool = False
 
@@ -370,7 +372,7 @@ class SimulatedBackend:
                 continue
             task = queue.popleft()
             task.pool, task.worker = pool, len(pool.running)
-            pool.running.add(task)
+            pool.running[task] = None
             self._count_busy(1)
             if len(pool.running) >= pool.workers:
                 free.popleft()
@@ -436,7 +438,7 @@ class SimulatedBackend:
         pool = task.pool
         assert pool is not None
         full = len(pool.running) >= pool.workers
-        pool.running.discard(task)
+        pool.running.pop(task, None)
         self._count_busy(-1)
         if full and pool.connected:
             self._free[pool.node_type].append(pool)
@@ -456,7 +458,7 @@ class SimulatedBackend:
         if not pool.connected:
             return
         pool.connected = False
-        running, pool.running = pool.running, set()
+        running, pool.running = pool.running, {}
         self._count_busy(-len(running))
         for task in running:
             task.future.set_exception(WorkLost(f"worker pool {pool.name} lost"))
