@@ -18,7 +18,6 @@ from typing import Any
 from parsl_es import fileio
 from parsl_es.ledger import Ledger, Summary
 from parsl_es.report_parts import (
-    COLOURS,
     PHYSICS_PREFIX,
     Timeline,
     collect,
@@ -38,6 +37,7 @@ from parsl_es.report_parts import (
     verdict_text,
 )
 from parsl_es.report_plots import (
+    COLOURS,
     STEP_COLOURS,
     plot_durations,
     plot_failures,

@@ -21,13 +21,6 @@ from typing import Any
 from parsl_es.ledger import AttemptRow, Ledger, RangeRow
 from parsl_es.ranges import RangePlan, seed_rule
 from parsl_es.records import MergeRecord
-from parsl_es.report_plots import (  # noqa: F401 (the pictures were drawn here before)
-    COLOURS,
-    plot_durations,
-    plot_failures,
-    plot_throughput,
-    plot_timeline,
-)
 from parsl_es.states import MergeState
 
 #: Packages whose versions go into the job report.

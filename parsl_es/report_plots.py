@@ -15,7 +15,7 @@ from parsl_es import fileio
 from parsl_es.ledger import AttemptRow, RangeRow
 
 if TYPE_CHECKING:
-    from parsl_es.report import Timeline
+    from parsl_es.report_parts import Timeline
 
 #: Colours of the timeline, by what a bar is.
 COLOURS = {

@@ -42,7 +42,7 @@ def test_a_campaign_runs_to_completion_in_real_time(tmp_path):
     assert sorted(range_attempts(out)) == list(range(200))  # every range once
     assert sim.submitted["merge_group"] >= 10
     assert sim.all_busy_at is not None
-    assert not sim._thread.is_alive()
+    assert not sim._clock.alive  # the machine's thread ended with close()
 
 
 def test_wait_blocks_without_polling():

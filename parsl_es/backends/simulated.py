@@ -22,11 +22,10 @@ busy the virtual workers were.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import random
-import threading
-import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -36,6 +35,7 @@ from typing import Any
 from parsl_es import apps
 from parsl_es.backends.base import Call, Completions, DependencyFailed, WorkLost
 from parsl_es.backends.made_up import MADE_UP, Made
+from parsl_es.backends.sim_realtime import BusyMeter, RealTime
 from parsl_es.records import PoolInfo, Where
 
 #: Where the virtual clock starts (a fixed epoch time, so runs repeat exactly).
@@ -129,11 +129,9 @@ class SimulatedBackend:
         self.spec = node_types
         self.faults = faults
         self.run_functions = run_functions
-        self.real = clock == "real"
         self._rng = random.Random(seed)
-        # real time: the monotonic clock, shown as epoch seconds from construction on
-        self._offset = time.time() - time.monotonic()
-        self._epoch = self._real_now() if self.real else EPOCH
+        self._clock = RealTime(self._run_due, self._next_event) if clock == "real" else None
+        self._epoch = self._clock.now() if self._clock else EPOCH
         self._now = self._epoch
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -144,21 +142,11 @@ class SimulatedBackend:
         self._merges_lost = 0
         self.submitted: Counter[str] = Counter()  # tasks submitted, by worker function
         self.blocks_ended: list[tuple[str, str]] = []
-        # how busy the virtual workers are: running now, and worker-seconds so far
-        self._busy = 0
-        self._busy_integral = 0.0
-        self._busy_since = self._epoch
-        self._total_workers = sum(max(s.workers, s.pools) for s in node_types.values())
-        self.all_busy_at: float | None = None  # when every worker first ran a task
+        workers = sum(max(s.workers, s.pools) for s in node_types.values())
+        self._busy = BusyMeter(workers, self._epoch)  # how busy the virtual workers are
         self.late_seconds = 0.0  # real time: how far behind its schedule the machine ran
         self.events_run = 0
         self.ranges_run = 0  # ranges started, over all simulate tasks
-        if self.real:
-            self._lock = threading.RLock()
-            self._wake = threading.Condition(threading.Lock())
-            self._inbox: deque[tuple[_Task, Callable[[], None] | None]] = deque()
-            self._closing = False
-            self._thread = threading.Thread(target=self._run, name="sim-machine", daemon=True)
         for nt, spec in node_types.items():
             for i in range(spec.pools):
                 self._start_pool(nt, i, spec.startup_seconds)
@@ -171,12 +159,12 @@ class SimulatedBackend:
             self._at(
                 self._epoch + ev.at, lambda ev=ev: self._wedge(self._pools[ev.node_type][ev.pool])
             )
-        if self.real:
-            self._thread.start()
+        if self._clock:
+            self._clock.start()
 
     # --- the backend protocol ---------------------------------------------------------------
     def now(self) -> float:
-        return self._real_now() if self.real else self._now
+        return self._clock.now() if self._clock else self._now
 
     def node_types(self) -> list[str]:
         return list(self.spec)
@@ -184,11 +172,8 @@ class SimulatedBackend:
     def submit(self, node_type: str, call: Call) -> Future:
         self.submitted[call.function] += 1
         task = _Task(node_type, call, Future())
-        if self.real:  # the machine's thread takes it from here
-            with self._wake:
-                self._inbox.append((task, None))
-                if len(self._inbox) == 1:
-                    self._wake.notify()
+        if self._clock:  # the machine's thread takes it from here
+            self._clock.post((task, None))
             return task.future
         self._accept(task)
         return task.future
@@ -205,41 +190,35 @@ class SimulatedBackend:
         def one_done(_: Future) -> None:
             left[0] -= 1
             if left[0] == 0:
-                if self.real:  # (resolved in whichever thread: queue it for the machine's)
-                    self._post(task, lambda: self._ready(task, deps))
+                if self._clock:  # (resolved in whichever thread: queue it for the machine's)
+                    self._clock.post((task, lambda: self._ready(task, deps)))
                 else:
                     self._ready(task, deps)
 
         for d in waiting:
             d.add_done_callback(one_done)
 
-    def pools(self, node_type: str) -> list[PoolInfo]:
-        if self.real:
-            with self._lock:
-                return self._pool_infos(node_type)
-        return self._pool_infos(node_type)
+    def _machine(self) -> contextlib.AbstractContextManager[Any]:
+        """The machine's lock when its own thread runs it (real time); none otherwise."""
+        return self._clock.lock if self._clock else contextlib.nullcontext()
 
-    def _pool_infos(self, node_type: str) -> list[PoolInfo]:
-        return [
-            PoolInfo(pool=p.name, block=p.block, workers=p.workers, tasks=len(p.running))
-            for p in self._pools[node_type]
-            if p.connected
-        ]
+    def pools(self, node_type: str) -> list[PoolInfo]:
+        with self._machine():
+            return [
+                PoolInfo(pool=p.name, block=p.block, workers=p.workers, tasks=len(p.running))
+                for p in self._pools[node_type]
+                if p.connected
+            ]
 
     def end_block(self, node_type: str, block: str) -> bool:
-        if self.real:
-            with self._lock:
-                self._now = max(self._now, self._real_now())
-                return self._end_block(node_type, block)
-        return self._end_block(node_type, block)
-
-    def _end_block(self, node_type: str, block: str) -> bool:
-        for p in self._pools[node_type]:
-            if p.block == block and p.connected:
-                self.blocks_ended.append((node_type, block))
-                self._lose_pool(p)
-                return True
-        return False
+        with self._machine():
+            self._now = max(self._now, self.now())
+            for p in self._pools[node_type]:
+                if p.block == block and p.connected:
+                    self.blocks_ended.append((node_type, block))
+                    self._lose_pool(p)
+                    return True
+            return False
 
     def expected_workers(self, node_type: str) -> int:
         return self.spec[node_type].workers
@@ -258,7 +237,7 @@ class SimulatedBackend:
 
         In real time: block until a completion comes, or ``timeout`` seconds pass.
         """
-        if self.real:
+        if self._clock:
             completions.wait(timeout)
             return
         deadline = self._now + timeout
@@ -271,70 +250,42 @@ class SimulatedBackend:
             action()
 
     def close(self) -> None:
-        if self.real:
-            with self._wake:
-                self._closing = True
-                self._wake.notify()
-            self._thread.join()
+        if self._clock:
+            self._clock.close()
         self._events.clear()
 
     def busy_seconds(self) -> tuple[float, float, int]:
         """``(time, worker-seconds busy since the start, workers busy now)`` at one moment."""
-        if self.real:
-            with self._lock:
-                return self._busy_now(self._real_now())
-        return self._busy_now(self._now)
+        with self._machine():
+            return self._busy.at(self.now())
 
-    def _busy_now(self, now: float) -> tuple[float, float, int]:
-        return now, self._busy_integral + self._busy * (now - self._busy_since), self._busy
+    @property
+    def all_busy_at(self) -> float | None:
+        """When every worker first ran a task."""
+        return self._busy.all_busy_at
 
     def _count_busy(self, change: int) -> None:
-        now = self._now
-        self._busy_integral += self._busy * (now - self._busy_since)
-        self._busy_since = now
-        self._busy += change
-        if self._busy >= self._total_workers and self.all_busy_at is None:
-            self.all_busy_at = now
+        self._busy.change(self._now, change)
 
-    # --- real time: the machine's own thread --------------------------------------------------
-    def _real_now(self) -> float:
-        return time.monotonic() + self._offset
+    # --- real time: what the machine's thread runs ------------------------------------------
+    def _next_event(self) -> float | None:
+        return self._events[0][0] if self._events else None
 
-    def _post(self, task: _Task, action: Callable[[], None]) -> None:
-        with self._wake:
-            self._inbox.append((task, action))
-            self._wake.notify()
-
-    def _run(self) -> None:
-        """Submissions as they come, and every event once its time has come, until closed."""
-        while True:
-            with self._wake:
-                while True:
-                    if self._closing:
-                        return
-                    if self._inbox:
-                        break
-                    wait = self._events[0][0] - self._real_now() if self._events else 1.0
-                    if wait <= 0:
-                        break
-                    self._wake.wait(min(wait, 1.0))
-                inbox, self._inbox = self._inbox, deque()
-            with self._lock:
-                real = self._real_now()
-                # due events first, each at its own time (a worker that finishes takes
-                # the next queued task then), then what was submitted meanwhile, now
-                while self._events and self._events[0][0] <= real:
-                    when, _, action = heapq.heappop(self._events)
-                    self.late_seconds = max(self.late_seconds, real - when)
-                    self._now = max(self._now, when)
-                    self.events_run += 1
-                    action()
-                self._now = max(self._now, real)
-                for task, action in inbox:
-                    if action is None:
-                        self._accept(task)
-                    else:
-                        action()
+    def _run_due(self, real: float, inbox: deque[tuple[_Task, Callable[[], None] | None]]) -> None:
+        """Due events first, each at its own time (a worker that finishes takes the next
+        queued task then), then what was submitted meanwhile, now."""
+        while self._events and self._events[0][0] <= real:
+            when, _, action = heapq.heappop(self._events)
+            self.late_seconds = max(self.late_seconds, real - when)
+            self._now = max(self._now, when)
+            self.events_run += 1
+            action()
+        self._now = max(self._now, real)
+        for task, action in inbox:
+            if action is None:
+                self._accept(task)
+            else:
+                action()
 
     # --- the machine ---------------------------------------------------------------------
     def _at(self, when: float, action: Callable[[], None]) -> None:
@@ -394,20 +345,8 @@ class SimulatedBackend:
             return spec.step_seconds, False
         work = apps.unpack(task.call.args[3])
         self.ranges_run += len(work)
-        hangs = any(a == 1 and i in self.faults.hung_ranges for i, a in work)
-        late = self.faults.late_ranges
-        speedup = spec.step_speedup.get(task.call.step or "", 1.0)
-        task.durations = [
-            self._range_seconds(spec) / speedup
-            + (self.faults.late_seconds if a == 1 and i in late else 0.0)
-            for i, a in work
-        ]
-        return sum(task.durations), hangs
-
-    def _range_seconds(self, spec: SimNodeType) -> float:
-        if not spec.spread:
-            return spec.range_seconds
-        return spec.range_seconds * self._rng.lognormvariate(0.0, spec.spread)
+        task.durations = range_durations(spec, work, self.faults, self._rng, task.call.step)
+        return sum(task.durations), any(a == 1 and i in self.faults.hung_ranges for i, a in work)
 
     def _finish(self, task: _Task, started: float = 0.0, lost: bool = False) -> None:
         pool = task.pool
@@ -466,3 +405,23 @@ class SimulatedBackend:
 
     def _wedge(self, pool: _Pool) -> None:
         pool.wedged = True
+
+
+def range_durations(
+    spec: SimNodeType,
+    work: list[tuple[int, int]],
+    faults: SimFaults,
+    rng: random.Random,
+    step: str | None,
+) -> list[float]:
+    """How long each range of a task takes: the node type's mean with its spread, faster
+    for a step it speeds up, and a first attempt of a ``late_ranges`` range late."""
+    speedup = spec.step_speedup.get(step or "", 1.0)
+    out = []
+    for i, a in work:
+        seconds = spec.range_seconds
+        if spec.spread:
+            seconds *= rng.lognormvariate(0.0, spec.spread)
+        late = faults.late_seconds if a == 1 and i in faults.late_ranges else 0.0
+        out.append(seconds / speedup + late)
+    return out
