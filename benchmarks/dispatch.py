@@ -48,8 +48,9 @@ def plain_parsl(session: ParslBackend, n: int) -> Clock:
     return clock
 
 
-def parsl_es(session: ParslBackend, n: int, directory, bundle_size: int | None) -> tuple:
-    spec = {
+def campaign(n: int) -> dict:
+    """``n`` one-event ranges of a payload that does no work, written as small npy files."""
+    return {
         "name": "dispatch",
         "events": n,
         "events_per_range": 1,
@@ -57,6 +58,10 @@ def parsl_es(session: ParslBackend, n: int, directory, bundle_size: int | None) 
         "seed": 1,
         "payload": {"name": "emulate", "output_format": "npy"},
     }
+
+
+def parsl_es(session: ParslBackend, n: int, directory, bundle_size: int | None) -> tuple:
+    spec = campaign(n)
     options = {} if bundle_size is None else {"bundle_size": bundle_size}
     with Clock() as clock:
         result = api.run_campaign(spec, directory / "es", session=session, **options)
@@ -70,15 +75,7 @@ def child(kind: str, n: int) -> None:
 
     with scratch("es-dispatch-") as tmp:
         if kind == "es":
-            spec = {
-                "name": "dispatch",
-                "events": n,
-                "events_per_range": 1,
-                "events_per_merge": max(1, n // 20),
-                "seed": 1,
-                "payload": {"name": "emulate", "output_format": "npy"},
-            }
-            result = api.run_campaign(spec, tmp / "es", site="local")
+            result = api.run_campaign(campaign(n), tmp / "es", site="local")
             assert result.status == "complete", result.message
         else:
             with ParslBackend(load_site("local"), tmp / "p") as session:
