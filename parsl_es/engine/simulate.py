@@ -18,6 +18,7 @@ from parsl_es.apps import pack, unpack
 from parsl_es.backends.base import Call
 from parsl_es.crashpoints import crash_point
 from parsl_es.engine.context import EngineContext, error_text, log
+from parsl_es.engine.estimates import Estimates
 from parsl_es.engine.feed import GatedFeed, RangeFeed
 from parsl_es.engine.inflight import Bundle, InFlight
 from parsl_es.engine.sizing import (
@@ -104,7 +105,7 @@ class SimulateStep(Step):
         self._poll_workers(now)
         fresh_from = self.feed.cursor
         bundles: list[tuple[str, list[int]]] = []
-        fastest, means = self._by_speed(allowed)
+        fastest, means = by_speed(ctx.estimates, allowed)
         for nt in fastest:  # steps sharing a node type share its window
             free = ctx.shared.free_on(nt, id(self), self._windows[nt])
             if free > 0 and not ctx.shared.may_use(nt, id(self)):
@@ -146,16 +147,6 @@ class SimulateStep(Step):
                 args = (name, params, ctx.plan, pack(work), output_dir, timeouts[nt])
                 ctx.submit(step, bid, nt, Call(function=function, args=args))
                 crash_point("submitted")
-
-    def _by_speed(self, node_types: list[str]) -> tuple[list[str], dict[str, float]]:
-        """The node types fastest first for this step, once each has measured ranges
-        (until then, in the step's order of preference, and no durations)."""
-        estimates = self.ctx.estimates
-        measured = {
-            nt: (estimates.ranges(nt).count, estimates.ranges(nt).percentile(0.5))
-            for nt in node_types
-        }
-        return fastest_first(node_types, measured)
 
     def _poll_workers(self, now: float) -> None:
         """Refresh each node type's connected workers and window, once a second."""
@@ -220,7 +211,9 @@ class SimulateStep(Step):
             exc = future.exception()
             if exc is not None:
                 if bundle is not None:  # (an abandoned task's loss is old news)
-                    batches.append(self._unanswered(bundle, exc, now))
+                    lost = self.ctx.backend.lost(exc)  # with its worker, or failed
+                    outcome = Outcome.LOST if lost else Outcome.FAILED
+                    batches.append(unanswered(bundle, outcome, error_text(exc), now))
                 continue
             reply: BundleResult = unpack(future.result())
             ctx.pools.result_from(reply.where.pool, now)
@@ -248,16 +241,6 @@ class SimulateStep(Step):
                 )
             )
         self._record(batches)
-
-    def _unanswered(self, bundle: Bundle, exc: BaseException, now: float) -> TaskOutcomes:
-        """Every range of a task that raised: lost with its worker, or failed."""
-        outcome = Outcome.LOST if self.ctx.backend.lost(exc) else Outcome.FAILED
-        err = error_text(exc)
-        results = tuple(
-            RangeResult(index=i, attempt=a, outcome=outcome, finished=now, error=err)
-            for i, a in bundle.work
-        )
-        return TaskOutcomes(node_type=bundle.node_type, where=NOWHERE, results=results)
 
     def _record(self, batches: list[TaskOutcomes]) -> None:
         """Record outcomes in one transaction and act on each range's new state."""
@@ -335,11 +318,7 @@ class SimulateStep(Step):
         batches = []
         for b in expired:
             err = f"no result after {b.allowance:.0f} s: presumed hung, redone elsewhere"
-            results = tuple(
-                RangeResult(index=i, attempt=a, outcome=Outcome.TIMEOUT, finished=now, error=err)
-                for i, a in b.work
-            )
-            batches.append(TaskOutcomes(node_type=b.node_type, where=NOWHERE, results=results))
+            batches.append(unanswered(b, Outcome.TIMEOUT, err, now))
             self.ctx.counters.timeouts += len(b.work)
         log.warning("%d ranges timed out; redoing them", sum(len(b.work) for b in expired))
         self._record(batches)
@@ -347,3 +326,21 @@ class SimulateStep(Step):
             self._suspects[b.node_type] = (b.allowance, now + b.allowance)
         for nt, (allowance, _) in self._suspects.items():
             self.ctx.end_wedged_pools(nt, allowance, now)
+
+
+def by_speed(estimates: Estimates, node_types: list[str]) -> tuple[list[str], dict[str, float]]:
+    """A step's node types fastest first by its own range durations, once each has enough
+    measured (until then, in the step's order of preference, and no durations)."""
+    measured = {
+        nt: (estimates.ranges(nt).count, estimates.ranges(nt).percentile(0.5)) for nt in node_types
+    }
+    return fastest_first(node_types, measured)
+
+
+def unanswered(bundle: Bundle, outcome: Outcome, error: str, now: float) -> TaskOutcomes:
+    """Every range of a task that gave no result (lost, failed, timed out) as one batch."""
+    results = tuple(
+        RangeResult(index=i, attempt=a, outcome=outcome, finished=now, error=error)
+        for i, a in bundle.work
+    )
+    return TaskOutcomes(node_type=bundle.node_type, where=NOWHERE, results=results)
