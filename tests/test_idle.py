@@ -42,7 +42,7 @@ def test_a_driver_waiting_on_long_ranges_wakes_only_for_results(tmp_path):
 
 def test_deadlines_still_wake_a_waiting_driver(tmp_path):
     """A range that never returns is given up at its deadline, not at the next result."""
-    out = new_campaign(tmp_path, events=4, events_per_range=1, events_per_merge=4)
+    out = new_campaign(tmp_path, events=40, events_per_range=1, events_per_merge=40)
     sim = backend(SimFaults(hung_ranges=frozenset({2})), cpu=SimNodeType(workers=4))
     result = drive(out, sim)
     assert result.status == "complete", result.message
