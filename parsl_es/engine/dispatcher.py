@@ -235,8 +235,8 @@ class Dispatcher:
             if any(c.cutoff.must_leave(now) for c in self.contexts):
                 log.warning("allocation about to end: leaving in-flight work for resume")
                 break
+            self._report()  # after the top-up: what is in flight while the loop waits
             self._drain(now, stop_deadline)
-            self._report()
 
     def _drain(self, now: float, stop_deadline: float | None) -> None:
         """Hand every completion available now to its step, in pipeline order.
