@@ -210,6 +210,10 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="write the figure here (PNG)")
     parser.add_argument("--workers", type=int, nargs="+", help="worker counts (default 8 32 128)")
     parser.add_argument("--durations", type=float, nargs="+", help="range seconds (1 0.1 0.02)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="parsl-es runs per case, on the same workers"
+    )
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain Parsl runs")
     args = parser.parse_args()
     workers_list = args.workers or ((8, 32) if args.quick else WORKERS)
     durations = args.durations or ((0.1, 0.02) if args.quick else DURATIONS)
@@ -226,8 +230,16 @@ def main() -> None:
                 startup = wait_for_workers(session, workers)
                 for seconds in durations:
                     n = max(4 * workers, int(workers * length / seconds))
-                    es = parsl_es_run(session, workers, seconds, n, tmp)
-                    plain = plain_run(session, workers, seconds, n)
+                    runs = [
+                        parsl_es_run(session, workers, seconds, n, tmp / f"run{i}")
+                        for i in range(args.repeat)
+                    ]
+                    es = runs[0]
+                    if args.repeat > 1:
+                        steady = ", ".join(f"{r['steady']:.1%}" for r in runs)
+                        print(f"  {workers} x {seconds:g} s, {args.repeat} runs: {steady}")
+                    empty = {"steady": 0.0, "end_to_end": 0.0, "ranges_per_s": 0.0}
+                    plain = empty if args.no_plain else plain_run(session, workers, seconds, n)
                     results.append(
                         {
                             "workers": workers,
@@ -235,6 +247,7 @@ def main() -> None:
                             "ranges": n,
                             "workers_started_s": round(startup, 1),
                             "parsl_es": es,
+                            "parsl_es_runs": [r["steady"] for r in runs],
                             "plain": plain,
                         }
                     )

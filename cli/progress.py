@@ -64,12 +64,16 @@ class ProgressDisplay:
                 TimeElapsedColumn(),
                 console=console,
                 transient=False,
+                # redrawn when the engine reports (after results), not 10 times a second:
+                # rich's refresh thread would wake the waiting driver for nothing
+                auto_refresh=False,
             )
 
     def __enter__(self) -> ProgressDisplay:
         if self._bar is not None:
             self._bar.start()
             self._task = self._bar.add_task(self._title, total=None, line="starting workers...")
+            self._bar.refresh()
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -98,6 +102,7 @@ class ProgressDisplay:
                 self._bar.update(
                     task, total=step.events_total, completed=step.events_done, line=line
                 )
+            self._bar.refresh()
             return
         now = time.time()
         # After the last event, print once per change of merge/validation state.

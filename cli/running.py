@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from parsl_es.backends.base import WakingEvent
 from parsl_es.engine.result import RunResult, RunStatus
 from parsl_es.errors import UserError
 from parsl_es.interrupts import Interrupted, interrupt
@@ -100,7 +100,7 @@ class StopOnSignal:
 
     def __init__(self, err: Console) -> None:
         self.err = err
-        self.event = threading.Event()
+        self.event = WakingEvent()  # wakes the engine's wait: it does not poll for a stop
         self.running = False
         self._old: dict[int, Any] = {}
 

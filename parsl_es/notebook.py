@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from parsl_es import api
+from parsl_es.backends.base import WakingEvent
 from parsl_es.backends.parsl import ParslBackend
 from parsl_es.campaign import CampaignSpec
 from parsl_es.chain import ChainSpec
@@ -109,7 +110,7 @@ class CampaignHandle:
         self.spec = prepared.spec
         self.session = session
         self._options = options
-        self._stop = threading.Event()
+        self._stop = WakingEvent()  # wakes the engine, which does not poll for a stop
         self._done: Future[RunResult] = Future()
         self._progress: Progress | None = None
         #: Futures of merged files by (step, merge group); a single-step campaign's step is None.

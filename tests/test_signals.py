@@ -146,9 +146,10 @@ def _running(out: Path) -> bool:
 
 
 def _next_line(proc: subprocess.Popen) -> str:
-    """The driver's next non-empty line on stderr (its progress display is off: no tty)."""
+    """The driver's next non-empty line on stderr that is not a progress line (its
+    progress display is off, no tty: it prints ``[  12.0s] 3/8 events ...`` lines)."""
     assert proc.stderr is not None
     while line := proc.stderr.readline():
-        if line.strip():
+        if line.strip() and not line.startswith("["):
             return line
     return ""

@@ -102,6 +102,7 @@ class Completions:
     def __init__(self) -> None:
         self._items: deque[Any] = deque()
         self._cond = threading.Condition()
+        self._woken = False
 
     def put(self, item: Any) -> None:
         with self._cond:
@@ -109,10 +110,18 @@ class Completions:
             self._cond.notify()
 
     def wait(self, timeout: float) -> None:
-        """Block until something is there, or ``timeout`` seconds (real time) pass."""
+        """Block until something is there, ``wake`` is called, or ``timeout`` seconds
+        (real time) pass."""
         with self._cond:
-            if not self._items:
+            if not self._items and not self._woken:
                 self._cond.wait(timeout)
+            self._woken = False
+
+    def wake(self) -> None:
+        """End the current (or next) ``wait`` early, with nothing put: e.g. a stop."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
 
     def take_all(self) -> list[Any]:
         with self._cond:
@@ -122,3 +131,26 @@ class Completions:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class WakingEvent(threading.Event):
+    """A ``threading.Event`` whose ``set`` also wakes the engine's wait.
+
+    The engine's stop: the engine sleeps until a completion or its next deadline,
+    so a stop asked for meanwhile (a signal, a notebook's ``stop()``) must wake it.
+    A plain ``Event`` still works as a stop, looked at every second.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wakes: list[Completions] = []
+
+    def wakes(self, completions: Completions) -> None:
+        """Wake ``completions``'s waiter whenever this is set."""
+        if completions not in self._wakes:
+            self._wakes.append(completions)
+
+    def set(self) -> None:
+        super().set()
+        for completions in self._wakes:
+            completions.wake()

@@ -28,8 +28,12 @@ from parsl_es.states import RetryBudget
 
 log = logging.getLogger("parsl_es.engine")
 
-#: How often in-flight work is checked against its deadlines.
+#: How often in-flight work is checked against its deadlines while results flow anyway,
+#: and while work is past its deadline (a slow merge on a pool not yet found wedged). A
+#: waiting engine sleeps until the next deadline instead (``Step.next_deadline``).
 WATCHDOG_SECONDS = 1.0
+#: Deadlines are strict (``now > deadline``): the engine wakes this much after one.
+DEADLINE_SLACK_SECONDS = 0.02
 
 
 @dataclass
@@ -128,7 +132,7 @@ class EngineContext:
         """
         deadline = self.backend.now() + seconds
         while self.outstanding and self.backend.now() < deadline:
-            self.backend.wait(self.completions, 0.2)
+            self.backend.wait(self.completions, deadline - self.backend.now())
             self.completions.take_all()
 
     def disk_full(self, why: str) -> None:
@@ -144,6 +148,10 @@ class EngineContext:
         allowance = self.timeouts.merge_allowance()
         if any(now - since > allowance for since in submitted):
             self.end_wedged_pools(node_type, allowance, now)
+
+    def slow_work_deadline(self, submitted: list[float]) -> float:
+        """When ``check_slow_work`` would first find some of this work slow (inf: none)."""
+        return min(submitted, default=float("inf")) + self.timeouts.merge_allowance()
 
     def end_wedged_pools(self, node_type: str, quiet_for: float, now: float) -> None:
         """End the blocks of the node type's pools that hold tasks and stopped answering."""

@@ -24,15 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from parsl_es import fileio
-from parsl_es.backends.base import Backend
-from parsl_es.engine.context import WATCHDOG_SECONDS, EngineContext, log
+from parsl_es.backends.base import Backend, WakingEvent
+from parsl_es.engine.context import (
+    DEADLINE_SLACK_SECONDS,
+    WATCHDOG_SECONDS,
+    EngineContext,
+    log,
+)
 from parsl_es.engine.counters import Rate, snapshot
 from parsl_es.engine.cutoff import Cutoff
 from parsl_es.engine.ending import RunEnd, decide
 from parsl_es.engine.estimates import Estimates
 from parsl_es.engine.merge import MergeStep
 from parsl_es.engine.result import Progress, RunResult
-from parsl_es.engine.simulate import SimulateStep
+from parsl_es.engine.simulate import WORKER_POLL_SECONDS, SimulateStep
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import SIMULATION_CAMPAIGN, Placement, StepSpec, Unit
 from parsl_es.engine.timeouts import RangeTimeouts, TimeoutPolicy
@@ -51,9 +56,14 @@ CONTROLLERS: dict[Unit, type[Step]] = {
     Unit.MERGED_FILE: ValidateStep,
     Unit.CAMPAIGN: CampaignStep,
 }
-#: Longest wait for a completion before the loop looks at deadlines and stops again.
-WAIT_SECONDS = 0.2
-#: Least time between two progress reports.
+#: Longest the loop sleeps when nothing is due: a safety net, not a poll. The loop wakes
+#: for a completion, a stop, or the next deadline (a bundle's or a merge's allowance, the
+#: stop's grace period, the allocation's end), whichever comes first.
+MAX_WAIT_SECONDS = 30.0
+#: While ranges wait for workers that have not connected yet, how often they are counted
+#: (Parsl says nothing when a worker pool connects).
+CONNECTING_POLL_SECONDS = WORKER_POLL_SECONDS
+#: Least time between two progress reports (they follow completions: none while waiting).
 PROGRESS_SECONDS = 0.25
 
 
@@ -99,7 +109,7 @@ class Dispatcher:
             assert payload is not None and placement is not None
             stages = [Stage(StepPlan(name=None, plan=ledger.plan, payload=payload), placement)]
         self.settings = settings
-        self.stop_event = stop or threading.Event()
+        self.stop_event = stop if stop is not None else WakingEvent()
         first: EngineContext | None = None
         self.contexts: list[EngineContext] = []
         self.steps: list[Step] = []
@@ -135,6 +145,8 @@ class Dispatcher:
         self._step_rates = [Rate() for _ in self.contexts]
         self._t0 = 0.0
         self._last_progress = float("-inf")
+        if isinstance(self.stop_event, WakingEvent):  # a stop wakes the waiting loop
+            self.stop_event.wakes(self.ctx.completions)
 
     def steps_of(self, chain_step: str) -> list[Step]:
         ctx = self.contexts[self._stage_of[chain_step]]
@@ -200,13 +212,16 @@ class Dispatcher:
         ctx = self.ctx
         stop_deadline: float | None = None
         checked = float("-inf")
+        self._due = float("-inf")
         while True:
             now = ctx.backend.now()
             if (self.stop.is_set() or ctx.no_space) and stop_deadline is None:
                 stop_deadline = now + self.settings.stop_grace_seconds
                 log.warning("stop requested: no new ranges; waiting for those in flight")
-            if now - checked >= WATCHDOG_SECONDS:
+            # checked at each deadline, and at most once a second while results flow
+            if now >= self._due or now - checked >= WATCHDOG_SECONDS:
                 checked = now
+                self._due = float("inf")
                 for step in self.steps:
                     step.check(now)
             if stop_deadline is None:
@@ -220,13 +235,19 @@ class Dispatcher:
             if any(c.cutoff.must_leave(now) for c in self.contexts):
                 log.warning("allocation about to end: leaving in-flight work for resume")
                 break
-            self._drain()
-            self._report()
+            self._report()  # after the top-up: what is in flight while the loop waits
+            self._drain(now, stop_deadline)
 
-    def _drain(self) -> None:
-        """Hand every completion available now to its step, in pipeline order."""
+    def _drain(self, now: float, stop_deadline: float | None) -> None:
+        """Hand every completion available now to its step, in pipeline order.
+
+        With none there, sleep until one comes, a stop is asked for, or the next
+        deadline (no polling: see ``_next_wake``).
+        """
         ctx = self.ctx
-        ctx.backend.wait(ctx.completions, WAIT_SECONDS)
+        if not len(ctx.completions):
+            wake = self._next_wake(now, stop_deadline)
+            ctx.backend.wait(ctx.completions, max(0.0, wake - now))
         items = ctx.completions.take_all()
         if not items:
             return
@@ -238,6 +259,27 @@ class Dispatcher:
             done = by_step.get(step.name)
             if done:
                 step.handle(done, now)
+
+    def _next_wake(self, now: float, stop_deadline: float | None) -> float:
+        """When the loop must look again though nothing completed: the next deadline.
+
+        Each step's earliest deadline (when ``check`` has something to decide), the
+        stop's grace period, the allocation's end, and while ranges wait for workers
+        still connecting, the next count of them. Sets ``_due`` for the checks.
+        """
+        due = min((_deadline(step, now) for step in self.steps), default=float("inf"))
+        self._due = due
+        wake = min(due, now + MAX_WAIT_SECONDS)
+        if stop_deadline is not None:
+            wake = min(wake, stop_deadline)
+        for c in self.contexts:
+            if c.cutoff.end is not None:
+                wake = min(wake, c.cutoff.end - c.cutoff.margin / 2)
+        if not self.stop.is_set() and any(step.connecting() for step in self.steps):
+            wake = min(wake, now + CONNECTING_POLL_SECONDS)
+        if not isinstance(self.stop_event, WakingEvent):  # a plain Event cannot wake us
+            wake = min(wake, now + STOP_POLL_SECONDS)
+        return wake
 
     # --- reporting ---------------------------------------------------------------------------
     def progress(self) -> Progress:
@@ -308,6 +350,21 @@ class Dispatcher:
             fatal_ids=fatal_ids,
             failed_merges=failed_merges,
         )
+
+
+#: How often a stop given as a plain ``threading.Event`` is looked at (a ``WakingEvent``,
+#: the default and the CLI's, wakes the loop itself).
+STOP_POLL_SECONDS = 1.0
+
+
+def _deadline(step: Step, now: float) -> float:
+    """The earliest moment the step's ``check`` may have something to do.
+
+    Work already past its deadline that ``check`` left running (a slow merge whose
+    pool still answers) is looked at again every ``WATCHDOG_SECONDS``.
+    """
+    due = step.next_deadline(now) + DEADLINE_SLACK_SECONDS
+    return due if due > now else now + WATCHDOG_SECONDS
 
 
 def _labelled(ctx: EngineContext, what: str) -> str:

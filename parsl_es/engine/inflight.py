@@ -53,6 +53,13 @@ class InFlight:
                 expired.append(bid)
         return [b for b in (self.pop(bid) for bid in expired) if b is not None]
 
+    def earliest_deadline(self) -> float:
+        """When ``expire`` may first give up on a bundle (inf: nothing in flight).
+
+        A scan: asked only by a loop about to wait, with no result to handle.
+        """
+        return min((b.deadline for b in self._bundles.values()), default=float("inf"))
+
     def tasks(self, node_type: str) -> int:
         return self._tasks.get(node_type, 0)
 

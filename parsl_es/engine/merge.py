@@ -150,3 +150,6 @@ class MergeStep(Step):
 
     def check(self, now: float) -> None:
         self.ctx.check_slow_work(self.node_type, [t for _, t in self._running.values()], now)
+
+    def next_deadline(self, now: float) -> float:
+        return self.ctx.slow_work_deadline([t for _, t in self._running.values()])

@@ -17,7 +17,7 @@ from typing import Any
 from parsl_es.apps import pack, unpack
 from parsl_es.backends.base import Call
 from parsl_es.crashpoints import crash_point
-from parsl_es.engine.context import EngineContext, error_text, log
+from parsl_es.engine.context import WATCHDOG_SECONDS, EngineContext, error_text, log
 from parsl_es.engine.estimates import Estimates
 from parsl_es.engine.feed import GatedFeed, RangeFeed
 from parsl_es.engine.inflight import Bundle, InFlight
@@ -299,6 +299,21 @@ class SimulateStep(Step):
         self.emit(RangesDone([row[0] for row in rows]))
 
     # --- hung work ---------------------------------------------------------------------------
+    def next_deadline(self, now: float) -> float:
+        """The first bundle's deadline; while a node type is a suspect, a look every
+        ``WATCHDOG_SECONDS`` until its watch ends."""
+        due = self.in_flight.earliest_deadline()
+        return min(due, now + WATCHDOG_SECONDS) if self._suspects else due
+
+    def connecting(self) -> bool:
+        """Ranges are ready and fewer workers connected than expected (Parsl says
+        nothing when a pool connects: the loop counts them again while this holds).
+        Only node types whose pools the driver sees count (not an endpoint's)."""
+        if not self.ctx.shared.ready.get(id(self)):
+            return False
+        expected = self.ctx.backend.expected_workers
+        return any(n < expected(nt) for nt, n in self._workers.items())
+
     def check(self, now: float) -> None:
         """Give up on bundles past their deadline; end worker pools that stopped answering.
 
@@ -311,6 +326,7 @@ class SimulateStep(Step):
                 del self._suspects[nt]
             else:
                 self.ctx.end_wedged_pools(nt, allowance, now)
+        self._poll_workers(now)  # (top_up does not, once every range has been sent)
         idle = [nt for nt in self.node_types if self._workers.get(nt, 1) == 0]
         expired = self.in_flight.expire(now, idle)
         if not expired:

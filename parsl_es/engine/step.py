@@ -39,6 +39,19 @@ class Step:
     def check(self, now: float) -> None:
         """Look for work that has run too long."""
 
+    def next_deadline(self, now: float) -> float:
+        """When ``check`` may next have something to decide (inf: never, as here).
+
+        The engine sleeps until a completion, a stop or the earliest step's deadline:
+        a step that checks its work must say when.
+        """
+        return float("inf")
+
+    def connecting(self) -> bool:
+        """Whether work waits for workers still connecting (the loop then counts them
+        again every ``WORKER_POLL_SECONDS``: nothing announces a new worker)."""
+        return False
+
     def accept(self, event: Any) -> None:
         """An event from an upstream step."""
 

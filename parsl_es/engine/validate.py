@@ -93,6 +93,9 @@ class ValidateStep(Step):
     def check(self, now: float) -> None:
         self.ctx.check_slow_work(self.node_type, [t for _, t in self._running.values()], now)
 
+    def next_deadline(self, now: float) -> float:
+        return self.ctx.slow_work_deadline([t for _, t in self._running.values()])
+
     def _remove_range_files(self, g: int) -> None:
         """A validated group's range files, no longer needed (``keep_range_files: false``).
 
