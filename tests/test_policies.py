@@ -95,12 +95,21 @@ def test_bundle_size_follows_range_duration_and_the_tail():
     assert bundle_size(1.0, workers=2, remaining=10_000) == 1  # long ranges travel alone
     assert bundle_size(0.001, workers=2, remaining=12, prefetch=2.0) == 3  # the tail
     assert bundle_size(0.001, workers=2, remaining=0) == 1
-    # many workers: bundles grow so that the driver sees at most ~50 tasks/s
+    # many workers in one pool: bundles grow so that it asks for at most ~50 tasks/s
     assert bundle_size(0.1, workers=1000, remaining=10**7) == 200
     assert bundle_size(0.0005, workers=8, remaining=100_000) == MAX_BUNDLE
     assert bundle_size(0.05, workers=8, remaining=100_000) == 5  # about 0.25 s per task
-    assert bundle_size(0.001, workers=8, remaining=64) == 4
-    assert bundle_size(0.001, workers=8, remaining=3) == 1
+    assert bundle_size(0.05, workers=8, remaining=40) == 3
+    assert bundle_size(0.05, workers=8, remaining=3) == 1
+
+
+def test_bundles_follow_pools_and_the_driver_not_the_machine():
+    # 1,000 workers in 8 pools: each pool may ask for 50 tasks/s, not the node type
+    assert bundle_size(0.1, workers=1000, remaining=10**7, pools=8) == 25
+    # Perlmutter's 3,072 CPU nodes x 128 workers, 15 s ranges: 26,000 ranges/s
+    # reach the driver as at most 2,000 tasks/s (bundles of 13, not of 256)
+    assert bundle_size(15.0, workers=393_216, remaining=10**7, pools=3072) == 13
+    assert bundle_size(15.0, workers=128, remaining=10**7, pools=1) == 1
 
 
 def test_window_is_one_task_per_worker_until_durations_are_known():

@@ -48,6 +48,7 @@ class SimulateStep(Step):
         self.cut = False  # no range can finish before the allocation ends any more
         self._windows: dict[str, int] = {}
         self._workers: dict[str, int] = {}  # connected now, as last polled
+        self._pools: dict[str, int] = {}  # pools with workers, as last polled
         self._polled = float("-inf")
         # node types whose bundles timed out: (quiet-for allowance, watch until)
         self._suspects: dict[str, tuple[float, float]] = {}
@@ -167,6 +168,7 @@ class SimulateStep(Step):
                 ctx.pools.observe(pools, now)
                 workers = sum(p.workers for p in pools if p.active)
                 self._workers[nt] = workers
+                self._pools[nt] = sum(1 for p in pools if p.active and p.workers)
             known = ctx.estimates.known(nt)
             self._windows[nt] = window_size(workers, expected, known, prefetch)
 
@@ -185,9 +187,10 @@ class SimulateStep(Step):
         workers = self._workers.get(node_type) or ctx.backend.expected_workers(node_type)
         mean = ctx.estimates.ranges(node_type).mean()
         prefetch = ctx.backend.in_flight_per_worker()
+        pools = self._pools.get(node_type) or 1  # (an endpoint's: unknown, taken as one)
         feed = self.feed
         # the most a bundle may take with nothing left to share
-        most = bundle_size(mean, workers, 1 << 62, prefetch)
+        most = bundle_size(mean, workers, 1 << 62, prefetch, pools=pools)
         if fit is not None:
             most = max(1, min(most, fit))
         per_bundle = max(1.0, workers * prefetch)  # remaining / this: the tail's share
@@ -196,7 +199,7 @@ class SimulateStep(Step):
             left = feed.left()
             if left > most * per_bundle:  # far from the tail: the share is larger
                 return most
-            size = bundle_size(mean, workers, left, prefetch)
+            size = bundle_size(mean, workers, left, prefetch, pools=pools)
             return size if fit is None else max(1, min(size, fit))
 
         return size_now
