@@ -291,3 +291,17 @@ def test_a_late_result_of_a_bundle_given_up_on_is_recorded_late_and_never_applie
     # attempt 1 timed out, was redone as attempt 2, and its result came back late after all
     assert outcomes == [(1, Outcome.TIMEOUT), (1, Outcome.LATE)]
     assert row.attempts == 2 and row.output.endswith("attempt-2.sim")
+
+
+def test_real_functions_on_the_simulated_machine_record_its_durations(tmp_path):
+    """With ``run_functions``, ranges run for real (milliseconds) but take the machine's
+    time: the ledger says the machine's, so bundle sizes and deadlines follow it."""
+    out = new_campaign(tmp_path)
+    result = drive(out, backend(run_functions=True))
+    assert result.status is RunStatus.COMPLETE
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
+        durations = [r.finished - r.started for r in ledger.ranges()]
+    assert len(durations) == 200
+    # SimNodeType's 1 s ranges with their spread: nowhere near a real emulate range
+    assert min(durations) > 0.3 and 0.8 < sum(durations) / len(durations) < 1.3
+    assert_every_event_once(out, 0, 400)

@@ -93,7 +93,7 @@ def test_bundle_size_follows_range_duration_and_the_tail():
     assert bundle_size(0.001, workers=2, remaining=10_000) == 250  # 0.25 s of work
     assert bundle_size(1e-6, workers=2, remaining=100_000) == MAX_BUNDLE
     assert bundle_size(1.0, workers=2, remaining=10_000) == 1  # long ranges travel alone
-    assert bundle_size(0.001, workers=2, remaining=12, prefetch=2.0) == 3  # the tail
+    assert bundle_size(0.01, workers=2, remaining=12, prefetch=2.0) == 3  # the tail's share
     assert bundle_size(0.001, workers=2, remaining=0) == 1
     # many workers in one pool: bundles grow so that it asks for at most ~50 tasks/s
     assert bundle_size(0.1, workers=1000, remaining=10**7) == 200
@@ -101,6 +101,15 @@ def test_bundle_size_follows_range_duration_and_the_tail():
     assert bundle_size(0.05, workers=8, remaining=100_000) == 5  # about 0.25 s per task
     assert bundle_size(0.05, workers=8, remaining=40) == 3
     assert bundle_size(0.05, workers=8, remaining=3) == 1
+
+
+def test_the_tail_never_asks_a_pool_for_more_tasks_than_it_can_hand_out():
+    # 128 workers x 0.1 s: single-range bundles would ask one pool for 1,280 tasks/s;
+    # at the end bundles shrink only to what keeps it near 200 tasks/s (7 ranges)
+    assert bundle_size(0.1, workers=128, remaining=100) == 7
+    assert bundle_size(0.1, workers=128, remaining=10**6) == 25  # before the tail
+    assert bundle_size(0.001, workers=2, remaining=12) == 10  # 1 ms ranges: 10 ms tasks
+    assert bundle_size(1.0, workers=128, remaining=3) == 1  # long ranges: one by one
 
 
 def test_bundles_follow_pools_and_the_driver_not_the_machine():
