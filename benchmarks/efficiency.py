@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import report, scratch
+from benchmarks.pyspy import Sampler, summary
 from parsl_es import api
 from parsl_es.apps import probe
 from parsl_es.backends.parsl import ParslBackend
@@ -85,7 +86,9 @@ def utilisation(spans: list[tuple[float, float, object]], workers: int, t_submit
     }
 
 
-def parsl_es_run(session: ParslBackend, workers: int, seconds: float, n: int, tmp: Path) -> dict:
+def parsl_es_run(
+    session: ParslBackend, workers: int, seconds: float, n: int, tmp: Path, profile: float = 0.0
+) -> dict:
     spec = {
         "name": f"eff-{workers}-{seconds:g}",
         "events": n,
@@ -95,6 +98,9 @@ def parsl_es_run(session: ParslBackend, workers: int, seconds: float, n: int, tm
         "payload": {"name": "emulate", "seconds_per_event": seconds, "output_format": "npy"},
     }
     out = tmp / spec["name"]
+    samplers = _pool_samplers(profile, tmp) if profile else {}
+    for sampler in samplers.values():
+        sampler.start()
     cpu = CpuMeter()
     t_submit = time.time()
     result = api.run_campaign(spec, out, session=session)
@@ -103,7 +109,39 @@ def parsl_es_run(session: ParslBackend, workers: int, seconds: float, n: int, tm
     with Ledger.open(out / LEDGER_NAME, readonly=True) as ledger:
         rows = [(r.started, r.finished, r.worker, r.task) for r in ledger.ranges()]
     spans = [(s, e, w) for s, e, w, _ in rows]
-    return {**utilisation(spans, workers, t_submit), **waits(rows), "machine_cpu_busy": busy}
+    figures = {**utilisation(spans, workers, t_submit), **waits(rows), "machine_cpu_busy": busy}
+    for who, sampler in samplers.items():
+        if sampler.wait():
+            figures[f"profile_{who}"] = summary(sampler.out, sampler.seconds, sampler.rate)
+    return figures
+
+
+def _pool_samplers(seconds: float, tmp: Path) -> dict[str, Sampler]:
+    """py-spy on the worker pool's manager (the process that hands tasks to its
+    workers) and on the interchange, for the first ``seconds`` of the campaign.
+
+    The pool is not this process's child (the local provider detaches it): it is
+    found by its log directory, under this run's scratch directory.
+    """
+    import psutil
+
+    found: dict[str, int] = {}
+    scratch_dir = str(tmp.parent)
+    procs = list(psutil.process_iter(["pid", "ppid", "cmdline"]))
+    pool = {
+        p.info["pid"]
+        for p in procs
+        if "process_worker_pool.py" in " ".join(p.info["cmdline"] or ())
+        and scratch_dir in " ".join(p.info["cmdline"] or ())
+    }
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    for p in procs:
+        line = " ".join(p.info["cmdline"] or ())
+        if p.info["pid"] in pool and p.info["ppid"] not in pool and "python" in line:
+            found["manager"] = p.info["pid"]  # (its workers are its children)
+        elif "HTEX interchange" in line and p.info["pid"] in ours:
+            found["interchange"] = p.info["pid"]
+    return {who: Sampler(pid, seconds, tmp / f"{who}.raw") for who, pid in found.items()}
 
 
 def waits(rows: list[tuple[float, float, str, int]]) -> dict:
@@ -214,6 +252,13 @@ def main() -> None:
         "--repeat", type=int, default=1, help="parsl-es runs per case, on the same workers"
     )
     parser.add_argument("--no-plain", action="store_true", help="skip the plain Parsl runs")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        help="py-spy the worker pool's manager and the interchange for this many seconds "
+        "of the first parsl-es run of each case (pip install -e '.[bench]')",
+    )
     args = parser.parse_args()
     workers_list = args.workers or ((8, 32) if args.quick else WORKERS)
     durations = args.durations or ((0.1, 0.02) if args.quick else DURATIONS)
@@ -231,7 +276,9 @@ def main() -> None:
                 for seconds in durations:
                     n = max(4 * workers, int(workers * length / seconds))
                     runs = [
-                        parsl_es_run(session, workers, seconds, n, tmp / f"run{i}")
+                        parsl_es_run(
+                            session, workers, seconds, n, tmp / f"run{i}", args.profile * (i == 0)
+                        )
                         for i in range(args.repeat)
                     ]
                     es = runs[0]
@@ -263,6 +310,11 @@ def main() -> None:
                         f"({es['wait_share']:.1%} of worker time)",
                         flush=True,
                     )
+                    for who in ("manager", "interchange"):
+                        prof = es.get(f"profile_{who}")
+                        if prof:
+                            top = "; ".join(f"{f} {x:.1%}" for f, x in prof["own"][:8])
+                            print(f"    {who}: {prof['busy']:.0%} of a core; own: {top}")
             print(f"  {workers} workers: {startup:.1f} s to start ({time.time() - t0:.0f} s)")
     if args.plot:
         plot(results, args.plot)

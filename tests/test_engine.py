@@ -305,3 +305,27 @@ def test_real_functions_on_the_simulated_machine_record_its_durations(tmp_path):
     # SimNodeType's 1 s ranges with their spread: nowhere near a real emulate range
     assert min(durations) > 0.3 and 0.8 < sum(durations) / len(durations) < 1.3
     assert_every_event_once(out, 0, 400)
+
+
+def test_a_loop_pass_starts_and_records_a_bounded_slice(tmp_path, monkeypatch):
+    """A whole machine's window is started, and its results recorded, a slice per pass
+    of the loop (with top-ups in between, and no sleep while a top-up is unfinished)."""
+    import parsl_es.engine.dispatcher as dispatcher
+    import parsl_es.engine.simulate as simulate
+
+    monkeypatch.setattr(simulate, "TOP_UP_RANGES", 5)
+    monkeypatch.setattr(dispatcher, "DRAIN_TASKS", 3)
+    started: list[int] = []
+    original = simulate.SimulateStep.top_up
+
+    def top_up(self, now):
+        before = self.feed.cursor
+        original(self, now)
+        started.append(self.feed.cursor - before)
+
+    monkeypatch.setattr(simulate.SimulateStep, "top_up", top_up)
+    out = new_campaign(tmp_path)
+    result = drive(out, backend(SimFaults(range_failure_rate=0.1)))
+    assert result.status is RunStatus.COMPLETE
+    assert max(started) <= 5 + 1  # (a bundle may pass the bound by what it holds)
+    assert sorted(range_attempts(out)) == list(range(200))  # every range done, once

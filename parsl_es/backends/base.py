@@ -123,6 +123,16 @@ class Completions:
             self._woken = True
             self._cond.notify_all()
 
+    def take(self, most: int) -> list[Any]:
+        """Up to ``most`` items, oldest first."""
+        with self._cond:
+            items = self._items
+            if len(items) <= most:
+                taken = list(items)
+                items.clear()
+                return taken
+            return [items.popleft() for _ in range(most)]
+
     def take_all(self) -> list[Any]:
         with self._cond:
             items = list(self._items)

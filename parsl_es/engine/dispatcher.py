@@ -63,6 +63,9 @@ MAX_WAIT_SECONDS = 30.0
 #: While ranges wait for workers that have not connected yet, how often they are counted
 #: (Parsl says nothing when a worker pool connects).
 CONNECTING_POLL_SECONDS = WORKER_POLL_SECONDS
+#: Most finished tasks handed to the steps in one pass of the loop: a whole machine's
+#: results arriving together are recorded in slices, with top-ups in between.
+DRAIN_TASKS = 2_000
 #: Least time between two progress reports (they follow completions: none while waiting).
 PROGRESS_SECONDS = 0.25
 
@@ -245,10 +248,10 @@ class Dispatcher:
         deadline (no polling: see ``_next_wake``).
         """
         ctx = self.ctx
-        if not len(ctx.completions):
+        if not len(ctx.completions) and not any(s.unfinished_top_up() for s in self.steps):
             wake = self._next_wake(now, stop_deadline)
             ctx.backend.wait(ctx.completions, max(0.0, wake - now))
-        items = ctx.completions.take_all()
+        items = ctx.completions.take(DRAIN_TASKS)
         if not items:
             return
         by_step: dict[str, list] = {}

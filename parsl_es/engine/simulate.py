@@ -36,6 +36,10 @@ from parsl_es.states import FailureKind, Outcome, RangeState
 
 #: How often the connected workers of each node type are asked for.
 WORKER_POLL_SECONDS = 1.0
+#: Most ranges one top-up starts: a whole machine's window (100,000 workers) started
+#: in one go kept results waiting for tens of seconds; the loop comes back for the
+#: rest at once, after handing out what completed meanwhile.
+TOP_UP_RANGES = 20_000
 
 
 class SimulateStep(Step):
@@ -46,6 +50,7 @@ class SimulateStep(Step):
         ctx.shared.range_windows.append(self.in_flight)
         ctx.shared.ranks[id(self)] = {nt: rank for rank, nt in enumerate(node_types)}
         self.cut = False  # no range can finish before the allocation ends any more
+        self.unfilled = False  # the last top-up stopped at TOP_UP_RANGES
         self._windows: dict[str, int] = {}
         self._workers: dict[str, int] = {}  # connected now, as last polled
         self._pools: dict[str, int] = {}  # pools with workers, as last polled
@@ -80,6 +85,9 @@ class SimulateStep(Step):
     def busy(self) -> bool:
         return bool(self.in_flight)
 
+    def unfinished_top_up(self) -> bool:
+        return self.unfilled
+
     def held_back(self) -> bool:
         return self.cut
 
@@ -95,6 +103,7 @@ class SimulateStep(Step):
         """Fill every node type's window; all new starts go to the ledger at once."""
         ctx = self.ctx
         ctx.shared.ready[id(self)] = bool(self.feed)
+        self.unfilled = False
         if not self.feed:
             return
         allowed = [nt for nt in self.node_types if ctx.cutoff.may_start_range(nt, now)]
@@ -106,6 +115,7 @@ class SimulateStep(Step):
         self._poll_workers(now)
         fresh_from = self.feed.cursor
         bundles: list[tuple[str, list[int]]] = []
+        taken = 0
         fastest, means = by_speed(ctx.estimates, allowed)
         for nt in fastest:  # steps sharing a node type share its window
             free = ctx.shared.free_on(nt, id(self), self._windows[nt])
@@ -119,9 +129,11 @@ class SimulateStep(Step):
                     continue
                 free = min(free, self._workers.get(nt, 0) - self.in_flight.tasks(nt))
             sizes = self._bundle_sizes(nt, now)
-            while free > 0 and self.feed:
+            while free > 0 and self.feed and taken < TOP_UP_RANGES:
                 bundles.append((nt, self.feed.take(sizes())))
+                taken += len(bundles[-1][1])
                 free -= 1
+            self.unfilled |= free > 0 and bool(self.feed)
         if not bundles:
             return
         # once ranges are running in the ledger they must be in flight too: a Ctrl-C in

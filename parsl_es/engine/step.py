@@ -47,6 +47,11 @@ class Step:
         """
         return float("inf")
 
+    def unfinished_top_up(self) -> bool:
+        """The last ``top_up`` stopped short of what may start (a bound per loop pass):
+        the loop must not sleep before the next."""
+        return False
+
     def connecting(self) -> bool:
         """Whether work waits for workers still connecting (the loop then counts them
         again every ``WORKER_POLL_SECONDS``: nothing announces a new worker)."""
