@@ -11,7 +11,7 @@ import json
 import time
 
 from parsl_es.ledger.core import LedgerCore
-from parsl_es.ledger.ranges import IN_GROUP
+from parsl_es.ledger.ranges import IN_GROUP, checked_states
 from parsl_es.records import CampaignVerdict, MergedFile, MergeVerdict, Plots, Where
 from parsl_es.states import Verdict
 
@@ -66,10 +66,11 @@ class MergeWrites(LedgerCore):
             )
             if cursor.rowcount == 0:
                 return False
-            conn.execute(
-                f"UPDATE ranges SET state='merged' WHERE {IN_GROUP} AND state='done'",
-                (merged.group, merged.group),
-            )
+            with checked_states(conn):  # (a group's every range: the CHECK per row)
+                conn.execute(
+                    f"UPDATE ranges SET state='merged' WHERE {IN_GROUP} AND state='done'",
+                    (merged.group, merged.group),
+                )
         return True
 
     def fail_merge(self, group: int, attempt: int, error: str, now: float) -> bool:

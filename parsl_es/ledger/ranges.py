@@ -56,15 +56,15 @@ _MARK_FAILED = (
 
 
 @contextmanager
-def _checked_states(conn: sqlite3.Connection) -> Iterator[None]:
+def checked_states(conn: sqlite3.Connection) -> Iterator[None]:
     """Statements whose every ``state`` is valid by construction: without the CHECK.
 
     The ranges table's ``CHECK (state IN (...))`` makes SQLite build a temporary
     table of the six states for every row written (``OpenEphemeral``): more than
-    half the cost of a range's INSERT or UPDATE. Every state this module writes
-    is a literal of its statements ('running', 'done') or a ``RangeState``'s
-    value, so it cannot break that check; it is off only inside these blocks
-    (one per transaction: turning it off or on re-prepares the statements).
+    half the cost of a range's INSERT or UPDATE. Every state written inside these
+    blocks is a literal of the statement ('running', 'done', 'merged') or a
+    ``RangeState``'s value, so it cannot break that check; it is off only inside
+    them (one per transaction: turning it off or on re-prepares the statements).
     """
     conn.execute("PRAGMA ignore_check_constraints=1")
     try:
@@ -100,7 +100,7 @@ class RangeWrites(LedgerCore):
             if fresh:
                 stores = self._stores_seed
                 try:
-                    with _checked_states(conn):
+                    with checked_states(conn):
                         conn.executemany(
                             _INSERT_FRESH,
                             [
@@ -150,7 +150,7 @@ class RangeWrites(LedgerCore):
         ``None`` where the result no longer applies (its attempt is not the
         range's current one, or it is ``LATE``: recorded, never applied).
         """
-        with self.transaction(), _checked_states(self._conn):
+        with self.transaction(), checked_states(self._conn):
             self._record_transform_starts(batches)
             return [self._record_task(batch, budget) for batch in batches]
 
