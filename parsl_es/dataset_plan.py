@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,6 +200,9 @@ class DatasetPlan:
         return self._group_starts[f] + (range_index - self._range_starts[f]) // (
             self._ranges_per_group
         )
+
+    def groups_of(self, indices: Sequence[int]) -> list[int]:
+        return [self.group_of_range(i) for i in indices]
 
     def file_of_group(self, index: int) -> InputFile:
         """The one file whose events merge group ``index`` holds."""

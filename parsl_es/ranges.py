@@ -9,6 +9,7 @@ worker or attempt runs it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: Seeds are kept in Pythia's accepted interval 1..900,000,000.
@@ -297,3 +298,8 @@ class RangePlan:
 
     def group_of_range(self, range_index: int) -> int:
         return range_index // self.ranges_per_merge
+
+    def groups_of(self, indices: Sequence[int]) -> list[int]:
+        """``group_of_range`` of many ranges at once (every finished range is counted)."""
+        per_group = self.ranges_per_merge
+        return [i // per_group for i in indices]

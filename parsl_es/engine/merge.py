@@ -57,11 +57,10 @@ class MergeStep(Step):
 
     def accept(self, event: Any) -> None:
         if isinstance(event, RangesDone):
-            group_of = self.ctx.plan.group_of_range
-            for index in event.indices:
-                g = group_of(index)
-                self._left[g] -= 1
-                if self._left[g] == 0:
+            left = self._left
+            for g in self.ctx.plan.groups_of(event.indices):
+                left[g] -= 1
+                if not left[g]:
                     self._ready.add(g)
 
     def top_up(self, now: float) -> None:
