@@ -243,9 +243,9 @@ class SimulatedMachineProcess:
             except (EOFError, OSError):
                 self._died("the simulated machine's process ended")
                 return
-            for key, ok, value in batch:
-                with self._lock:
-                    future = self._waiting.pop(key, None)
+            with self._lock:  # (once per batch: the driver thread takes this lock too)
+                settled = [(self._waiting.pop(key, None), ok, value) for key, ok, value in batch]
+            for future, ok, value in settled:
                 if future is not None:
                     _settle(future, ok, value)
 
