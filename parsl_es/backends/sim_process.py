@@ -264,6 +264,14 @@ def _settle(future: Future, ok: bool, value: Any) -> None:
         future.set_result(value) if ok else future.set_exception(value)
 
 
+def _picklable(key: int, ok: bool, value: Any) -> tuple[int, bool, Any]:
+    try:
+        pickle.dumps(value)
+    except Exception as exc:
+        return key, False, RuntimeError(f"result of task {key} would not pickle: {exc!r}")
+    return key, ok, value
+
+
 # --- the child's side ---------------------------------------------------------------------
 def _serve(conn: Any, node_types: dict, faults: SimFaults, seed: int, offset: float) -> None:
     """The child: the machine, its commands in order, and one sender of replies."""
@@ -273,11 +281,6 @@ def _serve(conn: Any, node_types: dict, faults: SimFaults, seed: int, offset: fl
     closing = [False]
 
     def reply(key: int, ok: bool, value: Any) -> None:
-        if not ok:
-            try:
-                pickle.dumps(value)
-            except Exception:
-                value = RuntimeError(repr(value))
         with wake:
             out.append((key, ok, value))
             if len(out) == 1:
@@ -299,6 +302,8 @@ def _serve(conn: Any, node_types: dict, faults: SimFaults, seed: int, offset: fl
                     conn.send(batch)
                 except (OSError, ValueError):
                     return  # the parent is gone
+                except Exception:  # something would not pickle: it fails alone, as an error
+                    conn.send([_picklable(*item) for item in batch])
             elif closing[0]:
                 return
 
