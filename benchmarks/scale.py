@@ -3,9 +3,11 @@
 The dispatcher (``parsl_es/engine/dispatcher.py``) and a real ledger on disk drive
 the simulated backend with ``clock="real"``: ``W`` virtual workers in pools of
 128 (no thread or process per worker), ranges of ``T`` seconds (log-normal
-spread), payload failures at ``--fault-rate``. The machine runs in a thread of
-its own; the driver thread's CPU is measured alone (``time.thread_time()``
-sampled in the driver thread), so what the simulator costs is not counted.
+spread), payload failures at ``--fault-rate``. The machine runs in a process
+of its own (``--machine process``, the default: it takes no GIL from the driver)
+or in a thread of the driver's (``--machine thread``); the driver thread's CPU is
+measured alone (``time.thread_time()`` sampled in the driver thread), so what
+the simulator costs is not counted.
 
 After the warm-up (until every worker has run a task, then ``--warmup``
 seconds, default ``max(2, 2 T)``; at the latest ``--latest-start`` seconds after
@@ -33,6 +35,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import scratch
+from parsl_es.backends.sim_process import SimulatedMachineProcess
 from parsl_es.backends.simulated import SimFaults, SimNodeType, SimulatedBackend
 from parsl_es.campaign import campaign_from_dict
 from parsl_es.engine.dispatcher import Dispatcher, Settings
@@ -76,7 +79,7 @@ class Window:
 
     def __init__(
         self,
-        sim: SimulatedBackend,
+        sim: SimulatedBackend | SimulatedMachineProcess,
         warmup: float,
         seconds: float,
         latest: float,
@@ -131,12 +134,11 @@ def run(args: argparse.Namespace) -> dict:
         spread=args.spread,
         step_seconds=0.05,
     )
-    sim = SimulatedBackend(
-        {"cpu": node},
-        SimFaults(range_failure_rate=args.fault_rate),
-        seed=args.seed,
-        clock="real",
-    )
+    faults = SimFaults(range_failure_rate=args.fault_rate)
+    if args.machine == "process":  # the machine's work off the driver's GIL
+        sim = SimulatedMachineProcess({"cpu": node}, faults, seed=args.seed)
+    else:
+        sim = SimulatedBackend({"cpu": node}, faults, seed=args.seed, clock="real")
     with scratch("es-scale-") as tmp:
         out = tmp / "out"
         new_campaign(out, ranges, args.events_per_merge)
@@ -230,6 +232,12 @@ def main() -> None:
     parser.add_argument("--events-per-merge", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bundle-size", type=int, help="ranges per task (default: adaptive)")
+    parser.add_argument(
+        "--machine",
+        choices=("thread", "process"),
+        default="process",
+        help="where the simulated machine runs: a thread of the driver's process, or its own",
+    )
     parser.add_argument("--profile", help="cProfile of the driver thread (whole run) to FILE")
     args = parser.parse_args()
     figures = run(args)

@@ -51,9 +51,11 @@ class RealTime:
         self,
         run: Callable[[float, deque[Any]], None],
         next_event: Callable[[], float | None],
+        offset: float | None = None,
     ) -> None:
-        # the monotonic clock, shown as epoch seconds from construction on
-        self._offset = time.time() - time.monotonic()
+        # the monotonic clock, shown as epoch seconds from construction on (or from
+        # ``offset``'s anchor: another process's, so both tell the same time)
+        self._offset = time.time() - time.monotonic() if offset is None else offset
         self.lock = threading.RLock()
         self._run = run
         self._next_event = next_event

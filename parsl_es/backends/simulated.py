@@ -124,6 +124,7 @@ class SimulatedBackend:
         seed: int = 1,
         run_functions: bool = False,
         clock: str = "virtual",
+        clock_offset: float | None = None,  # real clock: epoch minus monotonic seconds
     ) -> None:
         if clock not in ("virtual", "real"):
             raise ValueError(f"clock must be 'virtual' or 'real', not {clock!r}")
@@ -131,7 +132,9 @@ class SimulatedBackend:
         self.faults = faults
         self.run_functions = run_functions
         self._rng = random.Random(seed)
-        self._clock = RealTime(self._run_due, self._next_event) if clock == "real" else None
+        self._clock = (
+            RealTime(self._run_due, self._next_event, clock_offset) if clock == "real" else None
+        )
         self._epoch = self._clock.now() if self._clock else EPOCH
         self._now = self._epoch
         self._events: list[tuple[float, int, Callable[[], None]]] = []
