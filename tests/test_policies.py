@@ -116,8 +116,8 @@ def test_bundles_follow_pools_and_the_driver_not_the_machine():
     # 1,000 workers in 8 pools: each pool may ask for 50 tasks/s, not the node type
     assert bundle_size(0.1, workers=1000, remaining=10**7, pools=8) == 25
     # Perlmutter's 3,072 CPU nodes x 128 workers, 15 s ranges: 26,000 ranges/s
-    # reach the driver as at most 2,000 tasks/s (bundles of 13, not of 256)
-    assert bundle_size(15.0, workers=393_216, remaining=10**7, pools=3072) == 13
+    # reach the driver as at most 1,000 tasks/s (bundles of 26, not of 256)
+    assert bundle_size(15.0, workers=393_216, remaining=10**7, pools=3072) == 26
     assert bundle_size(15.0, workers=128, remaining=10**7, pools=1) == 1
 
 

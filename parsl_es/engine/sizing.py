@@ -24,9 +24,10 @@ TASK_SECONDS = 0.25
 #: (128 workers on 2 cores: 40 % -> 91.5 % utilisation at 0.1 s ranges with this cap).
 MAX_TASKS_PER_SECOND = 50.0
 #: Tasks per second a whole node type may ask of the driver and its interchange (each
-#: task costs the driver a submission and a result whatever it carries). Pools scale
-#: with nodes; the driver does not: at 393,216 workers x 15 s ranges, bundles of 13.
-DRIVER_TASKS_PER_SECOND = 2000.0
+#: task costs the driver a submission, a ledger row and a result whatever it carries:
+#: 100-200 us of its thread at 5,000-100,000 simulated workers, ``benchmarks/scale.py``).
+#: Pools scale with nodes; the driver does not: at 393,216 workers x 15 s, bundles of 26.
+DRIVER_TASKS_PER_SECOND = 1000.0
 #: Tasks per second one pool's workers may ask for at the end of the campaign, where
 #: bundles shrink so that workers finish together. Plain Parsl got 460 tasks/s through
 #: HTEX on 2 cores shared with 128 workers (``benchmarks/efficiency.py``); single-range
