@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> dict:
     w, t = args.workers, args.range_seconds
     warmup = args.warmup if args.warmup is not None else max(2.0, 2 * t)
     # enough ranges for start-up, warm-up and the window at full speed, twice over
-    ranges = int(2 * (w / t) * (args.seconds + warmup + 3 * t + 30)) + 4 * w
+    ranges = args.ranges or int(2 * (w / t) * (args.seconds + warmup + 3 * t + 30)) + 4 * w
     node = SimNodeType(
         workers=w,
         pools=max(1, -(-w // WORKERS_PER_POOL)),
@@ -231,6 +231,9 @@ def main() -> None:
     parser.add_argument("--fault-rate", type=float, default=0.0, help="payload failures")
     parser.add_argument("--events-per-merge", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--ranges", type=int, help="campaign size (default: the run at full speed, twice over)"
+    )
     parser.add_argument("--bundle-size", type=int, help="ranges per task (default: adaptive)")
     parser.add_argument(
         "--machine",
