@@ -25,6 +25,7 @@ import time
 import psutil
 
 from benchmarks.common import scratch
+from benchmarks.efficiency import wait_for_workers
 from parsl_es import api
 from parsl_es.apps import probe
 from parsl_es.backends.parsl import ParslBackend
@@ -148,18 +149,6 @@ def bare_python_cpu(seconds: float) -> dict:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return {"core_percent": round(100 * float(out.stdout), 4), "wall_s": seconds}
-
-
-def wait_for_workers(session: ParslBackend, workers: int, timeout: float = 120.0) -> None:
-    t0 = time.time()
-    while (session.connected_workers("local") or 0) < workers:
-        if time.time() - t0 > timeout:
-            raise RuntimeError(f"only {session.connected_workers('local')} of {workers} workers")
-        time.sleep(0.2)
-    from parsl.app.app import python_app
-
-    warm = python_app(probe, executors=["local"], data_flow_kernel=session.dfk)
-    [f.result() for f in [warm(0.2) for _ in range(2 * workers)]]
 
 
 def main() -> None:

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from parsl_es.backends.base import Call, Completions, DependencyFailed, WorkLost
-from parsl_es.backends.simulated import SimFaults, SimNodeType, SimulatedBackend
+from parsl_es.backends.simulated import (
+    SimFaults,
+    SimNodeType,
+    SimulatedBackend,
+    SimulatedMachineAnswers,
+)
 from parsl_es.ranges import RangePlan
 from parsl_es.records import PoolInfo
 
@@ -43,7 +48,7 @@ class _PlanRef:
     key: int
 
 
-class SimulatedMachineProcess:
+class SimulatedMachineProcess(SimulatedMachineAnswers):
     """The backend protocol, with the simulated machine in a child process (real clock)."""
 
     def __init__(
@@ -103,18 +108,6 @@ class SimulatedMachineProcess:
 
     def end_block(self, node_type: str, block: str) -> bool:
         return self._ask("end_block", node_type, block)
-
-    def expected_workers(self, node_type: str) -> int:
-        return self.spec[node_type].workers
-
-    def in_flight_per_worker(self) -> float:
-        return max(s.prefetch for s in self.spec.values())
-
-    def lost(self, exc: BaseException) -> bool:
-        return isinstance(exc, WorkLost)
-
-    def dependency_failed(self, exc: BaseException) -> bool:
-        return isinstance(exc, DependencyFailed)
 
     def wait(self, completions: Completions, timeout: float) -> None:
         """The receiver thread's done-callbacks fill ``completions``: just block."""

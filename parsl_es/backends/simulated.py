@@ -113,7 +113,26 @@ class _Task:
     durations: list[float] = field(default_factory=list)  # of its ranges, drawn at start
 
 
-class SimulatedBackend:
+class SimulatedMachineAnswers:
+    """What a simulated machine answers from its spec alone, wherever it runs (in this
+    process: ``SimulatedBackend``; in a child: ``sim_process``)."""
+
+    spec: dict[str, SimNodeType]
+
+    def expected_workers(self, node_type: str) -> int:
+        return self.spec[node_type].workers
+
+    def in_flight_per_worker(self) -> float:
+        return max(s.prefetch for s in self.spec.values())
+
+    def lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, WorkLost)
+
+    def dependency_failed(self, exc: BaseException) -> bool:
+        return isinstance(exc, DependencyFailed)
+
+
+class SimulatedBackend(SimulatedMachineAnswers):
     """The backend protocol on a virtual clock (see the module docstring)."""
 
     def __init__(
@@ -223,18 +242,6 @@ class SimulatedBackend:
                     self._lose_pool(p)
                     return True
             return False
-
-    def expected_workers(self, node_type: str) -> int:
-        return self.spec[node_type].workers
-
-    def in_flight_per_worker(self) -> float:
-        return max(s.prefetch for s in self.spec.values())
-
-    def lost(self, exc: BaseException) -> bool:
-        return isinstance(exc, WorkLost)
-
-    def dependency_failed(self, exc: BaseException) -> bool:
-        return isinstance(exc, DependencyFailed)
 
     def wait(self, completions: Completions, timeout: float) -> None:
         """Run the clock to the next completion, or by ``timeout`` if none comes sooner.
