@@ -39,7 +39,15 @@ def test_faults_cross_the_process_boundary(tmp_path):
     out = new_campaign(tmp_path, events=400, events_per_range=2, events_per_merge=40)
     sim = SimulatedMachineProcess(
         {"cpu": SimNodeType(workers=8, pools=2, range_seconds=0.04)},
-        SimFaults(task_loss_rate=0.1, pool_losses=(PoolEvent(at=0.3, node_type="cpu"),)),
+        # (real time: losses at several moments, so that one finds tasks on its pool
+        # however long this loaded machine takes to start the child and the driver)
+        SimFaults(
+            task_loss_rate=0.1,
+            pool_losses=tuple(
+                PoolEvent(at=at, node_type="cpu", pool=p)
+                for at, p in ((0.3, 0), (0.6, 1), (0.9, 0), (1.2, 1))
+            ),
+        ),
         seed=3,
     )
     seen: list[BaseException] = []

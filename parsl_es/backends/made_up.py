@@ -8,6 +8,7 @@ failures) happens here, drawn from the simulation's own random stream.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,3 +127,17 @@ MADE_UP: dict[str, Callable[[list, Made], Any]] = {
     "validate_campaign": validate_campaign,
     "plot_campaign": plot_campaign,
 }
+
+
+def in_sim_time(packed: bytes, started: float, durations: list[float]) -> bytes:
+    """A real bundle's reply with each range's start and end on the simulated clock.
+
+    The engine sizes bundles and deadlines from recorded durations: a range that
+    took 2 ms of real time and 1 s of the machine's must say 1 s.
+    """
+    reply: BundleResult = apps.unpack(packed)
+    rows, t = [], started
+    for row, seconds in zip((result_row(r) for r in reply.results), durations, strict=True):
+        rows.append((*row[:3], t, t + seconds, *row[5:]))
+        t += seconds
+    return apps.pack(dataclasses.replace(reply, results=ResultRows(tuple(rows))))

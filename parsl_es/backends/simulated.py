@@ -23,7 +23,6 @@ busy the virtual workers were.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import heapq
 import itertools
 import random
@@ -35,9 +34,9 @@ from typing import Any
 
 from parsl_es import apps
 from parsl_es.backends.base import Call, Completions, DependencyFailed, WorkLost
-from parsl_es.backends.made_up import MADE_UP, Made
+from parsl_es.backends.made_up import MADE_UP, Made, in_sim_time
 from parsl_es.backends.sim_realtime import BusyMeter, RealTime
-from parsl_es.records import BundleResult, PoolInfo, ResultRows, Where, result_row
+from parsl_es.records import PoolInfo, Where
 
 #: Where the virtual clock starts (a fixed epoch time, so runs repeat exactly).
 EPOCH = 1_800_000_000.0
@@ -419,20 +418,6 @@ class SimulatedBackend(SimulatedMachineAnswers):
 
     def _wedge(self, pool: _Pool) -> None:
         pool.wedged = True
-
-
-def in_sim_time(packed: bytes, started: float, durations: list[float]) -> bytes:
-    """A real bundle's reply with each range's start and end on the simulated clock.
-
-    The engine sizes bundles and deadlines from recorded durations: a range that
-    took 2 ms of real time and 1 s of the machine's must say 1 s.
-    """
-    reply: BundleResult = apps.unpack(packed)
-    rows, t = [], started
-    for row, seconds in zip((result_row(r) for r in reply.results), durations, strict=True):
-        rows.append((*row[:3], t, t + seconds, *row[5:]))
-        t += seconds
-    return apps.pack(dataclasses.replace(reply, results=ResultRows(tuple(rows))))
 
 
 def range_durations(
