@@ -21,8 +21,8 @@ from parsl_es.backends.simulated import EPOCH, SimFaults, SimNodeType
 from parsl_es.ledger import LEDGER_NAME, SCHEMA_VERSION, Ledger, schema
 from parsl_es.ledger.reads import LedgerReads
 from parsl_es.ranges import RangePlan
-from parsl_es.states import Outcome, RangeState
-from tests.engine_helpers import backend, drive, new_campaign
+from parsl_es.states import MergeState, Outcome, RangeState
+from tests.engine_helpers import backend, drive, new_campaign, range_attempts
 from tests.test_ledger import (
     CAMPAIGN,
     HERE,
@@ -222,3 +222,25 @@ def test_the_step_objects_of_schema_5_are_named_per_step():
     conn.executescript(schema.SHARED_DDL)
     for step in (None, "gen", "sim"):  # side by side in one file
         conn.executescript(schema.step_ddl(step))
+
+
+def test_a_resume_holds_records_only_of_the_merge_groups_still_open(tmp_path):
+    """Finished groups (merged and passed) are counted, not loaded: resume start-up and
+    memory follow the groups in flight, not the campaign's size."""
+    out = new_campaign(tmp_path, events=400, events_per_range=2, events_per_merge=20)
+    sim = backend(run_functions=True, cpu=SimNodeType(workers=8, range_seconds=1.0))
+    drive(out, sim, allocation_end=EPOCH + 20.0, margin_seconds=1.0)
+    with Ledger.open(out / LEDGER_NAME) as led:
+        every = led.merge_records()
+        finished = [m for m in every if m.state is MergeState.DONE and m.validation == "passed"]
+        state = led.resume_state()
+        s = led.summary()
+    assert finished and len(finished) < len(every)  # a run cut off half way
+    assert {m.group for m in state.merges} == {m.group for m in every} - {m.group for m in finished}
+    assert state.merges_done == s.merges.get("done", 0)
+    assert state.merges_validated == len(finished) == s.validated.get("passed", 0)
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as led:
+        assert list(led.passed_groups()) == [m.group for m in finished]
+    # and the engine carries on from it: every range once, every group merged once
+    assert drive(out, backend(run_functions=True)).status == "complete"
+    assert sorted(range_attempts(out)) == list(range(200))

@@ -48,8 +48,10 @@ def test_interrupting_a_wait_cancels_gracefully_and_leaves_no_workers(tmp_path):
     code = f"""
 import os, signal, threading, time
 import parsl_es
+# (20 s of work on 2 workers: the interrupt comes about 0.5 s in, however loaded the
+# machine; at 10 s the campaign once finished first under CI's load)
 h = parsl_es.submit(dict(name="intr", events=400, events_per_range=1, events_per_merge=100,
-                         seed=1, payload=dict(name="emulate", seconds_per_event=0.05)),
+                         seed=1, payload=dict(name="emulate", seconds_per_event=0.1)),
                     output={str(tmp_path / "out")!r}, show=False)
 while (h.progress is None or h.progress.events_done < 10) and not h.done:
     time.sleep(0.1)

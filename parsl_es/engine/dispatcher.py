@@ -44,7 +44,7 @@ from parsl_es.engine.timeouts import RangeTimeouts, TimeoutPolicy
 from parsl_es.engine.totals import combined, run_result
 from parsl_es.engine.validate import CampaignStep, ValidateStep
 from parsl_es.ledger import Ledger
-from parsl_es.states import RetryBudget, Verdict
+from parsl_es.states import RetryBudget
 from parsl_es.stepplan import StepPlan
 
 DEFAULT_TIMEOUTS = TimeoutPolicy()
@@ -207,9 +207,8 @@ class Dispatcher:
                 continue
             ranges = self.steps_of(ctx.step or "")[0]
             assert isinstance(ranges, SimulateStep)
-            for m in states[self._stage_of[source.step]].merges:
-                if m.validation is Verdict.PASSED:
-                    ranges.release(m.group)
+            for group in self.contexts[self._stage_of[source.step]].ledger.passed_groups():
+                ranges.release(group)
 
     def _loop(self) -> None:
         ctx = self.ctx

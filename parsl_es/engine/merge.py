@@ -40,9 +40,9 @@ class MergeStep(Step):
         self.deferred: set[int] = set()  # left for the next allocation
 
     def load(self, state: ResumeState) -> None:
-        for m in state.merges:
+        self.ctx.counters.merges_done += state.merges_done
+        for m in state.merges:  # (the groups still open: the others are counted)
             if m.state is MergeState.DONE:
-                self.ctx.counters.merges_done += 1
                 continue
             n_ranges = m.last_range - m.first_range + 1
             self._left[m.group] = n_ranges - state.done_per_group.get(m.group, 0)

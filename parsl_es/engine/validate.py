@@ -20,7 +20,7 @@ from parsl_es.engine.step import Step
 from parsl_es.engine.steps import MergeRecorded, MergeValidated, StepSpec
 from parsl_es.ledger import ResumeState
 from parsl_es.records import CampaignVerdict, MergedFile, MergeRecord, MergeVerdict, Plots
-from parsl_es.states import MergeState, Verdict
+from parsl_es.states import MergeState
 
 
 class ValidateStep(Step):
@@ -34,12 +34,11 @@ class ValidateStep(Step):
         self._pending: list[MergedFile] = []
 
     def load(self, state: ResumeState) -> None:
-        for m in state.merges:
+        self.ctx.counters.merges_validated += state.merges_validated
+        for m in state.merges:  # (the groups still open: the others are counted)
             if m.state is not MergeState.DONE:
                 continue
-            if m.validation is Verdict.PASSED:
-                self.ctx.counters.merges_validated += 1
-            elif m.validation is None:  # merged, but its validation never reported
+            if m.validation is None:  # merged, but its validation never reported
                 self._pending.append(_as_merged(m))
 
     def accept(self, event: Any) -> None:

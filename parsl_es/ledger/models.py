@@ -137,11 +137,17 @@ class ResumeState:
 
     cursor: int  # first range never dispatched
     retry: tuple[int, ...]  # ready or failed ranges with a row, in index order
-    done_per_group: dict[int, int]  # done or merged ranges per merge group
+    #: done ranges per merge group whose merge is not done (a done merge's are merged)
+    done_per_group: dict[int, int]
     events_done: int
     ranges_done: int
+    #: The merge groups the engine still acts on: not merged, or merged and not yet
+    #: validated as passed. A finished group is only counted: at 10^5 groups one
+    #: record each made a resume's start-up and memory grow with the campaign.
     merges: tuple[MergeRecord, ...]
     campaign_validated: bool
+    merges_done: int = 0
+    merges_validated: int = 0
 
 
 @dataclass(frozen=True, slots=True)

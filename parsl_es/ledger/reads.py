@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from parsl_es.ledger import schema
 from parsl_es.ledger.core import LedgerCore
@@ -35,7 +36,7 @@ from parsl_es.ledger.models import (
 )
 from parsl_es.ranges import MergeGroup
 from parsl_es.records import MergeRecord
-from parsl_es.states import Outcome, RangeState, Verdict
+from parsl_es.states import MergeState, Outcome, RangeState, Verdict
 
 #: Per node type, the done and merged ranges: count, events, distinct hosts and batch
 #: jobs, mean duration. Merged ranges come from the merge groups' counts (version 5),
@@ -166,22 +167,46 @@ class LedgerReads(LedgerCore):
         )
         per_group = self._tuples(
             "SELECT merge_group, COUNT(*), COALESCE(SUM(n_events), 0) FROM ranges "
-            "WHERE state != 'merged' AND state = 'done' GROUP BY merge_group "
-            "UNION ALL SELECT group_idx, SUM(ranges), SUM(events) FROM merged_tally "
-            "GROUP BY group_idx"
+            "WHERE state != 'merged' AND state = 'done' GROUP BY merge_group"
         ).fetchall()
-        done_per_group: dict[int, int] = {}
-        for g, n, _ in per_group:
-            done_per_group[g] = done_per_group.get(g, 0) + n
+        merged = self._conn.execute(
+            "SELECT COALESCE(SUM(ranges), 0), COALESCE(SUM(events), 0) FROM merged_tally"
+        ).fetchone()
+        merge_state = self._merge_state()
         return ResumeState(
             cursor=0 if top is None else top + 1,
             retry=tuple(t[0] for t in retry),
-            done_per_group=done_per_group,
-            events_done=sum(e for _, _, e in per_group),
-            ranges_done=sum(n for _, n, _ in per_group),
-            merges=tuple(self.merge_records()),
+            done_per_group=_open_groups_only(per_group, merge_state["merges"]),
+            events_done=sum(e for _, _, e in per_group) + merged[1],
+            ranges_done=sum(n for _, n, _ in per_group) + merged[0],
             campaign_validated=self.campaign_passed(),
+            **merge_state,
         )
+
+    def _merge_state(self) -> dict[str, Any]:
+        """``ResumeState``'s merges: the open groups' records, the others counted."""
+        done, passed = self._conn.execute(
+            "SELECT COALESCE(SUM(state = 'done'), 0), "
+            "COALESCE(SUM(state = 'done' AND validation = 'passed'), 0) FROM merges"
+        ).fetchone()
+        rows = self._tuples(
+            f"SELECT {MERGE_COLUMNS} FROM merges WHERE state != 'done' "
+            "OR validation IS NULL OR validation != 'passed' ORDER BY group_idx"
+        )
+        return {
+            "merges": tuple(merge_row(t) for t in rows),
+            "merges_done": done,
+            "merges_validated": passed,
+        }
+
+    def passed_groups(self) -> Iterator[int]:
+        """Merge groups merged and validated as passed, in order (a later chain step's
+        input files that passed), without a record per group."""
+        rows = self._conn.execute(
+            "SELECT group_idx FROM merges WHERE state = 'done' AND validation = 'passed' "
+            "ORDER BY group_idx"
+        )
+        return (g for (g,) in rows)
 
     def _resume_state_scan(self) -> ResumeState:
         """``resume_state`` of a ledger before version 5 (every range visited)."""
@@ -193,14 +218,15 @@ class LedgerReads(LedgerCore):
             "SELECT merge_group, COUNT(*), COALESCE(SUM(n_events), 0) FROM ranges "
             "WHERE state IN ('done','merged') GROUP BY merge_group"
         ).fetchall()
+        merge_state = self._merge_state()
         return ResumeState(
             cursor=0 if top is None else top + 1,
             retry=tuple(t[0] for t in retry),
-            done_per_group={g: n for g, n, _ in per_group},
+            done_per_group=_open_groups_only(per_group, merge_state["merges"]),
             events_done=sum(e for _, _, e in per_group),
             ranges_done=sum(n for _, n, _ in per_group),
-            merges=tuple(self.merge_records()),
             campaign_validated=self.campaign_passed(),
+            **merge_state,
         )
 
     def summary(self) -> Summary:
@@ -338,3 +364,9 @@ class LedgerReads(LedgerCore):
                 "mean_init_seconds": round(mean or 0.0, 3),
             }
         return out
+
+
+def _open_groups_only(per_group: list[tuple[int, int, int]], merges: tuple) -> dict[int, int]:
+    """Done ranges per merge group, for the groups whose merge is not done yet."""
+    open_groups = {m.group for m in merges if m.state is not MergeState.DONE}
+    return {g: n for g, n, _ in per_group if g in open_groups}
