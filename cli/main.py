@@ -267,7 +267,7 @@ def status(
     """Ranges and merges by state, from the ledger (also while the campaign runs)."""
     from dataclasses import asdict
 
-    from parsl_es.run import open_campaign
+    from parsl_es.ledger import open_campaign
 
     if endpoint:
         from parsl_es.remote import RemoteCampaigns

@@ -37,13 +37,12 @@ from parsl_es.crashpoints import crash_point
 from parsl_es.datasets import check_unchanged
 from parsl_es.engine.result import RunResult
 from parsl_es.errors import UserError, shown
-from parsl_es.ledger import LEDGER_NAME, Ledger
+from parsl_es.ledger import LEDGER_NAME, Ledger, open_campaign
 from parsl_es.lock import LEASE_NAME, LOCK_NAME, campaign_lock
 from parsl_es.run import (
     DriverOptions,
     PreparedRun,
     drive,
-    open_campaign,
     output_dirs,
     recorded_site,
     recorded_spec,

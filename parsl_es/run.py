@@ -30,7 +30,7 @@ from parsl_es.engine.steps import Placement
 from parsl_es.engine.timeouts import TimeoutPolicy
 from parsl_es.errors import UserError, allowed
 from parsl_es.fileio import write_text_atomic
-from parsl_es.ledger import LEDGER_NAME, Ledger
+from parsl_es.ledger import Ledger
 from parsl_es.sites import SiteSpec, load_site
 from parsl_es.yamlfile import validation_error
 
@@ -239,10 +239,3 @@ def recorded_site(ledger: Ledger) -> SiteSpec:
     except ValidationError as exc:  # recorded by an older parsl-es, with laxer checks
         error = validation_error(exc, SiteSpec, f"{ledger.path} (its recorded site)", {})
         raise UserError(f"{error.message}; resume it with --site SITE", file=error.file) from None
-
-
-def open_campaign(output: str | Path, readonly: bool = False) -> Ledger:
-    out = Path(output)
-    if not out.is_dir():
-        raise UserError("no such campaign output directory", file=out)
-    return Ledger.open(out / LEDGER_NAME, readonly=readonly)

@@ -25,7 +25,8 @@ def validate_output(output: str | Path) -> dict[str, Any]:
     A chain's report is ``{"passed", "chain", "problems", "steps": {step: report}}``
     (each problem prefixed with its step); a single-step campaign's is its report.
     """
-    from parsl_es.run import open_campaign, spec_from_json
+    from parsl_es.ledger import open_campaign
+    from parsl_es.run import spec_from_json
 
     out = Path(output)
     open_campaign(out, readonly=True).close()  # a campaign is there; nothing written yet

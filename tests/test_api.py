@@ -194,7 +194,7 @@ def test_resume_takes_the_lock_before_opening_the_ledger_for_writing(tmp_path, d
     assert not (out / f"{LEDGER_NAME}-wal").exists()
     assert len(drives) == 1
     # the check is sharp: a read-write open (what resume used to do first) changes it
-    from parsl_es.run import open_campaign
+    from parsl_es.ledger import open_campaign
 
     open_campaign(out).close()
     assert ledger.read_bytes() != before[0]
