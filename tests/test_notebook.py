@@ -55,6 +55,8 @@ h = parsl_es.submit(dict(name="intr", events=400, events_per_range=1, events_per
                     output={str(tmp_path / "out")!r}, show=False)
 while (h.progress is None or h.progress.events_done < 10) and not h.done:
     time.sleep(0.1)
+# (what the waiting saw: if the campaign ends before the interrupt, the failure says how)
+print("SEEN", h.progress and h.progress.events_done, h.done, flush=True)
 threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
 try:
     h.wait()
