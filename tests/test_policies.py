@@ -15,7 +15,7 @@ from parsl_es.engine.estimates import DurationEstimate, Estimates
 from parsl_es.engine.feed import RangeFeed
 from parsl_es.engine.inflight import InFlight
 from parsl_es.engine.result import RunStatus
-from parsl_es.engine.sizing import MAX_BUNDLE, bundle_size, window_size
+from parsl_es.engine.sizing import MAX_BUNDLE, bundle_size, bundle_sizer, window_size
 from parsl_es.engine.timeouts import MIN_SAMPLES, RangeTimeouts, TimeoutPolicy
 from parsl_es.engine.watchdog import PoolWatch
 from parsl_es.records import PoolInfo
@@ -291,3 +291,13 @@ def test_node_types_are_compared_by_speed_only_once_each_has_enough_ranges():
         {"cpu": 0.4, "gpu": 0.1},
     )
     assert fastest_first(["cpu"], {"cpu": (enough, 0.4)}) == (["cpu"], {})
+
+
+def test_a_top_ups_bundles_shrink_with_what_is_left_and_fit_the_allocation():
+    left = [100_000]
+    sizes = bundle_sizer(0.01, workers=2, pools=1, prefetch=2.0, left=lambda: left[0])
+    assert sizes() == 25  # far from the tail: 0.25 s of work
+    left[0] = 12
+    assert sizes() == 3  # the tail's share: 12 / (2 workers x 2)
+    fitted = bundle_sizer(0.01, 2, 1, 2.0, lambda: 100_000, fit=4)
+    assert fitted() == 4  # no more than still fits before the allocation ends

@@ -22,7 +22,7 @@ from parsl_es.engine.estimates import Estimates
 from parsl_es.engine.feed import GatedFeed, RangeFeed
 from parsl_es.engine.inflight import Bundle, InFlight
 from parsl_es.engine.sizing import (
-    bundle_size,
+    bundle_sizer,
     fastest_first,
     window_size,
     worth_a_slower_node_type,
@@ -185,36 +185,20 @@ class SimulateStep(Step):
             self._windows[nt] = window_size(workers, expected, known, prefetch)
 
     def _bundle_sizes(self, node_type: str, now: float) -> Callable[[], int]:
-        """The size of each next bundle for ``node_type`` in this top-up.
-
-        Worked out once per top-up: only the share of what is left (the tail)
-        changes from one bundle to the next, and only that is followed per bundle.
-        """
+        """The size of each next bundle for ``node_type`` in this top-up (``bundle_sizer``)."""
         ctx = self.ctx
-        size = ctx.bundle_size
         fit = ctx.cutoff.ranges_that_fit(node_type, now)  # near the allocation's end
-        if size is not None:
-            fixed = size if fit is None else max(1, min(size, fit))
+        if ctx.bundle_size is not None:
+            fixed = ctx.bundle_size if fit is None else max(1, min(ctx.bundle_size, fit))
             return lambda: fixed
-        workers = self._workers.get(node_type) or ctx.backend.expected_workers(node_type)
-        mean = ctx.estimates.ranges(node_type).mean()
-        prefetch = ctx.backend.in_flight_per_worker()
-        pools = self._pools.get(node_type) or 1  # (an endpoint's: unknown, taken as one)
-        feed = self.feed
-        # the most a bundle may take with nothing left to share
-        most = bundle_size(mean, workers, 1 << 62, prefetch, pools=pools)
-        if fit is not None:
-            most = max(1, min(most, fit))
-        per_bundle = max(1.0, workers * prefetch)  # remaining / this: the tail's share
-
-        def size_now() -> int:
-            left = feed.left()
-            if left > most * per_bundle:  # far from the tail: the share is larger
-                return most
-            size = bundle_size(mean, workers, left, prefetch, pools=pools)
-            return size if fit is None else max(1, min(size, fit))
-
-        return size_now
+        return bundle_sizer(
+            ctx.estimates.ranges(node_type).mean(),
+            self._workers.get(node_type) or ctx.backend.expected_workers(node_type),
+            self._pools.get(node_type) or 1,  # (an endpoint's: unknown, taken as one)
+            ctx.backend.in_flight_per_worker(),
+            self.feed.left,
+            fit,
+        )
 
     # --- results -----------------------------------------------------------------------------
     def handle(self, done: list[tuple[Any, Future]], now: float) -> None:

@@ -16,6 +16,7 @@ connected workers, so the campaign is never submitted at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 #: Least time a bundle keeps a worker busy (s).
 TASK_SECONDS = 0.25
@@ -60,6 +61,35 @@ def bundle_size(
     tail = remaining / max(1.0, workers * prefetch)
     floor = max(per_pool / TAIL_TASKS_PER_SECOND, workers / DRIVER_TASKS_PER_SECOND) / mean
     return max(1, min(max_bundle, int(seconds / mean), math.ceil(max(tail, floor))))
+
+
+def bundle_sizer(
+    mean_range_seconds: float | None,
+    workers: int,
+    pools: int,
+    prefetch: float,
+    left: Callable[[], int],
+    fit: int | None = None,
+) -> Callable[[], int]:
+    """The size of each next bundle of one top-up, ``left()`` ranges waiting each time.
+
+    Worked out once per top-up: only the tail's share (of what is left) changes from
+    one bundle to the next, and only that is followed per bundle. ``fit``: ranges that
+    still fit before the allocation ends (None: no end in sight).
+    """
+    most = bundle_size(mean_range_seconds, workers, 1 << 62, prefetch, pools=pools)
+    if fit is not None:
+        most = max(1, min(most, fit))
+    per_bundle = max(1.0, workers * prefetch)  # remaining / this: the tail's share
+
+    def size_now() -> int:
+        remaining = left()
+        if remaining > most * per_bundle:  # far from the tail: the share is larger
+            return most
+        size = bundle_size(mean_range_seconds, workers, remaining, prefetch, pools=pools)
+        return size if fit is None else max(1, min(size, fit))
+
+    return size_now
 
 
 def window_size(workers: int | None, expected: int, durations_known: bool, prefetch: float) -> int:

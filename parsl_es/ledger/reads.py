@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from parsl_es.ledger import schema
 from parsl_es.ledger.core import LedgerCore
@@ -172,19 +171,33 @@ class LedgerReads(LedgerCore):
         merged = self._conn.execute(
             "SELECT COALESCE(SUM(ranges), 0), COALESCE(SUM(events), 0) FROM merged_tally"
         ).fetchone()
-        merge_state = self._merge_state()
+        return self._resume(top, retry, per_group, merged)
+
+    def _resume(
+        self,
+        top: int | None,
+        retry: Iterable[tuple],
+        per_group: list[tuple[int, int, int]],
+        merged: tuple[int, int] = (0, 0),
+    ) -> ResumeState:
+        """``ResumeState`` from the ranges' reads (``merged``: ranges and events of the
+        done groups, when ``per_group`` holds the unmerged ranges only)."""
+        merges, merges_done, merges_validated = self._merge_state()
+        open_groups = {m.group for m in merges if m.state is not MergeState.DONE}
         return ResumeState(
             cursor=0 if top is None else top + 1,
             retry=tuple(t[0] for t in retry),
-            done_per_group=_open_groups_only(per_group, merge_state["merges"]),
+            done_per_group={g: n for g, n, _ in per_group if g in open_groups},
             events_done=sum(e for _, _, e in per_group) + merged[1],
             ranges_done=sum(n for _, n, _ in per_group) + merged[0],
             campaign_validated=self.campaign_passed(),
-            **merge_state,
+            merges=merges,
+            merges_done=merges_done,
+            merges_validated=merges_validated,
         )
 
-    def _merge_state(self) -> dict[str, Any]:
-        """``ResumeState``'s merges: the open groups' records, the others counted."""
+    def _merge_state(self) -> tuple[tuple[MergeRecord, ...], int, int]:
+        """The open merge groups' records, the done ones and the passed ones counted."""
         done, passed = self._conn.execute(
             "SELECT COALESCE(SUM(state = 'done'), 0), "
             "COALESCE(SUM(state = 'done' AND validation = 'passed'), 0) FROM merges"
@@ -193,11 +206,7 @@ class LedgerReads(LedgerCore):
             f"SELECT {MERGE_COLUMNS} FROM merges WHERE state != 'done' "
             "OR validation IS NULL OR validation != 'passed' ORDER BY group_idx"
         )
-        return {
-            "merges": tuple(merge_row(t) for t in rows),
-            "merges_done": done,
-            "merges_validated": passed,
-        }
+        return tuple(merge_row(t) for t in rows), done, passed
 
     def passed_groups(self) -> Iterator[int]:
         """Merge groups merged and validated as passed, in order (a later chain step's
@@ -218,16 +227,7 @@ class LedgerReads(LedgerCore):
             "SELECT merge_group, COUNT(*), COALESCE(SUM(n_events), 0) FROM ranges "
             "WHERE state IN ('done','merged') GROUP BY merge_group"
         ).fetchall()
-        merge_state = self._merge_state()
-        return ResumeState(
-            cursor=0 if top is None else top + 1,
-            retry=tuple(t[0] for t in retry),
-            done_per_group=_open_groups_only(per_group, merge_state["merges"]),
-            events_done=sum(e for _, _, e in per_group),
-            ranges_done=sum(n for _, n, _ in per_group),
-            campaign_validated=self.campaign_passed(),
-            **merge_state,
-        )
+        return self._resume(top, retry, per_group)
 
     def summary(self) -> Summary:
         """Counts for progress and ``es-run status``.
@@ -364,9 +364,3 @@ class LedgerReads(LedgerCore):
                 "mean_init_seconds": round(mean or 0.0, 3),
             }
         return out
-
-
-def _open_groups_only(per_group: list[tuple[int, int, int]], merges: tuple) -> dict[int, int]:
-    """Done ranges per merge group, for the groups whose merge is not done yet."""
-    open_groups = {m.group for m in merges if m.state is not MergeState.DONE}
-    return {g: n for g, n, _ in per_group if g in open_groups}
