@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
+from typing import Any
 
 
 class Interrupted(BaseException):
@@ -80,3 +83,21 @@ def interrupt(signum: int) -> None:
         _pending = signum
         return
     raise Interrupted(signum)
+
+
+def interruptible_result(future: Future, timeout: float | None) -> Any:
+    """``future.result(timeout)`` that a Ctrl-C interrupts however busy the machine is.
+
+    Python runs signal handlers in the main thread only when it runs bytecode; a signal
+    the kernel hands to another thread leaves a main thread blocked on a lock asleep
+    until the campaign ends (seen under CI's load). Waking twice a second lets it run
+    the handler.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+        try:
+            return future.result(max(0.0, left))
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise

@@ -30,6 +30,7 @@ from parsl_es.backends.parsl import ParslBackend
 from parsl_es.campaign import CampaignSpec
 from parsl_es.chain import ChainSpec
 from parsl_es.engine.result import Progress, RunResult
+from parsl_es.interrupts import interruptible_result
 from parsl_es.ledger import LEDGER_NAME, Ledger, Summary
 from parsl_es.sites import SiteSpec, load_site
 from parsl_es.states import MergeState
@@ -165,7 +166,7 @@ class CampaignHandle:
     def wait(self, timeout: float | None = None) -> RunResult:
         """The run's result once it ends. Interrupting the wait stops the campaign gracefully."""
         try:
-            return self._done.result(timeout)
+            return interruptible_result(self._done, timeout)
         except KeyboardInterrupt:
             self.cancel()
             raise
