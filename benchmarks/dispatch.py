@@ -16,7 +16,11 @@ interchange and workers are other processes) at the larger size less that at
 the smaller, over the difference in ranges, is what one more range costs:
 start-up, imports and the site's launch cancel out.
 
-    python -m benchmarks.dispatch --marginal 4000,20000
+    python -m benchmarks.dispatch --marginal 4000,20000 [--bundle-size B]
+
+With ``--bundle-size`` every task of parsl-es carries ``B`` ranges (default:
+the engine's own sizes), so runs at two sizes of bundle tell what a range costs
+on its own from what its share of a task costs.
 """
 
 from __future__ import annotations
@@ -69,13 +73,14 @@ def parsl_es(session: ParslBackend, n: int, directory, bundle_size: int | None) 
     return clock, result
 
 
-def child(kind: str, n: int) -> None:
+def child(kind: str, n: int, bundle_size: int | None = None) -> None:
     """One side at one size, in this process; prints this process's CPU seconds last."""
     import time
 
+    options = {} if bundle_size is None else {"bundle_size": bundle_size}
     with scratch("es-dispatch-") as tmp:
         if kind == "es":
-            result = api.run_campaign(campaign(n), tmp / "es", site="local")
+            result = api.run_campaign(campaign(n), tmp / "es", site="local", **options)
             assert result.status == "complete", result.message
         else:
             with ParslBackend(load_site("local"), tmp / "p") as session:
@@ -83,12 +88,13 @@ def child(kind: str, n: int) -> None:
         print(json.dumps({"cpu": time.process_time()}), flush=True)
 
 
-def marginal(small: int, large: int) -> None:
+def marginal(small: int, large: int, bundle_size: int | None = None) -> None:
     cpu: dict[tuple[str, int], float] = {}
+    fixed = [] if bundle_size is None else [str(bundle_size)]
     for kind in ("plain", "es"):
         for n in (small, large):
             run = subprocess.run(
-                [sys.executable, "-m", "benchmarks.dispatch", "--child", kind, str(n)],
+                [sys.executable, "-m", "benchmarks.dispatch", "--child", kind, str(n), *fixed],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -100,6 +106,7 @@ def marginal(small: int, large: int) -> None:
     figures = {
         "benchmark": "dispatch-marginal",
         "sizes": [small, large],
+        "bundle_size": bundle_size or "adaptive",
         "parsl_es_process_cpu_s": [round(cpu["es", small], 2), round(cpu["es", large], 2)],
         "plain_parsl_process_cpu_s": [
             round(cpu["plain", small], 2),
@@ -118,8 +125,8 @@ def marginal(small: int, large: int) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        child(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]), *(int(b) for b in sys.argv[4:]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranges", type=int, default=100_000)
@@ -130,7 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.marginal:
         small, large = (int(x) for x in args.marginal.split(","))
-        marginal(small, large)
+        marginal(small, large, args.bundle_size)
         return
     n = 10_000 if args.quick else args.ranges
     n_plain = args.baseline_tasks or (5_000 if args.quick else n)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
@@ -30,8 +29,6 @@ from parsl_es.errors import one_line
 from parsl_es.interrupts import Interrupted
 
 from .options import EndOpt, MarginOpt, MonitoringOpt, SetOpt, SiteOpt, WalltimeOpt
-from .progress import ProgressDisplay
-from .running import StopOnSignal, allocation, finish, interrupted
 from .tables import chain_json, chain_lines, status_tables, step_heading, summary_lines
 
 try:  # typer vendors click since 0.2x; its own exceptions are what the parser raises
@@ -102,9 +99,13 @@ def _run(
     """Check every input (``prepare``), run with a live display, exit as the run ended.
 
     Signals are caught from the first moment (``StopOnSignal``): a Ctrl-C while
-    the files are read or the site loads stops at once with nothing written.
+    the files are read or the site loads stops at once with nothing written. What
+    only a run needs is imported here: ``es-run status`` starts without it.
     """
     from parsl_es import api
+
+    from .progress import ProgressDisplay
+    from .running import StopOnSignal, allocation, finish, interrupted
 
     prepared = None
     with StopOnSignal(err) as signals:
@@ -407,6 +408,8 @@ def sites_show(
     name: Annotated[str, typer.Argument(help="site name or file")], overrides: SetOpt = None
 ) -> None:
     """Print a site's resolved configuration (defaults filled in, overrides applied)."""
+    import yaml
+
     from parsl_es.sites import load_site
 
     spec = load_site(name, overrides)

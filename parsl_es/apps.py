@@ -15,6 +15,7 @@ import os
 import pickle
 import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,22 @@ def range_output_path(output_dir: Path, r: EventRange, attempt: int, suffix: str
 def group_dir(output_dir: Path, group: int) -> Path:
     """The directory of one merge group's range files (and its merge attempts' files)."""
     return output_dir / "ranges" / f"group-{group:06d}"
+
+
+def writable_dirs(output_dir: Path, open_groups: Iterable[int]) -> list[Path]:
+    """Where a worker that died mid-write can have left a temporary file.
+
+    The merged and validation files' directories, and the range files' directories
+    of merge groups still open with a range dispatched. Not every group's: at 10^7
+    ranges that would be 10^5 directories of range files read at each resume. A
+    merged group's directory is written again only by a late attempt of a range
+    already redone elsewhere; a file such a writer leaves half-written is never read.
+    """
+    return [
+        output_dir / "merged",
+        output_dir / "validation",
+        *(group_dir(output_dir, g) for g in open_groups),
+    ]
 
 
 def merged_output_path(output_dir: Path, group: MergeGroup, suffix: str) -> Path:

@@ -121,11 +121,25 @@ def test_reset_for_resume_checks_done_ranges_and_merged_files_only(tmp_path, led
     assert ledger.summary().ranges["ready"] == 10 - 1
 
 
-def write_v4(path: Path) -> None:
-    """Take a version 5 ledger back to version 4's layout (what parsl-es wrote before)."""
+def write_v5(path: Path, version: str = "5") -> list[str | None]:
+    """Take a current ledger back to version 5's layout (no covering indexes); its steps."""
     conn = sqlite3.connect(path)
     raw = conn.execute("SELECT value FROM meta WHERE key='chain_steps'").fetchone()
     steps = json.loads(raw[0]) if raw else [None]
+    with conn:
+        for step in steps:
+            p = f"{step}_" if step else ""
+            conn.execute(f"DROP INDEX {p}merges_states")
+            conn.execute(f"DROP INDEX {p}attempts_outcome")
+        conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (version,))
+    conn.close()
+    return steps
+
+
+def write_v4(path: Path) -> None:
+    """Take a current ledger back to version 4's layout (what parsl-es wrote before)."""
+    steps = write_v5(path, "4")
+    conn = sqlite3.connect(path)
     with conn:
         for step in steps:
             p = f"{step}_" if step else ""
@@ -134,7 +148,6 @@ def write_v4(path: Path) -> None:
             conn.execute(f"DROP INDEX {p}ranges_unmerged")
             conn.execute(f"DROP TABLE {p}merged_tally")
             conn.execute(f"DROP TABLE {p}merged_where")
-        conn.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
     conn.close()
 
 
@@ -150,7 +163,7 @@ def test_a_v4_ledger_reads_read_only_and_migrates_with_its_counts(tmp_path, monk
         assert led.schema_version == 4 and not led._tallied
         assert (led.summary(), led.resume_state()) == fresh
     with Ledger.open(path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 5 and led._tallied
+        assert led.schema_version == SCHEMA_VERSION == 6 and led._tallied
         assert (led.summary(), led.resume_state()) == fresh
         same_as_scan(led, monkeypatch)
         start(led, 7, 8, 9)
@@ -187,6 +200,8 @@ def test_a_chain_ledger_has_the_index_counts_and_triggers_per_step(tmp_path, mon
             f"{step}_merged_where",
             f"{step}_merges_done",
             f"{step}_merges_undone",
+            f"{step}_merges_states",
+            f"{step}_attempts_outcome",
         } <= names
     write_v4(path)
     with Ledger.open(path) as led:  # migrated per step
@@ -244,3 +259,87 @@ def test_a_resume_holds_records_only_of_the_merge_groups_still_open(tmp_path):
     # and the engine carries on from it: every range once, every group merged once
     assert drive(out, backend(run_functions=True)).status == "complete"
     assert sorted(range_attempts(out)) == list(range(200))
+
+
+def _plans_of_summary(ledger: Ledger) -> list[str]:
+    """SQLite's plan for each statement ``summary()`` runs, in order."""
+    plans: list[str] = []
+    conn = ledger._conn
+    real = ledger._tuples
+
+    def explained(sql: str, *args):  # type: ignore[no-untyped-def]
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", *args).fetchall()
+        plans.append(" | ".join(row[-1] for row in plan))
+        return real(sql, *args)
+
+    ledger._tuples = explained  # type: ignore[method-assign]
+    try:
+        ledger.summary()
+    finally:
+        del ledger._tuples
+    return plans
+
+
+def test_status_counts_merges_and_attempts_from_covering_indexes(tmp_path):
+    """Version 6: no status read scans the merges' or attempts' wide rows; a v5 ledger
+    gains the indexes when it is opened read-write, and reads the same."""
+    path = tmp_path / LEDGER_NAME
+    with Ledger.create(path, {"campaign": CAMPAIGN}, PLAN) as led:
+        start(led, *range(6))
+        record(led, *(done(i) for i in range(5)), fail(5, 1, Outcome.LOST))
+        merge(led, 0, "merged/m0")
+        fresh = led.summary()
+    write_v5(path)
+    with Ledger.open(path, readonly=True) as led:
+        plans = _plans_of_summary(led)
+        assert any("SCAN merges" in p and "COVERING" not in p for p in plans)
+        assert led.summary() == fresh
+    with Ledger.open(path) as led:
+        assert led.schema_version == SCHEMA_VERSION == 6
+        plans = _plans_of_summary(led)
+        assert led.summary() == fresh
+    merges = [p for p in plans if "merges" in p and "tally" not in p]
+    attempts = [p for p in plans if "attempts" in p]
+    assert merges and all("COVERING INDEX merges_states" in p for p in merges)
+    assert attempts and all("COVERING INDEX attempts_outcome" in p for p in attempts)
+
+
+def test_a_resume_sweeps_partial_files_only_where_a_writer_can_have_died(tmp_path, monkeypatch):
+    """Merged and validation files' directories and the open groups' range directories
+    are swept (nested work directories too); a merged group's directory, and that of a
+    group none of whose ranges was ever dispatched, are not read at all."""
+    from parsl_es import apps, fileio
+
+    out = new_campaign(tmp_path, events=400, events_per_range=2, events_per_merge=20)
+    sim = backend(cpu=SimNodeType(workers=8, range_seconds=1.0))
+    drive(out, sim, allocation_end=EPOCH + 12.0, margin_seconds=1.0)
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as led:
+        state = led.resume_state()
+        plan = led.plan
+    open_groups = {m.group for m in state.merges}
+    merged = next(g for g in range(plan.n_merges) if g not in open_groups)
+    started = next(m.group for m in state.merges if m.first_range < state.cursor)
+    never = plan.n_merges - 1
+    assert plan.group(never).first_range >= state.cursor, "the campaign should stop part way"
+    partial = [
+        out / "merged" / ".tmp-1-m.npy",
+        out / "validation" / ".tmp-2-v.json",
+        apps.group_dir(out, started) / ".tmp-3-r.npy",
+        apps.group_dir(out, started) / "work-7" / ".tmp-4-r.npy",
+    ]
+    kept = apps.group_dir(out, merged) / ".tmp-5-late.npy"  # a late writer's: never read
+    for path in (*partial, kept):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    swept: list[Path] = []
+    real = fileio.remove_temp_files
+    monkeypatch.setattr(fileio, "remove_temp_files", lambda d: swept.append(d) or real(d))
+
+    drive(out, backend())
+
+    assert not any(p.exists() for p in partial) and kept.exists()
+    assert apps.group_dir(out, started) in swept
+    assert apps.group_dir(out, merged) not in swept and apps.group_dir(out, never) not in swept
+    assert not any(out / "ranges" == d for d in swept)
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as led:
+        assert led.summary().ranges["merged"] == 200

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from parsl_es import fileio
+from parsl_es import apps, fileio
 from parsl_es.backends.base import Backend, WakingEvent
 from parsl_es.engine.context import (
     DEADLINE_SLACK_SECONDS,
@@ -191,11 +191,11 @@ class Dispatcher:
             reset = ctx.ledger.reset_for_resume(ctx.output_dir)
             if any(reset.values()):
                 log.info("resume%s: %s", f" ({ctx.step})" if ctx.step else "", reset)
-            for sub in ("ranges", "merged", "validation"):
-                removed = fileio.remove_temp_files(ctx.output_dir / sub)
-                if removed:
-                    log.info("removed %d partial files in %s/", removed, ctx.output_dir / sub)
             state = ctx.ledger.resume_state()
+            started = [m.group for m in state.merges if m.first_range < state.cursor]
+            for where in apps.writable_dirs(ctx.output_dir, started):
+                if removed := fileio.remove_temp_files(where):
+                    log.info("removed %d partial files in %s/", removed, where)
             ctx.counters.events_done = state.events_done
             ctx.counters.ranges_done = state.ranges_done
             states.append(state)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from parsl_es.errors import UserError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: The tables (and view) each step of a chain campaign has on its own, under its name
 #: (``<step>_ranges``, ...); a single-step campaign has them unprefixed, as always.
@@ -183,13 +183,25 @@ BEGIN
     DELETE FROM merged_where WHERE groups <= 0;
 END""",
 )
-#: Object names of ``_V5_DDL`` that carry a chain step's name (tables are scoped anyway).
+#: Version 6: ``es-run status`` counts merge groups by state and failed attempts by
+#: outcome from indexes that hold every column it reads (at 10^5 merge groups, a
+#: scan of the table's wide rows took 0.1 s each; the index, 0.03 s). Both tables
+#: are written once per merge or per failed attempt, never per successful range.
+_V6_DDL = (
+    "CREATE INDEX merges_states ON merges (state, validation, n_events)",
+    "CREATE INDEX attempts_outcome ON attempts (outcome, node_type)",
+)
+
+#: Object names of ``_V5_DDL`` and ``_V6_DDL`` that carry a chain step's name (tables are
+#: scoped anyway).
 _STEP_OBJECTS = (
     "attempts_range",
     "ranges_unmerged",
     "merged_tally_group",
     "merges_done",
     "merges_undone",
+    "merges_states",
+    "attempts_outcome",
 )
 _STEP_OBJECT = re.compile(r"\b(INDEX|TRIGGER)(\s+)(" + "|".join(_STEP_OBJECTS) + r")\b")
 
@@ -202,6 +214,7 @@ STEP_DDL = ";\n".join(
         _MERGES,
         _RANGE_INFO.format(temp=""),
         *_V5_DDL,
+        *_V6_DDL,
     )
 )
 #: The whole current layout of a single-step campaign's ledger.
@@ -292,14 +305,26 @@ _V5_BACKFILL = (
 )
 
 
+def _steps(conn: sqlite3.Connection) -> list[str | None]:
+    """A chain's step names; ``[None]`` for a single-step campaign's unprefixed tables."""
+    raw = conn.execute("SELECT value FROM meta WHERE key='chain_steps'").fetchone()
+    return json.loads(raw[0]) if raw else [None]
+
+
 def _v4_to_v5(conn: sqlite3.Connection) -> None:
     """The partial index of unmerged ranges, and the counts of merged ones (per step)."""
-    raw = conn.execute("SELECT value FROM meta WHERE key='chain_steps'").fetchone()
-    for step in json.loads(raw[0]) if raw else (None,):
+    for step in _steps(conn):
         for ddl in _V5_DDL:
             conn.execute(_step_objects(scoped(ddl, step), step))
         for sql in _V5_BACKFILL:
             conn.execute(scoped(sql, step))
+
+
+def _v5_to_v6(conn: sqlite3.Connection) -> None:
+    """The covering indexes of merge states and attempt outcomes (per step)."""
+    for step in _steps(conn):
+        for ddl in _V6_DDL:
+            conn.execute(_step_objects(scoped(ddl, step), step))
 
 
 #: ``MIGRATIONS[n]`` brings a version ``n`` ledger to version ``n + 1``.
@@ -308,6 +333,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 
 
