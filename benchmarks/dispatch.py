@@ -20,7 +20,9 @@ start-up, imports and the site's launch cancel out.
 
 With ``--bundle-size`` every task of parsl-es carries ``B`` ranges (default:
 the engine's own sizes), so runs at two sizes of bundle tell what a range costs
-on its own from what its share of a task costs.
+on its own from what its share of a task costs. The ledger's writes that grow
+with the ranges (a range's start, its result, its group's merge) are timed on
+the driver's thread and printed as their marginal share of that cost.
 """
 
 from __future__ import annotations
@@ -73,23 +75,58 @@ def parsl_es(session: ParslBackend, n: int, directory, bundle_size: int | None) 
     return clock, result
 
 
+#: The ledger's writes whose cost grows with the ranges: a range's start, its result,
+#: and its group's merge (which marks it merged).
+LEDGER_WRITES = (
+    ("RangeWrites", "start_ranges"),
+    ("RangeWrites", "record"),
+    ("MergeWrites", "finish_merge"),
+)
+
+
+def _timed_ledger_writes() -> dict[str, float]:
+    """Time ``LEDGER_WRITES`` on the calling thread's CPU clock (the driver's thread)."""
+    import time
+
+    from parsl_es.ledger import merges, ranges
+
+    spent = {name: 0.0 for _, name in LEDGER_WRITES}
+    for cls_name, name in LEDGER_WRITES:
+        cls = getattr(ranges if cls_name == "RangeWrites" else merges, cls_name)
+        real = getattr(cls, name)
+
+        def timed(*args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            t0 = time.thread_time()
+            try:
+                return _real(*args, **kwargs)
+            finally:
+                spent[_name] += time.thread_time() - t0
+
+        setattr(cls, name, timed)
+    return spent
+
+
 def child(kind: str, n: int, bundle_size: int | None = None) -> None:
-    """One side at one size, in this process; prints this process's CPU seconds last."""
+    """One side at one size, in this process; prints this process's CPU seconds last
+    (and, for parsl-es, the CPU seconds of the ledger's writes)."""
     import time
 
     options = {} if bundle_size is None else {"bundle_size": bundle_size}
+    ledger: dict[str, float] = {}
     with scratch("es-dispatch-") as tmp:
         if kind == "es":
+            ledger = _timed_ledger_writes()
             result = api.run_campaign(campaign(n), tmp / "es", site="local", **options)
             assert result.status == "complete", result.message
         else:
             with ParslBackend(load_site("local"), tmp / "p") as session:
                 plain_parsl(session, n)
-        print(json.dumps({"cpu": time.process_time()}), flush=True)
+        print(json.dumps({"cpu": time.process_time(), "ledger": ledger}), flush=True)
 
 
 def marginal(small: int, large: int, bundle_size: int | None = None) -> None:
     cpu: dict[tuple[str, int], float] = {}
+    ledger: dict[int, dict[str, float]] = {}
     fixed = [] if bundle_size is None else [str(bundle_size)]
     for kind in ("plain", "es"):
         for n in (small, large):
@@ -99,8 +136,15 @@ def marginal(small: int, large: int, bundle_size: int | None = None) -> None:
                 text=True,
                 check=True,
             )
-            cpu[kind, n] = json.loads(run.stdout.strip().splitlines()[-1])["cpu"]
+            last = json.loads(run.stdout.strip().splitlines()[-1])
+            cpu[kind, n] = last["cpu"]
+            if kind == "es":
+                ledger[n] = last["ledger"]
     extra = large - small
+    ledger_us = {
+        name: round(1e6 * (ledger[large][name] - ledger[small][name]) / extra, 1)
+        for name in ledger[large]
+    }
     es_us = 1e6 * (cpu["es", large] - cpu["es", small]) / extra
     plain_us = 1e6 * (cpu["plain", large] - cpu["plain", small]) / extra
     figures = {
@@ -115,11 +159,13 @@ def marginal(small: int, large: int, bundle_size: int | None = None) -> None:
         "parsl_es_marginal_cpu_us_per_range": round(es_us, 1),
         "plain_parsl_marginal_cpu_us_per_task": round(plain_us, 1),
         "cpu_ratio_plain_over_parsl_es": round(plain_us / es_us, 1),
+        "parsl_es_ledger_writes_us_per_range": ledger_us,
     }
     report(
         figures,
         f"dispatch (marginal, {small:,} vs {large:,}): parsl-es {es_us:.1f} us of its "
-        f"process's CPU per extra range; plain Parsl {plain_us:.0f} us per extra task; "
+        f"process's CPU per extra range (the ledger's writes {sum(ledger_us.values()):.1f} "
+        f"us of it: {ledger_us}); plain Parsl {plain_us:.0f} us per extra task; "
         f"{plain_us / es_us:.1f}x less",
     )
 

@@ -93,7 +93,7 @@ class OfflineCloud:
             max_workers_per_node=workers,
             encrypted=False,
             heartbeat_period=2,
-            heartbeat_threshold=10,
+            heartbeat_threshold=30,  # a pool on a loaded 2-core CI machine is not lost
             # its one block starts at once and stays for the module's tests
             job_status_kwargs={"strategy_period": 0.5, "max_idletime": 3600},
         )

@@ -227,6 +227,9 @@ def test_a_worker_the_endpoint_loses_is_lost_work_not_a_failure(cloud, tmp_path,
     def fail():
         raise ValueError("the payload's own error")
 
+    # The module's endpoint may be replacing its worker pool (a pool that missed its
+    # heartbeats under load): tasks sent before it connects would wait out the timeout.
+    cloud.wait_for_workers()
     with ParslBackend(endpoint_site(cloud, with_local=False), tmp_path / "run") as backend:
         lost, failed = (
             python_app(f, executors=["endpoint"], data_flow_kernel=backend.dfk)()
