@@ -343,3 +343,18 @@ def test_a_resume_sweeps_partial_files_only_where_a_writer_can_have_died(tmp_pat
     assert not any(out / "ranges" == d for d in swept)
     with Ledger.open(out / LEDGER_NAME, readonly=True) as led:
         assert led.summary().ranges["merged"] == 200
+
+
+def test_the_benchmark_reports_its_childs_own_peak_memory_not_its_own():
+    """``ru_maxrss`` of a child counts the image it was forked from: every measure of
+    ``benchmarks/ledger_scale.py`` read at least the benchmark's own size."""
+    import sys
+
+    from benchmarks import ledger_scale
+
+    ballast = bytearray(b"\1") * (300 * 2**20)  # written, so resident
+    child = "import json; from benchmarks.ledger_scale import peak_rss_mb as p; "
+    child += "print(json.dumps({'peak_rss_mb': p()}))"
+    measured = ledger_scale._run([sys.executable, "-c", child], parse=True)
+    assert len(ballast) and ledger_scale.peak_rss_mb() > 300
+    assert measured["peak_rss_mb"] < 100
