@@ -125,6 +125,13 @@ class OfflineCloud:
                 raise TimeoutError("the endpoint's worker pool did not connect")
             time.sleep(0.2)
 
+    def describe(self) -> str:
+        """Where results are: tasks finished at the endpoint, and the broker's queues."""
+        with self._lock:
+            done = sum(f.done() for f in self.tasks.values())
+            tasks = f"{done} of {len(self.tasks)} tasks finished at the endpoint"
+        return f"{tasks}; {self.broker.describe()}"
+
     def worker_pools(self) -> set[str]:
         """The endpoint engine's connected worker pools (HTEX managers)."""
         return {str(m["manager"]) for m in self.engine.executor.connected_managers()}
@@ -232,6 +239,19 @@ class OfflineBroker:
     def declare(self, queue: str) -> None:
         with self._lock:
             self._queues.setdefault(queue, deque())
+
+    def describe(self) -> str:
+        """Each queue's waiting messages and its consumers (open or not, and unacked)."""
+        with self._lock:
+            parts = []
+            for queue, waiting in self._queues.items():
+                consumers = [
+                    f"channel {c.channel_number} open={c.is_open} "
+                    f"connection open={c.connection.is_open} unacked={len(c._unacked)}"
+                    for c in self._consumers.get(queue, [])
+                ]
+                parts.append(f"{queue}: {len(waiting)} waiting, consumers {consumers}")
+            return f"acknowledged {self.acknowledged}; " + "; ".join(parts)
 
     def has(self, queue: str) -> bool:
         with self._lock:

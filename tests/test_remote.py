@@ -227,15 +227,19 @@ def test_a_worker_the_endpoint_loses_is_lost_work_not_a_failure(cloud, tmp_path,
     def fail():
         raise ValueError("the payload's own error")
 
-    # The module's endpoint may be replacing its worker pool (a pool that missed its
-    # heartbeats under load): tasks sent before it connects would wait out the timeout.
     cloud.wait_for_workers()
     with ParslBackend(endpoint_site(cloud, with_local=False), tmp_path / "run") as backend:
         lost, failed = (
             python_app(f, executors=["endpoint"], data_flow_kernel=backend.dfk)()
             for f in (lose_the_worker, fail)
         )
-        lost_exc, failed_exc = lost.exception(timeout=60), failed.exception(timeout=60)
+        try:
+            lost_exc, failed_exc = lost.exception(timeout=60), failed.exception(timeout=60)
+        except TimeoutError:
+            # Failed in 2 CI runs of 2 on 2026-11-30 (never alone): the endpoint's logs
+            # showed both tasks finished within a second, their results never reached
+            # these futures. Say where they stopped.
+            raise AssertionError(f"no result in 60 s: {cloud.describe()}") from None
     assert "WorkerLost" in str(lost_exc)
     assert backend.lost(lost_exc)  # redone at no cost of an attempt
     assert isinstance(failed_exc, ValueError) and not backend.lost(failed_exc)
