@@ -750,3 +750,41 @@ def test_a_v1_ledger_whose_tasks_lack_setup_reads_read_only(tmp_path):
     with Ledger.open(path, readonly=True) as led:
         rows = led.report_rows()
         assert rows.tasks == () and rows.transforms == ()
+
+
+@pytest.mark.parametrize(
+    "events, first_event, per_range, per_merge",
+    [(10, 0, 2, 10), (103, 7, 5, 20), (1, 0, 1, 1), (1000, 10**12, 3, 30)],
+)
+def test_fresh_ranges_are_written_as_the_plan_numbers_them(
+    tmp_path, events, first_event, per_range, per_merge
+):
+    """Fresh ranges go in as runs of consecutive indices per node type, numbered by
+    SQLite: each row equals ``RangePlan.rows`` (the last range cut at the last event)."""
+    from parsl_es.ledger.ranges import consecutive_runs
+
+    numbers = {
+        "events": events,
+        "first_event": first_event,
+        "events_per_range": per_range,
+        "events_per_merge": per_merge,
+        "seed": 5,
+    }
+    plan = RangePlan(campaign="c-1", **numbers)
+    campaign = json.dumps({"name": "c-1", **numbers})
+    n = plan.n_ranges
+    picked = [i for i in range(n) if i % 7 != 3]  # gaps, as a top-up after retries
+    node_types = {i: ("gpu" if (i // 4) % 3 == 1 else "cpu") for i in picked}
+    runs = list(consecutive_runs(picked, node_types))
+    assert [i for a, b in runs for i in range(a, b + 1)] == picked
+    assert all(len({node_types[i] for i in range(a, b + 1)}) == 1 for a, b in runs)
+    with Ledger.create(tmp_path / LEDGER_NAME, {"campaign": campaign}, plan) as led:
+        attempts = led.start_ranges([(i, node_types[i]) for i in picked], 5.0, 0)
+        rows = led._conn.execute(
+            "SELECT idx, id, first_event, last_event, merge_group, node_type, state, attempts, "
+            "started, seed FROM ranges ORDER BY idx"
+        ).fetchall()
+    assert attempts == [1] * len(picked)
+    expected = [(*row, node_types[row[0]], "running", 1, 5.0, None) for row in plan.rows(picked)]
+    assert [tuple(r) for r in rows] == expected
+    assert rows[-1]["last_event"] == min(rows[-1]["first_event"] + per_range - 1, plan.last_event)

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from parsl_es.ledger.core import LedgerCore
+from parsl_es.ranges import RangePlan
 from parsl_es.records import RangeResult, TaskOutcomes, Where
 from parsl_es.states import AttemptCounts, Outcome, RangeState, RetryBudget, after_outcome
 
@@ -26,6 +27,16 @@ IN_GROUP = (
 _INSERT_FRESH = (
     "INSERT INTO ranges (idx, id, first_event, last_event, merge_group, seed, state, attempts, "
     "node_type, started) VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?)"
+)
+#: The fresh ranges ``?1..?2`` started on one node type, their numbers worked out by
+#: SQLite as ``RangePlan.rows`` does (``?3`` campaign, ``?4`` first event, ``?5`` events
+#: per range, ``?6`` last event, ``?7`` ranges per merge): no Python tuple per range.
+_INSERT_SPAN = (
+    "INSERT INTO ranges (idx, id, first_event, last_event, merge_group, state, attempts, "
+    "node_type, started) "
+    "WITH RECURSIVE span(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM span WHERE i < ?2) "
+    "SELECT i, ?3 || '-' || (?4 + i * ?5) || '-' || min(?4 + i * ?5 + ?5 - 1, ?6), "
+    "?4 + i * ?5, min(?4 + i * ?5 + ?5 - 1, ?6), i / ?7, 'running', 1, ?8, ?9 FROM span"
 )
 _START_RETRY = (
     _INSERT_FRESH + " ON CONFLICT(idx) DO UPDATE SET state='running', attempts=attempts+1, "
@@ -73,6 +84,18 @@ def checked_states(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("PRAGMA ignore_check_constraints=0")
 
 
+def consecutive_runs(indices: list[int], node_types: dict[int, str]) -> Iterator[tuple[int, int]]:
+    """``(first, last)`` of each run of ``indices`` that are consecutive, in order, and
+    on one node type."""
+    first = prev = indices[0]
+    for i in indices[1:]:
+        if i != prev + 1 or node_types[i] != node_types[prev]:
+            yield first, prev
+            first = i
+        prev = i
+    yield first, prev
+
+
 _DONE = Outcome.DONE
 #: Outcomes that move a running range (to failed or fatal) through ``after_outcome``.
 _MOVING = frozenset({Outcome.FAILED, Outcome.FATAL, Outcome.LOST, Outcome.TIMEOUT})
@@ -98,21 +121,9 @@ class RangeWrites(LedgerCore):
         with self.transaction() as conn:
             fresh = [i for i, _ in work if i >= fresh_from]
             if fresh:
-                stores = self._stores_seed
                 try:
                     with checked_states(conn):
-                        conn.executemany(
-                            _INSERT_FRESH,
-                            [
-                                (
-                                    *row,
-                                    plan.range(row[0]).seed if stores else None,
-                                    node_types[row[0]],
-                                    now,
-                                )
-                                for row in plan.rows(fresh)
-                            ],
-                        )
+                        self._insert_fresh(conn, fresh, node_types, now)
                 except sqlite3.IntegrityError:
                     raise RuntimeError("a range started as new is already in the ledger") from None
             for index, node_type in work:
@@ -137,6 +148,38 @@ class RangeWrites(LedgerCore):
                     raise RuntimeError(f"range {r.id} is not ready; cannot start it")
                 attempts.append(row[0])
         return attempts
+
+    def _insert_fresh(
+        self, conn: sqlite3.Connection, fresh: list[int], node_types: dict[int, str], now: float
+    ) -> None:
+        """Rows for never-dispatched ranges: for a campaign of generated events, one
+        statement per run of consecutive indices on one node type (a top-up hands out
+        ranges in index order); a dataset's ranges, or a ledger that stores seeds, one
+        row each from the plan."""
+        plan = self.plan
+        if self._stores_seed or not isinstance(plan, RangePlan):
+            conn.executemany(
+                _INSERT_FRESH,
+                [
+                    (
+                        *row,
+                        plan.range(row[0]).seed if self._stores_seed else None,
+                        node_types[row[0]],
+                        now,
+                    )
+                    for row in plan.rows(fresh)
+                ],
+            )
+            return
+        numbers = (
+            plan.campaign,
+            plan.first_event,
+            plan.events_per_range,
+            plan.last_event,
+            plan.ranges_per_merge,
+        )
+        for first, last in consecutive_runs(fresh, node_types):
+            conn.execute(_INSERT_SPAN, (first, last, *numbers, node_types[first], now))
 
     def record(
         self, batches: Sequence[TaskOutcomes], budget: RetryBudget
