@@ -86,6 +86,22 @@ def lost_on_endpoint(exc: BaseException) -> bool:
     return bool(lines) and _ENDPOINT_LOSS.match(lines[-1]) is not None
 
 
+#: Parsl's logger of task states: nine INFO lines in ``parsl.log`` per task (submitted,
+#: pending, launched, two "not redirected", each change of state). At the 1,000
+#: tasks/s a driver may send that is 9,000 lines/s, and it was about a third of the
+#: driver's CPU per task (``benchmarks/dispatch.py --marginal``). The ledger records
+#: each task and attempt; Parsl's warnings and errors are still logged.
+TASK_LOGGER = "parsl.dataflow.dflow"
+
+
+def _quiet_task_log() -> None:
+    """Parsl's per-task lines off, once its start-up (config, version, run id) is logged;
+    a level the user set on that logger before stands."""
+    logger = logging.getLogger(TASK_LOGGER)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
 class ParslBackend:
     """Parsl loaded for one site; apps are bound per (step function, node type)."""
 
@@ -108,6 +124,7 @@ class ParslBackend:
                 crash_point("site-loading")
                 self.dfk = DataFlowKernel(config)
             self._quiet_result_threads()
+            _quiet_task_log()
         except BaseException:
             if hasattr(self, "dfk"):
                 self.close()

@@ -18,8 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-#: Least time a bundle keeps a worker busy (s).
-TASK_SECONDS = 0.25
+#: Least time a bundle keeps a worker busy (s). A task costs the driver about 1 ms
+#: whatever it carries, and its worker as much again: at 1 s that is a few tenths of a
+#: percent; a lost worker loses about that much work, and the tail shrinks bundles
+#: anyway. (0.25 s before: at ~1 ms ranges a range's share of its task was 10 of its
+#: 36 us on the driver, ``benchmarks/dispatch.py --marginal`` with ``--bundle-size``.)
+TASK_SECONDS = 1.0
 #: Tasks per second the workers of one pool (a node's manager process) may ask for:
 #: beyond it, bundles grow. The manager hands each task to its workers through queues
 #: (128 workers on 2 cores: 40 % -> 91.5 % utilisation at 0.1 s ranges with this cap).
@@ -35,8 +39,9 @@ DRIVER_TASKS_PER_SECOND = 1000.0
 #: bundles at the end of 128 x 0.1 s would ask for 1,280/s: workers queue for tasks
 #: (three runs each: 88.4, 87.6, 90.3 % without this floor; 92.6, 92.8, 92.4 % with it).
 TAIL_TASKS_PER_SECOND = 200.0
-#: Largest bundle, to bound a lost worker's cost and the size of one result.
-MAX_BUNDLE = 256
+#: Largest bundle, to bound a lost worker's cost and the size of one result (about
+#: 150 kB of results at 1,024 ranges).
+MAX_BUNDLE = 1024
 
 
 def bundle_size(
