@@ -90,15 +90,16 @@ def test_lost_work_runs_again_within_the_budget_only_when_lost():
 
 def test_bundle_size_follows_range_duration_and_the_tail():
     assert bundle_size(None, workers=8, remaining=10_000) == 1  # nothing known yet
-    assert bundle_size(0.001, workers=2, remaining=10_000) == 1000  # 1 s of work
+    assert bundle_size(0.001, workers=2, remaining=10_000) == 250  # 0.25 s of work
     assert bundle_size(1e-6, workers=2, remaining=100_000) == MAX_BUNDLE
+    assert bundle_size(0.0005, workers=2, remaining=100_000) == 500  # 0.25 s, not capped
     assert bundle_size(1.0, workers=2, remaining=10_000) == 1  # long ranges travel alone
     assert bundle_size(0.01, workers=2, remaining=12, prefetch=2.0) == 3  # the tail's share
     assert bundle_size(0.001, workers=2, remaining=0) == 1
     # many workers in one pool: bundles grow so that it asks for at most ~50 tasks/s
     assert bundle_size(0.1, workers=1000, remaining=10**7) == 200
-    assert bundle_size(0.0005, workers=8, remaining=100_000) == MAX_BUNDLE
-    assert bundle_size(0.05, workers=8, remaining=100_000) == 20  # about 1 s per task
+    assert bundle_size(0.0005, workers=8, remaining=100_000) == 500
+    assert bundle_size(0.05, workers=8, remaining=100_000) == 5  # about 0.25 s per task
     assert bundle_size(0.05, workers=8, remaining=40) == 3
     assert bundle_size(0.05, workers=8, remaining=3) == 1
 
@@ -296,7 +297,7 @@ def test_node_types_are_compared_by_speed_only_once_each_has_enough_ranges():
 def test_a_top_ups_bundles_shrink_with_what_is_left_and_fit_the_allocation():
     left = [100_000]
     sizes = bundle_sizer(0.01, workers=2, pools=1, prefetch=2.0, left=lambda: left[0])
-    assert sizes() == 100  # far from the tail: 1 s of work
+    assert sizes() == 25  # far from the tail: 0.25 s of work
     left[0] = 12
     assert sizes() == 3  # the tail's share: 12 / (2 workers x 2)
     fitted = bundle_sizer(0.01, 2, 1, 2.0, lambda: 100_000, fit=4)

@@ -18,12 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-#: Least time a bundle keeps a worker busy (s). A task costs the driver about 1 ms
-#: whatever it carries, and its worker as much again: at 1 s that is a few tenths of a
-#: percent; a lost worker loses about that much work, and the tail shrinks bundles
-#: anyway. (0.25 s before: at ~1 ms ranges a range's share of its task was 10 of its
-#: 36 us on the driver, ``benchmarks/dispatch.py --marginal`` with ``--bundle-size``.)
-TASK_SECONDS = 1.0
+#: Least time a bundle keeps a worker busy (s). (1 s was tried: a bundle started
+#: near an allocation's end then outlived it, and two node types' shares of a short
+#: campaign became too coarse; ``tests/test_walltime.py``, ``tests/test_slurm.py``.)
+TASK_SECONDS = 0.25
 #: Tasks per second the workers of one pool (a node's manager process) may ask for:
 #: beyond it, bundles grow. The manager hands each task to its workers through queues
 #: (128 workers on 2 cores: 40 % -> 91.5 % utilisation at 0.1 s ranges with this cap).
@@ -40,7 +38,8 @@ DRIVER_TASKS_PER_SECOND = 1000.0
 #: (three runs each: 88.4, 87.6, 90.3 % without this floor; 92.6, 92.8, 92.4 % with it).
 TAIL_TASKS_PER_SECOND = 200.0
 #: Largest bundle, to bound a lost worker's cost and the size of one result (about
-#: 150 kB of results at 1,024 ranges).
+#: 150 kB of results at 1,024 ranges). It binds only ranges shorter than 0.25 ms, which
+#: at 256 (before 2026-11-30) went out in bundles shorter than ``TASK_SECONDS``.
 MAX_BUNDLE = 1024
 
 
