@@ -73,3 +73,22 @@ def test_a_lost_pool_fails_its_tasks_and_is_replaced_after_start_up():
     assert len(sim.pools("cpu")) == 1 and sim.pools("cpu")[0].block != "0"
     assert sim.end_block("cpu", sim.pools("cpu")[0].block)
     assert sim.blocks_ended
+
+
+@pytest.mark.integration  # starts Parsl (the shared local session)
+def test_parsl_log_keeps_its_start_up_but_no_line_per_task(local_session):
+    """Nine lines per task in ``parsl.log`` cost the driver CPU and fill the disk of a
+    long campaign; the ledger records every task."""
+    import logging
+    from pathlib import Path
+
+    from parsl_es.backends.parsl import TASK_LOGGER
+
+    assert logging.getLogger(TASK_LOGGER).level == logging.WARNING
+    probe = local_session.app("probe", "local")  # apps.probe: a task that does nothing
+    futures = [probe() for _ in range(5)]
+    assert all(len(f.result(timeout=120)) == 3 for f in futures)
+    log = (Path(local_session.dfk.run_dir) / "parsl.log").read_text()
+    assert "Parsl version" in log  # written before the level was set
+    for f in futures:
+        assert f"Task {f.tid} " not in log
