@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-#: Least time a bundle keeps a worker busy (s). (1 s was tried: a bundle started
-#: near an allocation's end then outlived it, and two node types' shares of a short
-#: campaign became too coarse; ``tests/test_walltime.py``, ``tests/test_slurm.py``.)
+#: Least time a bundle keeps a worker busy (s). (1 s was tried and failed two tests:
+#: ranges still running when a short allocation's driver stopped, and the faster of two
+#: node types no longer doing more of a short campaign; ``tests/test_walltime.py``,
+#: ``tests/test_slurm.py``.)
 TASK_SECONDS = 0.25
 #: Tasks per second the workers of one pool (a node's manager process) may ask for:
 #: beyond it, bundles grow. The manager hands each task to its workers through queues
