@@ -93,24 +93,18 @@ def parsl_es(session: ParslBackend, n: int, directory, bundle_size: int | None) 
     return clock, result
 
 
-#: The ledger's writes whose cost grows with the ranges: a range's start, its result,
-#: and its group's merge (which marks it merged).
-LEDGER_WRITES = (
-    ("RangeWrites", "start_ranges"),
-    ("RangeWrites", "record"),
-    ("MergeWrites", "finish_merge"),
-)
-
-
 def _timed_ledger_writes() -> dict[str, float]:
-    """Time ``LEDGER_WRITES`` on the calling thread's CPU clock (the driver's thread)."""
+    """Time the ledger's writes whose cost grows with the ranges (a range's start, its
+    result, its group's merge, which marks it merged) on the calling thread's CPU
+    clock: the driver's thread."""
     import time
 
-    from parsl_es.ledger import merges, ranges
+    from parsl_es.ledger.merges import MergeWrites
+    from parsl_es.ledger.ranges import RangeWrites
 
-    spent = {name: 0.0 for _, name in LEDGER_WRITES}
-    for cls_name, name in LEDGER_WRITES:
-        cls = getattr(ranges if cls_name == "RangeWrites" else merges, cls_name)
+    writes = ((RangeWrites, "start_ranges"), (RangeWrites, "record"), (MergeWrites, "finish_merge"))
+    spent = {name: 0.0 for _, name in writes}
+    for cls, name in writes:
         real = getattr(cls, name)
 
         def timed(*args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]

@@ -88,8 +88,7 @@ def remove_temp_files(directory: Path) -> int:
     """Delete temporary files left by writers that died, under ``directory``; how many.
 
     Streamed (``os.scandir``, one directory open per level): a resume passes
-    directories of 10^5 merged files, and a listing held whole was most of its
-    memory at 10^7 ranges.
+    directories of 10^5 merged files, and a listing held whole grows with them.
     """
     removed = 0
     try:

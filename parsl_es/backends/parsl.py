@@ -88,9 +88,9 @@ def lost_on_endpoint(exc: BaseException) -> bool:
 
 #: Parsl's logger of task states: nine INFO lines in ``parsl.log`` per task (submitted,
 #: pending, launched, two "not redirected", each change of state). At the 1,000
-#: tasks/s a driver may send that is 9,000 lines/s, and it was about a third of the
-#: driver's CPU per task (``benchmarks/dispatch.py --marginal``). The ledger records
-#: each task and attempt; Parsl's warnings and errors are still logged.
+#: tasks/s a driver may send that is 9,000 lines/s, each formatted and written by the
+#: driver. The ledger records each task and attempt; Parsl's warnings and errors are
+#: still logged.
 TASK_LOGGER = "parsl.dataflow.dflow"
 
 

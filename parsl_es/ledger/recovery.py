@@ -80,8 +80,8 @@ class Recovery(LedgerCore):
             counts["merges_running"] = conn.execute(
                 "UPDATE merges SET state='waiting' WHERE state IN ('running','failed')"
             ).rowcount
-            # Streamed, not fetched: at 10^7 ranges, 10^5 merge rows held at once were
-            # most of a resume's memory. Only what must be redone is kept, then moved.
+            # Streamed, not fetched: 10^5 merge rows held at once made a resume's memory
+            # grow with the campaign. Only what must be redone is kept, then moved.
             missing_merges = [
                 m["group_idx"]
                 for m in conn.execute(
