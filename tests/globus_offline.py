@@ -107,6 +107,8 @@ class OfflineCloud:
         #: Tasks handed to the endpoint, per registered function name.
         self.submitted: dict[str, int] = {}
         self.task_groups: set[str] = set()
+        #: Finished tasks: the result queue each result went to (None: the group has none).
+        self.forwarded: dict[str, str | None] = {}
         self.authorised = True
         self.v2 = SimpleNamespace(get_task=self._get_task, get_result_amqp_url=self._amqp_url)
         self.v3 = SimpleNamespace(register_function=self._register, submit=self._submit)
@@ -129,7 +131,11 @@ class OfflineCloud:
         """Where results are: tasks finished at the endpoint, and the broker's queues."""
         with self._lock:
             done = sum(f.done() for f in self.tasks.values())
-            tasks = f"{done} of {len(self.tasks)} tasks finished at the endpoint"
+            queued = sum(q is not None for q in self.forwarded.values())
+            tasks = (
+                f"{done} of {len(self.tasks)} tasks finished at the endpoint, "
+                f"{queued} of them forwarded to a result queue"
+            )
         return f"{tasks}; {self.broker.describe()}"
 
     def worker_pools(self) -> set[str]:
@@ -208,6 +214,8 @@ class OfflineCloud:
         queue = QUEUE_PREFIX + group
 
         def forward(done: GCFuture) -> None:  # the result, to the task group's queue
+            with self._lock:
+                self.forwarded[task_id] = queue if self.broker.has(queue) else None
             if self.broker.has(queue):
                 props = pika.spec.BasicProperties(
                     content_type="application/json", timestamp=int(time.time()), headers={}
@@ -247,11 +255,18 @@ class OfflineBroker:
             for queue, waiting in self._queues.items():
                 consumers = [
                     f"channel {c.channel_number} open={c.is_open} "
-                    f"connection open={c.connection.is_open} unacked={len(c._unacked)}"
+                    f"connection open={c.connection.is_open} unacked={len(c._unacked)} "
+                    f"watcher {_watcher_state(c.connection)}"
                     for c in self._consumers.get(queue, [])
                 ]
                 parts.append(f"{queue}: {len(waiting)} waiting, consumers {consumers}")
             return f"acknowledged {self.acknowledged}; " + "; ".join(parts)
+
+    def consumers(self) -> dict[str, int]:
+        """Open consumers per queue (queues that have any)."""
+        with self._lock:
+            counts = {q: sum(c.is_open for c in cs) for q, cs in self._consumers.items()}
+            return {q: n for q, n in counts.items() if n}
 
     def has(self, queue: str) -> bool:
         with self._lock:
@@ -289,6 +304,21 @@ class OfflineBroker:
                 consumers.remove(channel)
                 continue
             waiting.popleft()
+
+
+def _watcher_state(connection: _Connection) -> str:
+    """The SDK result watcher that opened ``connection``: its futures and held results."""
+    import globus_compute_sdk.sdk.executor as sdk_executor
+
+    watcher = getattr(connection._on_close, "__self__", None)
+    if watcher is None:
+        return "unknown"
+    registered = any(w is watcher for w in sdk_executor._RESULT_WATCHERS.values())
+    return (
+        f"{watcher!r} alive={watcher.is_alive()} registered={registered} "
+        f"stopping={watcher._time_to_stop} closed={watcher._closed} "
+        f"futures={sorted(watcher._open_futures)} results={sorted(watcher._received_results)}"
+    )
 
 
 class _IOLoop:

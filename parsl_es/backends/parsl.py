@@ -38,7 +38,13 @@ PARSL_INTERNALS = (
     ("parsl.executors.high_throughput.executor", "HighThroughputExecutor", "connected_managers"),
     ("parsl.executors.status_handling", "BlockProviderExecutor", "blocks_to_job_id"),
     ("parsl.executors.high_throughput.executor", "HighThroughputExecutor", "poll_period"),
+    # the Globus Compute SDK's (checked when it is installed): see ``_wait_for_result_watchers``
+    ("globus_compute_sdk.sdk.executor", "_ResultWatcher", "task_group_id"),
+    ("globus_compute_sdk.sdk.executor", "_ResultWatcher", "_closed"),
 )
+
+#: How long closing a backend waits for an endpoint's result watcher to stop consuming.
+WATCHER_STOP_SECONDS = 10.0
 
 #: How long the driver's HTEX result thread blocks on its socket (ms): it wakes at once
 #: for a result; the period only bounds how late it sees the executor shut down. The
@@ -54,11 +60,41 @@ def check_parsl_internals() -> list[str]:
 
     missing = []
     for module, cls, attr in PARSL_INTERNALS:
-        klass = getattr(importlib.import_module(module), cls)
+        try:
+            klass = getattr(importlib.import_module(module), cls)
+        except ModuleNotFoundError:  # an optional extra, and the code that needs it
+            continue
         source = inspect.getsource(klass)
         if not hasattr(klass, attr) and f"self.{attr}" not in source:
             missing.append(f"{module}.{cls}.{attr}")
     return missing
+
+
+def _wait_for_result_watchers(executors: list[Any], timeout: float) -> None:
+    """Until the SDK result watchers of the endpoints' task groups that were told to stop
+    have stopped consuming.
+
+    The SDK gives every Executor of a process the same task group, so the same result
+    queue. Parsl's ``GlobusComputeExecutor.shutdown`` only tells its watcher to stop; for
+    up to a second it still takes results from that queue, results meant for the next
+    backend's futures (the next campaign in a notebook kernel), which then never finish.
+    """
+    groups = {
+        getattr(getattr(e, "executor", None), "task_group_id", None)
+        for e in executors
+        if type(e).__name__ == "GlobusComputeExecutor"
+    } - {None}
+    if not groups:
+        return
+    from globus_compute_sdk.sdk.executor import _ResultWatcher
+
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        told_to_stop = isinstance(thread, _ResultWatcher) and thread._closed
+        if told_to_stop and thread.task_group_id in groups:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("a Globus Compute result watcher did not stop in %.0f s", timeout)
 
 
 def _lost_errors() -> tuple[type[BaseException], ...]:
@@ -94,12 +130,25 @@ def lost_on_endpoint(exc: BaseException) -> bool:
 TASK_LOGGER = "parsl.dataflow.dflow"
 
 
+#: Whether the level of ``TASK_LOGGER`` is this module's doing (not the user's).
+_QUIETED: set[str] = set()
+
+
+def _task_log_for_start_up() -> None:
+    """Before a DFK starts: its start-up lines reach its own ``parsl.log``, also when a
+    backend earlier in this process (a notebook's previous session) quieted the logger."""
+    if TASK_LOGGER in _QUIETED:
+        logging.getLogger(TASK_LOGGER).setLevel(logging.NOTSET)
+        _QUIETED.discard(TASK_LOGGER)
+
+
 def _quiet_task_log() -> None:
     """Parsl's per-task lines off, once its start-up (config, version, run id) is logged;
     a level the user set on that logger before stands."""
     logger = logging.getLogger(TASK_LOGGER)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.WARNING)
+        _QUIETED.add(TASK_LOGGER)
 
 
 class ParslBackend:
@@ -122,6 +171,7 @@ class ParslBackend:
             # a Ctrl-C meanwhile waits until it has started, then ends it (close).
             with shielded():
                 crash_point("site-loading")
+                _task_log_for_start_up()
                 self.dfk = DataFlowKernel(config)
             self._quiet_result_threads()
             _quiet_task_log()
@@ -216,6 +266,7 @@ class ParslBackend:
             self.closed = True
             with shielded():  # half-ended executors would leave their workers running
                 self.dfk.cleanup()
+                _wait_for_result_watchers(list(self.dfk.executors.values()), WATCHER_STOP_SECONDS)
 
     # --- for front ends and benchmarks -----------------------------------------------------
     def app(self, name: str, node_type: str) -> Any:
