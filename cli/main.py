@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
@@ -28,8 +27,11 @@ from parsl_es import UserError
 from parsl_es.errors import one_line
 from parsl_es.interrupts import Interrupted
 
+from .chain_output import found_line, print_chain_status, print_chain_validation
+from .consoles import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, out
 from .options import EndOpt, MarginOpt, MonitoringOpt, SetOpt, SiteOpt, WalltimeOpt
-from .tables import chain_json, chain_lines, status_tables, step_heading, summary_lines
+from .sites import sites_app
+from .tables import status_tables, summary_lines
 
 try:  # typer vendors click since 0.2x; its own exceptions are what the parser raises
     from typer._click import exceptions as click_errors
@@ -38,11 +40,6 @@ except ImportError:  # pragma: no cover - older typer, on click itself
 
 if TYPE_CHECKING:
     from parsl_es.api import PreparedRun
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 
 class _Commands(TyperGroup):
@@ -286,7 +283,7 @@ def status(
         if ledger.chain_steps():
             campaign = ledger.campaign_json()
             steps = [(step, part.summary()) for step, part in ledger.steps()]
-            _chain_status(output, campaign, steps, as_json)
+            print_chain_status(output, campaign, steps, as_json)
             return
         summary = ledger.summary()
         name = ledger.plan.campaign
@@ -302,29 +299,6 @@ def status(
         out.print(line, highlight=False)
 
 
-def _chain_status(output: Path, campaign: dict, steps: list, as_json: bool) -> None:
-    """A chain's status: each step's tables under its name, then a line for the chain."""
-    if as_json:
-        print(json.dumps(chain_json(campaign["name"], steps)))
-        return
-    from dataclasses import replace
-
-    out.print(f"[bold]campaign {escape(campaign['name'])}[/] ({output})", highlight=False)
-    for position, (step, summary) in enumerate(steps, 1):
-        heading = step_heading(step, position, len(steps), campaign)
-        out.print(f"\n[bold]{escape(heading)}[/]", highlight=False)
-        for table in status_tables(replace(summary, transforms={})):
-            out.print(table)
-        for line in summary_lines(summary):
-            out.print(f"  {line}", highlight=False)
-    out.print("")
-    shared = steps[0][1]  # the steps share the workers: their transforms are listed once
-    if shared.transforms:
-        out.print(status_tables(replace(shared, by_node_type={}))[-1])
-    for line in chain_lines(steps):
-        out.print(line, highlight=False)
-
-
 @app.command()
 def validate(
     output: Annotated[Path, typer.Argument(help="the campaign's output directory")],
@@ -334,8 +308,8 @@ def validate(
 
     report = validate_output(output)
     if "steps" in report:
-        _chain_validation(report, output)
-    out.print(_found_line(report), highlight=False)
+        print_chain_validation(report, output)
+    out.print(found_line(report), highlight=False)
     if report["passed"]:
         out.print("validation passed", highlight=False)
         raise typer.Exit(EXIT_OK)
@@ -344,34 +318,6 @@ def validate(
     raise typer.Exit(EXIT_FAILED)
 
 
-def _found_line(report: dict) -> str:
-    return (
-        f"{report['events_found']}/{report['events_expected']} events found in "
-        f"{report['merged_files']} merged files; missing {report['events_missing']}, "
-        f"duplicated {report['events_duplicated']}"
-    )
-
-
-def _chain_validation(report: dict, output: Path) -> NoReturn:
-    """Each step's validation on its own lines; exit 1 if any step failed."""
-    for name, step in report["steps"].items():
-        verdict = "passed" if step["passed"] else "FAILED"
-        out.print(f"step {name}: {_found_line(step)}; {verdict}", highlight=False)
-    if report["passed"]:
-        out.print(f"validation passed: every step ({len(report['steps'])})", highlight=False)
-        raise typer.Exit(EXIT_OK)
-    for problem in report["problems"]:
-        err.print(f"problem: {problem}", highlight=False)
-    failed = [name for name, step in report["steps"].items() if not step["passed"]]
-    err.print(
-        f"validation FAILED in step {', '.join(failed)}; 'es-run resume {output}' redoes its "
-        "damaged merged files",
-        highlight=False,
-    )
-    raise typer.Exit(EXIT_FAILED)
-
-
-sites_app = typer.Typer(help="Site configurations.", invoke_without_command=True)
 app.add_typer(sites_app, name="sites")
 
 
@@ -388,53 +334,6 @@ def report(
     page = build_report(output, to)
     out.print(f"report: {page}", highlight=False)
     out.print(f"provenance: {page.parent / 'jobReport.json'}", highlight=False)
-
-
-@sites_app.callback()
-def sites(ctx: typer.Context) -> None:
-    """List the shipped site configurations."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from parsl_es.sites import load_site, shipped_sites
-
-    for name, path in sorted(shipped_sites().items()):
-        spec = load_site(path)
-        kinds = ", ".join(spec.node_types)
-        out.print(f"[bold]{name:12}[/] node types: {kinds:20} {spec.description}", highlight=False)
-
-
-@sites_app.command("show")
-def sites_show(
-    name: Annotated[str, typer.Argument(help="site name or file")], overrides: SetOpt = None
-) -> None:
-    """Print a site's resolved configuration (defaults filled in, overrides applied)."""
-    import yaml
-
-    from parsl_es.sites import load_site
-
-    spec = load_site(name, overrides)
-    data = spec.model_dump(mode="json", by_alias=True)
-    for nt_name, nt in spec.node_types.items():  # the value in force, not "unset"
-        data["node_types"][nt_name]["encrypted"] = nt.effective_encrypted
-    print(yaml.safe_dump(data, sort_keys=False), end="")
-
-
-@sites_app.command("check")
-def sites_check(
-    name: Annotated[str, typer.Argument(help="site name or file")], overrides: SetOpt = None
-) -> None:
-    """Say what a site still needs before it can run campaigns from here (exit 1 if anything)."""
-    from parsl_es.sites import check_site, load_site
-
-    spec = load_site(name, overrides)
-    problems, warnings = check_site(spec)
-    for problem in problems:
-        out.print(f"[red]missing:[/] {problem}", highlight=False)
-    for warning in warnings:
-        out.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    if problems:
-        raise typer.Exit(EXIT_FAILED)
-    out.print(f"site {spec.name}: ready ({', '.join(spec.node_types)})", highlight=False)
 
 
 def main() -> None:

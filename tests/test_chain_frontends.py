@@ -382,7 +382,7 @@ def test_status_lists_the_shared_transforms_once(chain, capsys):
     """Service mode: the steps share their workers' transforms; the table comes once."""
     from dataclasses import replace
 
-    from parsl_es.cli.main import _chain_status
+    from parsl_es.cli.chain_output import print_chain_status
 
     with Ledger.open(chain[0] / LEDGER_NAME, readonly=True) as ledger:
         campaign = ledger.campaign_json()
@@ -391,7 +391,7 @@ def test_status_lists_the_shared_transforms_once(chain, capsys):
             (name, replace(part.summary(), transforms={"node1:0": starts}))
             for name, part in ledger.steps()
         ]
-    _chain_status(chain[0], campaign, steps, as_json=False)
+    print_chain_status(chain[0], campaign, steps, as_json=False)
     text = capsys.readouterr().out
     assert text.count("transforms (service mode) by worker") == 1
     assert text.index("transforms (service mode)") > text.index("step rec")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from parsl_es.backends.base import Call, Completions, DependencyFailed, WorkLost
+from parsl_es.backends.sim_spec import NO_FAULTS
 from parsl_es.backends.simulated import (
     SimFaults,
     SimNodeType,
@@ -38,7 +39,6 @@ from parsl_es.records import PoolInfo
 QUERY_SECONDS = 60.0
 #: What ``close`` reads once, so that figures are still there after the child is gone.
 FINAL = ("all_busy_at", "late_seconds", "ranges_run", "busy_seconds")
-NO_FAULTS = SimFaults()
 
 
 @dataclass(frozen=True)

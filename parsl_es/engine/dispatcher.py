@@ -19,7 +19,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +31,16 @@ from parsl_es.engine.context import (
     log,
 )
 from parsl_es.engine.counters import Rate, snapshot
-from parsl_es.engine.cutoff import Cutoff
 from parsl_es.engine.ending import RunEnd, decide
-from parsl_es.engine.estimates import Estimates
-from parsl_es.engine.merge import MergeStep
 from parsl_es.engine.result import Progress, RunResult
 from parsl_es.engine.simulate import WORKER_POLL_SECONDS, SimulateStep
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import SIMULATION_CAMPAIGN, Placement, StepSpec, Unit
-from parsl_es.engine.timeouts import RangeTimeouts, TimeoutPolicy
 from parsl_es.engine.totals import combined, run_result
-from parsl_es.engine.validate import CampaignStep, ValidateStep
+from parsl_es.engine.wiring import Settings, Stage, build_steps, context_for
 from parsl_es.ledger import Ledger
-from parsl_es.states import RetryBudget
 from parsl_es.stepplan import StepPlan
 
-DEFAULT_TIMEOUTS = TimeoutPolicy()
-
-#: The controller that runs each unit of work.
-CONTROLLERS: dict[Unit, type[Step]] = {
-    Unit.RANGES: SimulateStep,
-    Unit.MERGE_GROUP: MergeStep,
-    Unit.MERGED_FILE: ValidateStep,
-    Unit.CAMPAIGN: CampaignStep,
-}
 #: Longest the loop sleeps when nothing is due: a safety net, not a poll. The loop wakes
 #: for a completion, a stop, or the next deadline (a bundle's or a merge's allowance, the
 #: stop's grace period, the allocation's end), whichever comes first.
@@ -68,26 +53,6 @@ CONNECTING_POLL_SECONDS = WORKER_POLL_SECONDS
 DRAIN_TASKS = 2_000
 #: Least time between two progress reports (they follow completions: none while waiting).
 PROGRESS_SECONDS = 0.25
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of the campaign (a chain step, or the one step of a single campaign)."""
-
-    plan: StepPlan
-    placement: Placement
-
-
-@dataclass(frozen=True, kw_only=True)
-class Settings:
-    """How the engine drives one run (the same for a new campaign and a resumed one)."""
-
-    attempts: int
-    timeouts: TimeoutPolicy = DEFAULT_TIMEOUTS
-    bundle_size: int | None = None
-    allocation_end: float | None = None
-    margin_seconds: float = 0.0
-    stop_grace_seconds: float = 30.0
 
 
 class Dispatcher:
@@ -119,7 +84,7 @@ class Dispatcher:
         self._stage_of: dict[str, int] = {}  # chain step name -> stage index
         for i, stage in enumerate(stages):
             name = stage.plan.name
-            ctx = _context(
+            ctx = context_for(
                 ledger if name is None else ledger.step(name),
                 backend,
                 # absolute: workers need not share the driver's working directory (a Globus
@@ -371,53 +336,3 @@ def _deadline(step: Step, now: float) -> float:
 
 def _labelled(ctx: EngineContext, what: str) -> str:
     return f"{ctx.step}:{what}" if ctx.step else what
-
-
-def _context(
-    ledger: Ledger,
-    backend: Backend,
-    output_dir: Path,
-    step: StepPlan,
-    settings: Settings,
-    stop: threading.Event,
-    first: EngineContext | None,
-) -> EngineContext:
-    """One step's context; every step after the first shares the first one's run state."""
-    estimates = Estimates()  # per step: a generator's ranges are not a simulation's
-    shared = {}
-    if first is not None:
-        shared = {
-            "pools": first.pools,
-            "completions": first.completions,
-            "shared": first.shared,
-            "outstanding": first.outstanding,
-        }
-    return EngineContext(
-        ledger=ledger,
-        backend=backend,
-        output_dir=output_dir,
-        plan=ledger.plan,
-        payload=step.payload,
-        budget=RetryBudget(settings.attempts),
-        estimates=estimates,
-        cutoff=Cutoff(settings.allocation_end, settings.margin_seconds, estimates),
-        timeouts=RangeTimeouts(settings.timeouts, estimates),
-        stop=stop,
-        bundle_size=None if settings.bundle_size is None else max(1, settings.bundle_size),
-        step=step.name,
-        keep_range_files=step.keep_range_files,
-        **shared,
-    )
-
-
-def build_steps(specs: Sequence[StepSpec], ctx: EngineContext, placement: Placement) -> list[Step]:
-    """One controller per declared step, each wired to the steps after it."""
-    built: dict[str, Step] = {}
-    for spec in specs:
-        step = CONTROLLERS[spec.unit](spec, ctx, placement.node_types(spec.placement))
-        if spec.after is not None:
-            before = built[spec.after]
-            before.downstream.append(step)
-            step.upstream = [*before.upstream, before]
-        built[spec.name] = step
-    return list(built.values())

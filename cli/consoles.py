@@ -1,0 +1,10 @@
+"""Where ``es-run`` prints, and its exit codes: shared by its command modules."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
