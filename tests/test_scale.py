@@ -61,6 +61,34 @@ def test_wait_blocks_without_polling():
         sim.close()
 
 
+def test_a_query_gets_in_while_the_machine_works_through_a_burst(monkeypatch):
+    """A whole machine's bundles finishing together are a long burst of work for the
+    simulator; a query (the scale benchmark's sampler, the engine's look at its pools)
+    is answered between slices of it, not after it (before: a 60 s timeout)."""
+    from parsl_es.backends.base import Call
+
+    n = 100
+    sim = SimulatedBackend({"cpu": SimNodeType(workers=n, step_seconds=0.2)}, clock="real")
+
+    def slow_finish(task, started=0.0, lost=False):  # a result that takes 10 ms to make up
+        time.sleep(0.01)
+        sim._release(task)
+        task.future.set_result(None)
+
+    monkeypatch.setattr(sim, "_finish", slow_finish)
+    try:
+        futures = [sim.submit("cpu", Call(function="merge_group")) for _ in range(n)]
+        while not any(f.done() for f in futures):  # the burst (1 s of finishing) has begun
+            time.sleep(0.01)
+        sim.pools("cpu")
+        finished_when_answered = sum(f.done() for f in futures)
+        for f in futures:
+            f.result(timeout=30)
+    finally:
+        sim.close()
+    assert finished_when_answered < n / 2
+
+
 def test_virtual_clock_is_unchanged(tmp_path):
     """The default clock still jumps: a campaign of 100 s of work takes no real time."""
     out = new_campaign(tmp_path, events=400, events_per_range=2, events_per_merge=40)

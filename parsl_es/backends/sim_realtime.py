@@ -16,6 +16,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+#: How long the machine's thread stays off its lock between two slices of due events.
+YIELD_SECONDS = 0.001
+
 
 class BusyMeter:
     """Worker-seconds busy since the start, and when every worker was first busy."""
@@ -44,12 +47,14 @@ class RealTime:
 
     ``run(now, inbox)`` is called in the thread, under ``lock``, whenever something
     was posted or ``next_event()`` (the time of the earliest scheduled event, or
-    None) has come.
+    None) has come. It returns whether events are still due (it ran a slice of
+    them): the lock is then let go for a moment, so that a query waiting for it
+    gets in before the next slice.
     """
 
     def __init__(
         self,
-        run: Callable[[float, deque[Any]], None],
+        run: Callable[[float, deque[Any]], bool],
         next_event: Callable[[], float | None],
         offset: float | None = None,
     ) -> None:
@@ -102,4 +107,6 @@ class RealTime:
                     self._wake.wait(min(wait, 1.0))
                 inbox, self._inbox = self._inbox, deque()
             with self.lock:
-                self._run(self.now(), inbox)
+                behind = self._run(self.now(), inbox)
+            if behind:
+                time.sleep(YIELD_SECONDS)  # a released lock is not handed over by itself

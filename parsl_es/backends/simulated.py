@@ -26,6 +26,7 @@ import contextlib
 import heapq
 import itertools
 import random
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -39,6 +40,10 @@ from parsl_es.backends.sim_realtime import BusyMeter, RealTime
 from parsl_es.backends.sim_spec import EPOCH, NO_FAULTS, SimFaults, SimNodeType, range_durations
 from parsl_es.backends.sim_spec import PoolEvent as PoolEvent  # (re-exported, as the others)
 from parsl_es.records import PoolInfo, Where
+
+#: Longest the real-time machine's thread runs due events before it lets a query in
+#: (a whole machine's bundles finishing together are tens of seconds of work).
+SLICE_SECONDS = 0.05
 
 
 @dataclass(eq=False)
@@ -237,21 +242,29 @@ class SimulatedBackend(SimulatedMachineAnswers):
     def _next_event(self) -> float | None:
         return self._events[0][0] if self._events else None
 
-    def _run_due(self, real: float, inbox: deque[tuple[_Task, Callable[[], None] | None]]) -> None:
+    def _run_due(self, real: float, inbox: deque[tuple[_Task, Callable[[], None] | None]]) -> bool:
         """Due events first, each at its own time (a worker that finishes takes the next
-        queued task then), then what was submitted meanwhile, now."""
+        queued task then), then what was submitted meanwhile, now. At most
+        ``SLICE_SECONDS`` of events per call: whether some are still due (the machine's
+        thread lets queries in between, instead of holding its lock through a burst)."""
+        until = time.monotonic() + SLICE_SECONDS
         while self._events and self._events[0][0] <= real:
             when, _, action = heapq.heappop(self._events)
             self.late_seconds = max(self.late_seconds, real - when)
             self._now = max(self._now, when)
             self.events_run += 1
             action()
-        self._now = max(self._now, real)
+            if time.monotonic() > until:  # (after one event at least: always progress)
+                break
+        behind = bool(self._events) and self._events[0][0] <= real
+        if not behind:
+            self._now = max(self._now, real)
         for task, action in inbox:
             if action is None:
                 self._accept(task)
             else:
                 action()
+        return behind
 
     # --- the machine ---------------------------------------------------------------------
     def _at(self, when: float, action: Callable[[], None]) -> None:
