@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # (a run's own exit codes: running.OUTCOMES)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -214,9 +214,10 @@ class OfflineCloud:
         queue = QUEUE_PREFIX + group
 
         def forward(done: GCFuture) -> None:  # the result, to the task group's queue
+            has_queue = self.broker.has(queue)
             with self._lock:
-                self.forwarded[task_id] = queue if self.broker.has(queue) else None
-            if self.broker.has(queue):
+                self.forwarded[task_id] = queue if has_queue else None
+            if has_queue:
                 props = pika.spec.BasicProperties(
                     content_type="application/json", timestamp=int(time.time()), headers={}
                 )

@@ -70,28 +70,24 @@ def check_parsl_internals() -> list[str]:
     return missing
 
 
-def _wait_for_result_watchers(executors: list[Any], timeout: float) -> None:
-    """Until the SDK result watchers of the endpoints' task groups that were told to stop
-    have stopped consuming.
+def _wait_for_result_watchers(task_groups: set[Any], timeout: float) -> None:
+    """Until the SDK result watchers of ``task_groups`` that were told to stop have stopped
+    consuming.
 
     The SDK gives every Executor of a process the same task group, so the same result
-    queue. Parsl's ``GlobusComputeExecutor.shutdown`` only tells its watcher to stop; for
-    up to a second it still takes results from that queue, results meant for the next
-    backend's futures (the next campaign in a notebook kernel), which then never finish.
+    queue. Parsl's ``GlobusComputeExecutor.shutdown`` only tells its watcher to stop; until
+    its next poll (twice a second by default) and the closing of its channel it still
+    takes results from that queue, results meant for the next backend's futures (the next
+    campaign in a notebook kernel), which then never finish.
     """
-    groups = {
-        getattr(getattr(e, "executor", None), "task_group_id", None)
-        for e in executors
-        if type(e).__name__ == "GlobusComputeExecutor"
-    } - {None}
-    if not groups:
+    if not task_groups:
         return
     from globus_compute_sdk.sdk.executor import _ResultWatcher
 
     deadline = time.monotonic() + timeout
     for thread in threading.enumerate():
         told_to_stop = isinstance(thread, _ResultWatcher) and thread._closed
-        if told_to_stop and thread.task_group_id in groups:
+        if told_to_stop and thread.task_group_id in task_groups:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("a Globus Compute result watcher did not stop in %.0f s", timeout)
@@ -264,9 +260,15 @@ class ParslBackend:
         """Stop the executors, interchange and worker pools (no orphans left behind)."""
         if not self.closed:
             self.closed = True
+            # endpoints' SDK Executors (Parsl's GlobusComputeExecutor keeps it as .executor)
+            groups = {
+                self.executor(nt).executor.task_group_id
+                for nt in self.node_types()
+                if not self.sees_pools(nt)
+            } - {None}
             with shielded():  # half-ended executors would leave their workers running
                 self.dfk.cleanup()
-                _wait_for_result_watchers(list(self.dfk.executors.values()), WATCHER_STOP_SECONDS)
+                _wait_for_result_watchers(groups, WATCHER_STOP_SECONDS)
 
     # --- for front ends and benchmarks -----------------------------------------------------
     def app(self, name: str, node_type: str) -> Any:
