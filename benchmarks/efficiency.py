@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import report, scratch
+from benchmarks.handover import handovers
 from benchmarks.pyspy import Sampler, summary
 from parsl_es import api
 from parsl_es.apps import probe
@@ -132,12 +133,23 @@ def parsl_es_run(
         if run.worker and run.started is not None and run.finished is not None
     ]
     ranges_only = utilisation(spans, workers, t_submit)
+    figures = utilisation(spans, workers, t_submit, steps)
+    first: dict = {}
+    for start, _, who in spans:
+        first[who] = min(first.get(who, start), start)
+    t_steady, t_end = max(first.values()), max(end for _, end, _ in spans)
+    # Parsl's own worker path between two tasks, before the tail (its worker logs)
+    path = handovers(session.run_dir / "workers", t_steady, t_end - figures["tail_s"])
     figures = {
-        **utilisation(spans, workers, t_submit, steps),
+        **figures,
         "steady_ranges_only": ranges_only["steady"],
         "tail_ranges_only_s": ranges_only["tail_s"],
         "merge_and_validation_s": round(sum(e - s for s, e, _ in steps), 2),
         **waits(rows),
+        "parsl_worker_path": path,
+        "parsl_worker_path_share": round(
+            path["worker_seconds"] / (workers * (t_end - figures["tail_s"] - t_steady)), 4
+        ),
         "machine_cpu_busy": busy,
     }
     for who, sampler in samplers.items():
@@ -347,6 +359,16 @@ def main() -> None:
                         f"({es['wait_share']:.1%} of worker time)",
                         flush=True,
                     )
+                    path = es["parsl_worker_path"]
+                    if path["returning_ms"]["count"]:
+                        print(
+                            "    Parsl's worker path per hand-over (its worker logs): returning a "
+                            f"result {path['returning_ms']['median']} ms median, "
+                            f"{path['returning_ms']['mean']} ms mean; taking the next task "
+                            f"{path['taking_ms']['median']} ms median, {path['taking_ms']['mean']} "
+                            f"ms mean ({es['parsl_worker_path_share']:.1%} of worker time)",
+                            flush=True,
+                        )
                     for who in ("manager", "interchange"):
                         prof = es.get(f"profile_{who}")
                         if prof:
