@@ -158,6 +158,33 @@ def test_in_flight_expires_late_bundles_except_where_nobody_could_run_them():
     assert not flight
 
 
+def test_a_bundle_gets_a_whole_allowance_after_its_node_type_was_last_idle():
+    """Also a bundle not yet due while nobody was connected (its deadline moves when it
+    comes up, not at every check)."""
+    flight = InFlight(["gpu"])
+    flight.add("gpu", [(0, 1)], allowance=10.0, now=0.0)  # due at 10
+    assert flight.expire(now=8.0, idle=["gpu"]) == []  # nobody connected at 8
+    assert flight.expire(now=12.0) == []  # a whole allowance after 8: 18
+    assert flight.earliest_deadline() == 18.0
+    assert [b.work for b in flight.expire(now=18.5)] == [[(0, 1)]]
+
+
+def test_the_earliest_deadline_follows_bundles_as_they_come_and_go():
+    flight = InFlight(["cpu"])
+    ids = [flight.add("cpu", [(i, 1)], allowance=100.0 - i, now=0.0) for i in range(3000)]
+    assert flight.earliest_deadline() == 100.0 - 2999
+    for bid in ids[2000:]:
+        flight.pop(bid)  # their results came
+    assert flight.earliest_deadline() == 100.0 - 1999
+    late = flight.expire(now=100.0 - 1989.5)  # deadlines 1..10.5 passed: ranges 1990..1999
+    assert sorted(b.work[0][0] for b in late) == list(range(1990, 2000))
+    assert flight.all_tasks() == 1990 and flight.earliest_deadline() == 100.0 - 1989
+    for i in range(5000):  # many come and go: the heap of deadlines stays bounded
+        flight.pop(flight.add("cpu", [(0, 2)], allowance=1000.0, now=float(i)))
+    assert len(flight._due) <= 2 * flight.all_tasks() + 1024
+    assert flight.earliest_deadline() == 100.0 - 1989
+
+
 # --- estimates, cut-off, timeouts, wedged pools ------------------------------------------------
 
 

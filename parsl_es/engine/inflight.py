@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -18,17 +20,34 @@ class Bundle:
 
 
 class InFlight:
+    """Bundles in flight, with their deadlines in a heap.
+
+    A whole machine holds hundreds of thousands of bundles, and the loop asks for
+    the earliest deadline each time it is about to wait: a scan of every bundle
+    then cost the driver more than the ranges did (``benchmarks/scale.py``'s
+    profile). The heap may hold entries of bundles that are gone or whose
+    deadline moved; they are skipped when they come up, and the heap is rebuilt
+    when they outnumber the bundles.
+    """
+
     def __init__(self, node_types: Collection[str]) -> None:
         self._bundles: dict[int, Bundle] = {}
         self._ids = itertools.count()
         self._ranges = dict.fromkeys(node_types, 0)
         self._tasks = dict.fromkeys(node_types, 0)
+        self._due: list[tuple[float, int]] = []  # (deadline, bundle id), a heap
+        self._idle_at: dict[str, float] = {}  # last time each node type had nobody connected
 
     def add(self, node_type: str, work: list[tuple[int, int]], allowance: float, now: float) -> int:
         bid = next(self._ids)
-        self._bundles[bid] = Bundle(node_type, work, allowance, now + allowance)
+        deadline = now + allowance
+        self._bundles[bid] = Bundle(node_type, work, allowance, deadline)
         self._ranges[node_type] += len(work)
         self._tasks[node_type] += 1
+        heapq.heappush(self._due, (deadline, bid))
+        if len(self._due) > 2 * len(self._bundles) + 1024:
+            self._due = [(b.deadline, i) for i, b in self._bundles.items()]
+            heapq.heapify(self._due)
         return bid
 
     def pop(self, bid: int) -> Bundle | None:
@@ -43,22 +62,37 @@ class InFlight:
         """Give up on bundles past their deadline (removed from flight).
 
         A bundle of a node type with no worker connected (``idle``) is not late:
-        nobody could run it yet, so its deadline moves on.
+        nobody could run it yet, so its deadline moves on, to a whole allowance
+        after the last time its node type was seen idle.
         """
+        for nt in idle:
+            self._idle_at[nt] = now
         expired = []
-        for bid, b in self._bundles.items():
-            if b.node_type in idle:
-                b.deadline = max(b.deadline, now + b.allowance)
-            elif now > b.deadline:
-                expired.append(bid)
-        return [b for b in (self.pop(bid) for bid in expired) if b is not None]
+        due = self._due
+        while due and due[0][0] < now:
+            deadline, bid = heapq.heappop(due)
+            b = self._bundles.get(bid)
+            if b is None or b.deadline != deadline:
+                continue  # gone, or its deadline moved (a later entry stands for it)
+            b.deadline = max(deadline, self._idle_at.get(b.node_type, -math.inf) + b.allowance)
+            if now > b.deadline:
+                self.pop(bid)
+                expired.append(b)
+            else:
+                heapq.heappush(due, (b.deadline, bid))
+        return expired
 
     def earliest_deadline(self) -> float:
-        """When ``expire`` may first give up on a bundle (inf: nothing in flight).
-
-        A scan: asked only by a loop about to wait, with no result to handle.
-        """
-        return min((b.deadline for b in self._bundles.values()), default=float("inf"))
+        """The earliest deadline in flight (inf: nothing): ``expire`` gives up on no
+        bundle before it (a bundle of a node type seen idle may have moved on since)."""
+        due, bundles = self._due, self._bundles
+        while due:
+            deadline, bid = due[0]
+            b = bundles.get(bid)
+            if b is not None and b.deadline == deadline:
+                return deadline
+            heapq.heappop(due)
+        return math.inf
 
     def tasks(self, node_type: str) -> int:
         return self._tasks.get(node_type, 0)
