@@ -13,11 +13,14 @@ After the warm-up (until every worker has run a task, then ``--warmup``
 seconds, default ``max(2, 2 T)``; at the latest ``--latest-start`` seconds after
 the start), ``--seconds`` are measured: utilisation of
 the virtual workers (busy worker-seconds over ``W`` times the window), ranges
-recorded per second, driver CPU per range. ``utilisation`` is the smaller of
-the workers' busy share and the share of their ranges the driver recorded
-(``recorded_share``): queued bundles keep workers busy for a while after a driver
-fell behind, and only the second shows it. The last line printed is one JSON
-object.
+recorded per second, driver CPU per range. ``utilisation`` is the workers' busy
+share times the share of the ranges they finished in the window that the driver
+recorded as done in it (``recorded_share``, at most 1): queued bundles keep workers
+busy for a while after a driver fell behind, and only the second shows it.
+(Until 2026-12-01 the second share was the ranges recorded over ``W / T``; bundles
+that all started together finish together, so a window shorter than a few
+bundles saw too few or too many of them: ``recorded_of_ideal``, still printed.)
+The last line printed is one JSON object.
 
     python -m benchmarks.scale --workers 100000 --range-seconds 1 --seconds 20
 """
@@ -104,6 +107,7 @@ class Window:
             "t": t,
             "cpu": time.clock_gettime(self._clock),
             "busy": busy,
+            "finished": self.sim.ranges_finished,  # by the machine (a moment later)
             "ranges": sum(c.ranges for c in self.counters),
         }
 
@@ -180,10 +184,12 @@ def run(args: argparse.Namespace) -> dict:
     done = end["ranges"] - start["ranges"]
     rss, peak = _rss_mb()
     # Workers busy with tasks queued long ago look busy while the driver falls behind:
-    # the ranges it recorded say whether it keeps up. A range lasts T exp(sigma^2/2)
-    # on average (log-normal spread), so W busy workers finish W / that per second.
+    # the share of what they finished that the driver recorded says whether it keeps up.
     busy_share = (end["busy"] - start["busy"]) / (w * span)
-    recorded_share = (done / span) * t * math.exp(args.spread**2 / 2) / w
+    finished = end["finished"] - start["finished"]
+    recorded_share = done / finished if finished else 0.0
+    # (the old measure: a range lasts T exp(sigma^2/2) on average, log-normal spread)
+    recorded_of_ideal = (done / span) * t * math.exp(args.spread**2 / 2) / w
     figures = {
         "benchmark": "scale",
         "workers": w,
@@ -191,9 +197,12 @@ def run(args: argparse.Namespace) -> dict:
         "spread": args.spread,
         "fault_rate": args.fault_rate,
         "window_s": round(span, 2),
-        "utilisation": round(min(busy_share, recorded_share), 4),
+        "utilisation": round(busy_share * min(1.0, recorded_share), 4),
         "busy_share": round(busy_share, 4),
         "recorded_share": round(recorded_share, 4),
+        "ranges_finished_in_window": finished,
+        "unrecorded_at_end": end["finished"] - end["ranges"],  # finished, not yet recorded
+        "recorded_of_ideal": round(recorded_of_ideal, 4),
         "ranges_per_second": round(done / span, 1),
         "ideal_ranges_per_second": round(w / t, 1),
         "driver_us_per_range": round(1e6 * (end["cpu"] - start["cpu"]) / max(1, done), 2),

@@ -38,7 +38,7 @@ from parsl_es.records import PoolInfo
 #: How long a query may take before the machine is taken for dead (seconds).
 QUERY_SECONDS = 60.0
 #: What ``close`` reads once, so that figures are still there after the child is gone.
-FINAL = ("all_busy_at", "late_seconds", "ranges_run", "busy_seconds")
+FINAL = ("all_busy_at", "late_seconds", "ranges_run", "ranges_finished", "busy_seconds")
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,11 @@ class SimulatedMachineProcess(SimulatedMachineAnswers):
     def ranges_run(self) -> int:
         """Ranges started, over all simulate tasks."""
         return self._figure("ranges_run")
+
+    @property
+    def ranges_finished(self) -> int:
+        """Ranges of simulate tasks whose results were handed back."""
+        return self._figure("ranges_finished")
 
     @property
     def alive(self) -> bool:

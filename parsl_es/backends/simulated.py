@@ -130,6 +130,7 @@ class SimulatedBackend(SimulatedMachineAnswers):
         self.late_seconds = 0.0  # real time: how far behind its schedule the machine ran
         self.events_run = 0
         self.ranges_run = 0  # ranges started, over all simulate tasks
+        self.ranges_finished = 0  # ranges of simulate tasks whose results were handed back
         for nt, spec in node_types.items():
             for i in range(spec.pools):
                 self._start_pool(nt, i, spec.startup_seconds)
@@ -350,6 +351,8 @@ class SimulatedBackend(SimulatedMachineAnswers):
         except Exception as exc:
             task.future.set_exception(exc)
         else:
+            if task.call.function == "simulate_ranges":
+                self.ranges_finished += len(task.durations)
             task.future.set_result(result)
 
     def _release(self, task: _Task) -> None:
