@@ -187,7 +187,10 @@ def run(args: argparse.Namespace) -> dict:
     # the share of what they finished that the driver recorded says whether it keeps up.
     busy_share = (end["busy"] - start["busy"]) / (w * span)
     finished = end["finished"] - start["finished"]
-    recorded_share = done / finished if finished else 0.0
+    unrecorded = end["finished"] - end["ranges"]  # finished, not yet recorded, at the end
+    # no bundle came back in the window (bundles longer than it): nothing to keep up
+    # with, unless results from before it are still waiting
+    recorded_share = done / finished if finished else float(unrecorded <= 0)
     # (the old measure: a range lasts T exp(sigma^2/2) on average, log-normal spread)
     recorded_of_ideal = (done / span) * t * math.exp(args.spread**2 / 2) / w
     figures = {
@@ -201,7 +204,7 @@ def run(args: argparse.Namespace) -> dict:
         "busy_share": round(busy_share, 4),
         "recorded_share": round(recorded_share, 4),
         "ranges_finished_in_window": finished,
-        "unrecorded_at_end": end["finished"] - end["ranges"],  # finished, not yet recorded
+        "unrecorded_at_end": unrecorded,
         "recorded_of_ideal": round(recorded_of_ideal, 4),
         "ranges_per_second": round(done / span, 1),
         "ideal_ranges_per_second": round(w / t, 1),
@@ -257,7 +260,12 @@ def main() -> None:
         f"scale: {figures['workers']:,} workers x {figures['range_seconds']} s: "
         f"utilisation {100 * figures['utilisation']:.2f} %, "
         f"{figures['ranges_per_second']:,.0f} ranges/s, "
-        f"{figures['driver_us_per_range']} us driver CPU per range",
+        f"{figures['driver_us_per_range']} us driver CPU per range"
+        + (
+            ""
+            if figures["ranges_finished_in_window"]
+            else " (no bundle came back in the window: too short to see the driver keep up)"
+        ),
         flush=True,
     )
     print(json.dumps(figures), flush=True)
