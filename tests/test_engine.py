@@ -329,3 +329,15 @@ def test_a_loop_pass_starts_and_records_a_bounded_slice(tmp_path, monkeypatch):
     assert result.status is RunStatus.COMPLETE
     assert max(started) <= 5 + 1  # (a bundle may pass the bound by what it holds)
     assert sorted(range_attempts(out)) == list(range(200))  # every range done, once
+
+
+def test_pools_running_long_bundles_are_not_taken_for_wedged_while_a_merge_waits(tmp_path):
+    """Bundles longer than a merge's allowance: every pool returns nothing for as long as
+    one lasts, and a merge queued behind them is slow. Neither means a wedged pool (a
+    whole machine of 15 s ranges in bundles of 26 had every pool ended this way)."""
+    out = new_campaign(tmp_path, events=2000)
+    sim = backend(cpu=SimNodeType(workers=8, pools=2, range_seconds=1.0, spread=0.0))
+    result = drive(out, sim, bundle_size=30)
+    assert result.status is RunStatus.COMPLETE
+    assert result.wedged_pools == 0 and not sim.blocks_ended
+    assert result.timeouts == 0

@@ -65,6 +65,11 @@ class Shared:
     def tasks_on(self, node_type: str) -> int:
         return sum(w.tasks(node_type) for w in self.range_windows)
 
+    def bundle_allowance_on(self, node_type: str) -> float:
+        """The allowance of the node type's latest bundle (0: none yet): how long a
+        healthy pool of it may hold bundles and return nothing."""
+        return max((w.latest_allowance(node_type) for w in self.range_windows), default=0.0)
+
     def free_on(self, node_type: str, step: int, window: int) -> int:
         """Tasks ``step`` may add on ``node_type``: the node type's one window (the largest
         any step sized it to: a step with no estimates yet sizes it small) less every
@@ -147,7 +152,11 @@ class EngineContext:
         """
         allowance = self.timeouts.merge_allowance()
         if any(now - since > allowance for since in submitted):
-            self.end_wedged_pools(node_type, allowance, now)
+            # a merge may wait behind bundles; a pool running bundles returns nothing for
+            # as long as one lasts (393,216 workers x 15 s: bundles of 26 ranges, 6.5 min,
+            # all of them quiet for far longer than a merge's allowance)
+            quiet = max(allowance, self.shared.bundle_allowance_on(node_type))
+            self.end_wedged_pools(node_type, quiet, now)
 
     def slow_work_deadline(self, submitted: list[float]) -> float:
         """When ``check_slow_work`` would first find some of this work slow (inf: none)."""

@@ -37,6 +37,7 @@ class InFlight:
         self._tasks = dict.fromkeys(node_types, 0)
         self._due: list[tuple[float, int]] = []  # (deadline, bundle id), a heap
         self._idle_at: dict[str, float] = {}  # last time each node type had nobody connected
+        self._latest_allowance: dict[str, float] = {}
 
     def add(self, node_type: str, work: list[tuple[int, int]], allowance: float, now: float) -> int:
         bid = next(self._ids)
@@ -45,6 +46,7 @@ class InFlight:
         self._ranges[node_type] += len(work)
         self._tasks[node_type] += 1
         heapq.heappush(self._due, (deadline, bid))
+        self._latest_allowance[node_type] = allowance
         if len(self._due) > 2 * len(self._bundles) + 1024:
             self._due = [(b.deadline, i) for i, b in self._bundles.items()]
             heapq.heapify(self._due)
@@ -93,6 +95,10 @@ class InFlight:
                 return deadline
             heapq.heappop(due)
         return math.inf
+
+    def latest_allowance(self, node_type: str) -> float:
+        """The allowance of the node type's latest bundle (0: none yet)."""
+        return self._latest_allowance.get(node_type, 0.0)
 
     def tasks(self, node_type: str) -> int:
         return self._tasks.get(node_type, 0)
