@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from parsl_es import fileio
 from parsl_es.cli.main import app
 from parsl_es.errors import UserError
-from parsl_es.ledger import LEDGER_NAME, SCHEMA_VERSION, Ledger, schema
+from parsl_es.ledger import LEDGER_NAME, SCHEMA_VERSION, Ledger, migrations
 from parsl_es.ranges import RangePlan
 from parsl_es.records import (
     CampaignVerdict,
@@ -634,8 +634,8 @@ def test_a_v1_ledger_is_migrated_once_on_a_read_write_open(tmp_path, monkeypatch
         m0 = led.merge_record(0)
         assert m0.validation is Verdict.PASSED and m0.output == "merged/m0"
     assert {"tasks", "range_info", "transforms"} <= objects(path)
-    monkeypatch.setitem(schema.MIGRATIONS, 1, lambda conn: pytest.fail("migrated twice"))
-    monkeypatch.setitem(schema.MIGRATIONS, 2, lambda conn: pytest.fail("migrated twice"))
+    monkeypatch.setitem(migrations.MIGRATIONS, 1, lambda conn: pytest.fail("migrated twice"))
+    monkeypatch.setitem(migrations.MIGRATIONS, 2, lambda conn: pytest.fail("migrated twice"))
     with Ledger.open(path) as led:  # the ledger carries on in the current layout
         led.reset_for_resume(tmp_path)  # no files on disk: everything is redone
         assert start(led, 5, 8) == [2, 1]

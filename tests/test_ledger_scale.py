@@ -2,7 +2,7 @@
 
 ``summary`` and ``resume_state`` read the ranges not merged through a partial index
 and the merged ones from per-merge-group counts kept by triggers
-(``schema._V5_DDL``); ``reset_for_resume`` checks only the files exactly-once
+(``schema.V5_DDL``); ``reset_for_resume`` checks only the files exactly-once
 needs. Each test compares with the reads of a ledger before version 5 (the scans,
 ``_tallied`` forced false) on small ledgers made through the engine's own write
 path. No wall times here: ``benchmarks/ledger_scale.py`` measures them.

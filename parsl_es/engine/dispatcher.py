@@ -33,10 +33,11 @@ from parsl_es.engine.context import (
 from parsl_es.engine.counters import Rate, snapshot
 from parsl_es.engine.ending import RunEnd, decide
 from parsl_es.engine.result import Progress, RunResult
-from parsl_es.engine.simulate import WORKER_POLL_SECONDS, SimulateStep
+from parsl_es.engine.simulate import SimulateStep
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import SIMULATION_CAMPAIGN, Placement, StepSpec, Unit
 from parsl_es.engine.totals import combined, run_result
+from parsl_es.engine.windows import WORKER_POLL_SECONDS
 from parsl_es.engine.wiring import Settings, Stage, build_steps, context_for
 from parsl_es.ledger import Ledger
 from parsl_es.stepplan import StepPlan

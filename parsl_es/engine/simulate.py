@@ -10,7 +10,7 @@ the feed; the budget for retries is the ledger's (``states.after_outcome``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -21,21 +21,15 @@ from parsl_es.engine.context import WATCHDOG_SECONDS, EngineContext, error_text,
 from parsl_es.engine.estimates import Estimates
 from parsl_es.engine.feed import GatedFeed, RangeFeed
 from parsl_es.engine.inflight import Bundle, InFlight
-from parsl_es.engine.sizing import (
-    bundle_sizer,
-    fastest_first,
-    window_size,
-    worth_a_slower_node_type,
-)
+from parsl_es.engine.sizing import fastest_first, worth_a_slower_node_type
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import MergeValidated, RangesDone, StepSpec
+from parsl_es.engine.windows import NodeTypeWindows
 from parsl_es.interrupts import shielded
 from parsl_es.ledger import ResumeState
 from parsl_es.records import NOWHERE, BundleResult, RangeResult, TaskOutcomes
 from parsl_es.states import FailureKind, Outcome, RangeState
 
-#: How often the connected workers of each node type are asked for.
-WORKER_POLL_SECONDS = 1.0
 #: Most ranges one top-up starts: a whole machine's window (100,000 workers) started
 #: in one go kept results waiting for tens of seconds; the loop comes back for the
 #: rest at once, after handing out what completed meanwhile.
@@ -51,10 +45,7 @@ class SimulateStep(Step):
         ctx.shared.ranks[id(self)] = {nt: rank for rank, nt in enumerate(node_types)}
         self.cut = False  # no range can finish before the allocation ends any more
         self.unfilled = False  # the last top-up stopped at TOP_UP_RANGES
-        self._windows: dict[str, int] = {}
-        self._workers: dict[str, int] = {}  # connected now, as last polled
-        self._pools: dict[str, int] = {}  # pools with workers, as last polled
-        self._polled = float("-inf")
+        self.capacity = NodeTypeWindows(ctx, node_types)
         # node types whose bundles timed out: (quiet-for allowance, watch until)
         self._suspects: dict[str, tuple[float, float]] = {}
 
@@ -112,23 +103,23 @@ class SimulateStep(Step):
                 self.cut = True
                 log.warning("no range can finish before the allocation ends: starting no more")
             return
-        self._poll_workers(now)
+        self.capacity.poll(now)
         fresh_from = self.feed.cursor
         bundles: list[tuple[str, list[int]]] = []
         taken = 0
         fastest, means = by_speed(ctx.estimates, allowed)
         for nt in fastest:  # steps sharing a node type share its window
-            free = ctx.shared.free_on(nt, id(self), self._windows[nt])
+            free = ctx.shared.free_on(nt, id(self), self.capacity.window[nt])
             if free > 0 and not ctx.shared.may_use(nt, id(self)):
                 continue
             if nt != fastest[0] and means:  # slower for this step: no prefetch, no tail
                 best = fastest[0]
                 backlog = self.feed.left() + self.in_flight.ranges_on(best)
-                workers = self._workers.get(best) or ctx.backend.expected_workers(best)
+                workers = self.capacity.workers.get(best) or ctx.backend.expected_workers(best)
                 if not worth_a_slower_node_type(means[nt], means[best], backlog, workers):
                     continue
-                free = min(free, self._workers.get(nt, 0) - self.in_flight.tasks(nt))
-            sizes = self._bundle_sizes(nt, now)
+                free = min(free, self.capacity.workers.get(nt, 0) - self.in_flight.tasks(nt))
+            sizes = self.capacity.sizer(nt, now, self.feed.left)
             while free > 0 and self.feed and taken < TOP_UP_RANGES:
                 bundles.append((nt, self.feed.take(sizes())))
                 taken += len(bundles[-1][1])
@@ -160,45 +151,6 @@ class SimulateStep(Step):
                 args = (name, params, ctx.plan, pack(work), output_dir, timeouts[nt])
                 ctx.submit(step, bid, nt, Call(function=function, args=args))
                 crash_point("submitted")
-
-    def _poll_workers(self, now: float) -> None:
-        """Refresh each node type's connected workers and window, once a second."""
-        if now - self._polled < WORKER_POLL_SECONDS and len(self._windows) == len(self.node_types):
-            return
-        self._polled = now
-        ctx = self.ctx
-        prefetch = ctx.backend.in_flight_per_worker()
-        for nt in self.node_types:
-            pools = ctx.backend.pools(nt)
-            expected = ctx.backend.expected_workers(nt)
-            if pools is None:
-                # workers this driver cannot see (a Globus Compute endpoint's): the
-                # node type's own count, prefetch included, so they never wait for a
-                # round trip to the driver between tasks
-                workers = expected
-            else:
-                ctx.pools.observe(pools, now)
-                workers = sum(p.workers for p in pools if p.active)
-                self._workers[nt] = workers
-                self._pools[nt] = sum(1 for p in pools if p.active and p.workers)
-            known = ctx.estimates.known(nt)
-            self._windows[nt] = window_size(workers, expected, known, prefetch)
-
-    def _bundle_sizes(self, node_type: str, now: float) -> Callable[[], int]:
-        """The size of each next bundle for ``node_type`` in this top-up (``bundle_sizer``)."""
-        ctx = self.ctx
-        fit = ctx.cutoff.ranges_that_fit(node_type, now)  # near the allocation's end
-        if ctx.bundle_size is not None:
-            fixed = ctx.bundle_size if fit is None else max(1, min(ctx.bundle_size, fit))
-            return lambda: fixed
-        return bundle_sizer(
-            ctx.estimates.ranges(node_type).mean(),
-            self._workers.get(node_type) or ctx.backend.expected_workers(node_type),
-            self._pools.get(node_type) or 1,  # (an endpoint's: unknown, taken as one)
-            ctx.backend.in_flight_per_worker(),
-            self.feed.left,
-            fit,
-        )
 
     # --- results -----------------------------------------------------------------------------
     def handle(self, done: list[tuple[Any, Future]], now: float) -> None:
@@ -310,8 +262,7 @@ class SimulateStep(Step):
         Only node types whose pools the driver sees count (not an endpoint's)."""
         if not self.ctx.shared.ready.get(id(self)):
             return False
-        expected = self.ctx.backend.expected_workers
-        return any(n < expected(nt) for nt, n in self._workers.items())
+        return self.capacity.short_of_workers()
 
     def check(self, now: float) -> None:
         """Give up on bundles past their deadline; end worker pools that stopped answering.
@@ -325,9 +276,8 @@ class SimulateStep(Step):
                 del self._suspects[nt]
             else:
                 self.ctx.end_wedged_pools(nt, allowance, now)
-        self._poll_workers(now)  # (top_up does not, once every range has been sent)
-        idle = [nt for nt in self.node_types if self._workers.get(nt, 1) == 0]
-        expired = self.in_flight.expire(now, idle)
+        self.capacity.poll(now)  # (top_up does not, once every range has been sent)
+        expired = self.in_flight.expire(now, self.capacity.idle())
         if not expired:
             return
         batches = []

@@ -28,12 +28,12 @@ from parsl_es.ledger.models import (
     TransformRow,
 )
 from parsl_es.ledger.ranges import RangeWrites
-from parsl_es.ledger.reads import LedgerReads
 from parsl_es.ledger.recovery import Recovery
 from parsl_es.ledger.schema import SCHEMA_VERSION
+from parsl_es.ledger.views import CampaignViews
 
 
-class Ledger(RangeWrites, Recovery, MergeWrites, LedgerReads):
+class Ledger(RangeWrites, Recovery, MergeWrites, CampaignViews):
     """One campaign's SQLite ledger. Owned by one driver; readable by anyone.
 
     ``with Ledger.open(path) as ledger: ...`` closes it at the end.

@@ -15,7 +15,7 @@ from parsl_es.dataset_plan import JSON_KIND as DATASET_KIND
 from parsl_es.dataset_plan import DatasetPlan
 from parsl_es.errors import UserError
 from parsl_es.fileio import fsync_dir, fsync_file, temp_path_for
-from parsl_es.ledger import schema
+from parsl_es.ledger import migrations, schema
 from parsl_es.ranges import RangePlan
 
 LEDGER_NAME = "ledger.sqlite"
@@ -215,7 +215,7 @@ class LedgerCore:
             if not readonly:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-            schema.prepare(conn, readonly, path)
+            migrations.prepare(conn, readonly, path)
         except sqlite3.DatabaseError as exc:
             if conn is not None:
                 conn.close()
@@ -296,7 +296,7 @@ class LedgerCore:
     @property
     def schema_version(self) -> int:
         """The schema version of the ledger's file (an old one stays old, read-only)."""
-        return schema.version(self._conn)
+        return migrations.version(self._conn)
 
     @property
     def plan(self) -> RangePlan | DatasetPlan:

@@ -1,22 +1,13 @@
-"""The ledger's tables, and numbered migrations from older ledgers.
+"""The ledger's tables: the layout ``SCHEMA_VERSION`` this code writes.
 
-``SCHEMA_VERSION`` is the layout this code writes; ``meta.schema_version`` says
-which one a ledger has (a ledger without it is version 1). Version 1 is what
-parsl-es 0.1.0 wrote, in several shapes: columns and the ``tasks`` table came
-and went while it was developed, so a migration adds whatever is missing and
-does nothing twice. Migrations run once, in one transaction, when a ledger is
-opened read-write; read-only, an old ledger gets temporary views in the shape
-of the current one (nothing is written to its file).
+``meta.schema_version`` says which layout a ledger has (a ledger without it is
+version 1); ``migrations`` brings older ones to this one. A chain campaign's
+steps have tables of their own, the same DDL under the step's name (``scoped``).
 """
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
-from collections.abc import Callable
-
-from parsl_es.errors import UserError
 
 SCHEMA_VERSION = 6
 
@@ -70,7 +61,7 @@ CREATE TABLE merges (
     validated_at REAL, validation_error TEXT, validation_worker TEXT, validation_started REAL
 )"""
 
-_TASKS = """
+TASKS = """
 CREATE {temp}TABLE IF NOT EXISTS tasks (
     task INTEGER PRIMARY KEY,
     node_type TEXT, host TEXT, worker TEXT, slurm_job TEXT, accelerator TEXT,
@@ -79,7 +70,7 @@ CREATE {temp}TABLE IF NOT EXISTS tasks (
 )"""
 
 #: Starts of long-lived transforms (the command payload's service mode), where they ran.
-_TRANSFORMS = """
+TRANSFORMS = """
 CREATE {temp}TABLE IF NOT EXISTS transforms (
     node_type TEXT, host TEXT, worker TEXT, pool TEXT, block TEXT,
     started REAL NOT NULL,
@@ -89,7 +80,7 @@ CREATE {temp}TABLE IF NOT EXISTS transforms (
 
 #: Ranges with where they ran: a successful range points at its task's row; failed
 #: attempts and ledgers from before tasks were recorded carry it in the range itself.
-_RANGE_INFO = """
+RANGE_INFO = """
 CREATE {temp}VIEW range_info AS
 SELECT r.idx, r.id, r.first_event, r.last_event, r.merge_group, r.seed, r.state, r.attempts,
     r.failures, r.lost, r.node_type,
@@ -105,8 +96,8 @@ FROM ranges r LEFT JOIN tasks t ON t.task = r.task
 SHARED_DDL = ";\n".join(
     (
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        _TASKS.format(temp=""),
-        _TRANSFORMS.format(temp=""),
+        TASKS.format(temp=""),
+        TRANSFORMS.format(temp=""),
     )
 )
 #: Version 5: what ``es-run status`` and a resume read without visiting every range.
@@ -127,7 +118,7 @@ SHARED_DDL = ";\n".join(
 #: marks them all merged in the same transaction, and only ``reset_for_resume``
 #: moves a done merge back (and its ranges with it): so the ranges in state
 #: ``merged`` are exactly those that ``merged_tally`` counts.
-_V5_DDL = (
+V5_DDL = (
     "CREATE INDEX ranges_unmerged ON ranges (state, merge_group) WHERE state != 'merged'",
     """CREATE TABLE merged_tally (
     group_idx INTEGER NOT NULL,
@@ -187,12 +178,12 @@ END""",
 #: outcome from indexes that hold every column it reads, not by scanning the tables'
 #: wide rows (``tests/test_ledger_scale.py`` checks the plans). Both tables are
 #: written once per merge or per failed attempt, never per successful range.
-_V6_DDL = (
+V6_DDL = (
     "CREATE INDEX merges_states ON merges (state, validation, n_events)",
     "CREATE INDEX attempts_outcome ON attempts (outcome, node_type)",
 )
 
-#: Object names of ``_V5_DDL`` and ``_V6_DDL`` that carry a chain step's name (tables are
+#: Object names of ``V5_DDL`` and ``V6_DDL`` that carry a chain step's name (tables are
 #: scoped anyway).
 _STEP_OBJECTS = (
     "attempts_range",
@@ -212,9 +203,9 @@ STEP_DDL = ";\n".join(
         _ATTEMPTS,
         "CREATE INDEX attempts_range ON attempts (range_idx)",
         _MERGES,
-        _RANGE_INFO.format(temp=""),
-        *_V5_DDL,
-        *_V6_DDL,
+        RANGE_INFO.format(temp=""),
+        *V5_DDL,
+        *V6_DDL,
     )
 )
 #: The whole current layout of a single-step campaign's ledger.
@@ -235,170 +226,11 @@ def scoped(sql: str, step: str | None) -> str:
 
 def step_ddl(step: str | None) -> str:
     """A step's tables, view and index, under its name."""
-    return _step_objects(scoped(STEP_DDL, step), step)
+    return step_objects(scoped(STEP_DDL, step), step)
 
 
-def _step_objects(ddl: str, step: str | None) -> str:
+def step_objects(ddl: str, step: str | None) -> str:
     """Index and trigger names of a step's own (SQLite's are per database, not per table)."""
     if step is None:
         return ddl
     return _STEP_OBJECT.sub(lambda m: f"{m[1]}{m[2]}{step}_{m[3]}", ddl)
-
-
-#: Columns added to version 1 ledgers as they were developed: ``(table, column, type)``.
-_ADDED_COLUMNS = (
-    ("ranges", "accelerator", "TEXT"),
-    ("ranges", "task", "INTEGER"),
-    ("attempts", "accelerator", "TEXT"),
-    ("tasks", "setup", "REAL"),
-    ("merges", "worker", "TEXT"),
-    ("merges", "validation_worker", "TEXT"),
-    ("merges", "validation_started", "REAL"),
-)
-
-
-def columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-
-
-def _v1_to_v2(conn: sqlite3.Connection) -> None:
-    """Every column, the ``tasks`` table and the ``range_info`` view of version 2."""
-    conn.execute(_TASKS.format(temp=""))
-    for table, column, kind in _ADDED_COLUMNS:
-        if column not in columns(conn, table):
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    conn.execute("DROP VIEW IF EXISTS range_info")
-    conn.execute(_RANGE_INFO.format(temp=""))
-
-
-def _v2_to_v3(conn: sqlite3.Connection) -> None:
-    """The ``transforms`` table (service mode's transform starts)."""
-    conn.execute(_TRANSFORMS.format(temp=""))
-
-
-def _v3_to_v4(conn: sqlite3.Connection) -> None:
-    """Nothing to change: version 4 adds chain campaigns, whose steps have tables of their
-    own (``<step>_ranges``, ...); a parsl-es that knows only version 3 must not open them.
-    """
-
-
-#: Version 5's counts of merged ranges, for the merges already done (the triggers keep
-#: them from then on): one pass over the ranges, once, at the first read-write open.
-_V5_BACKFILL = (
-    """INSERT INTO merged_tally (group_idx, node_type, ranges, events, timed, seconds)
-    SELECT m.group_idx, r.node_type, COUNT(*), COALESCE(SUM(r.n_events), 0),
-        COUNT(r.finished - r.started), COALESCE(SUM(r.finished - r.started), 0)
-    FROM ranges r JOIN merges m ON m.group_idx = r.merge_group
-    WHERE m.state = 'done' AND r.state IN ('done','merged')
-    GROUP BY m.group_idx, r.node_type""",
-    """INSERT INTO merged_where (node_type, kind, name, groups)
-    SELECT nt, kind, name, COUNT(*) FROM (
-        SELECT DISTINCT m.group_idx, COALESCE(r.node_type, '') AS nt, 'host' AS kind,
-            r.host AS name
-        FROM range_info r JOIN merges m ON m.group_idx = r.merge_group
-        WHERE m.state = 'done' AND r.state IN ('done','merged') AND r.host IS NOT NULL
-        UNION ALL
-        SELECT DISTINCT m.group_idx, COALESCE(r.node_type, ''), 'job', r.slurm_job
-        FROM range_info r JOIN merges m ON m.group_idx = r.merge_group
-        WHERE m.state = 'done' AND r.state IN ('done','merged') AND r.slurm_job IS NOT NULL
-    ) GROUP BY nt, kind, name""",
-)
-
-
-def _steps(conn: sqlite3.Connection) -> list[str | None]:
-    """A chain's step names; ``[None]`` for a single-step campaign's unprefixed tables."""
-    raw = conn.execute("SELECT value FROM meta WHERE key='chain_steps'").fetchone()
-    return json.loads(raw[0]) if raw else [None]
-
-
-def _v4_to_v5(conn: sqlite3.Connection) -> None:
-    """The partial index of unmerged ranges, and the counts of merged ones (per step)."""
-    for step in _steps(conn):
-        for ddl in _V5_DDL:
-            conn.execute(_step_objects(scoped(ddl, step), step))
-        for sql in _V5_BACKFILL:
-            conn.execute(scoped(sql, step))
-
-
-def _v5_to_v6(conn: sqlite3.Connection) -> None:
-    """The covering indexes of merge states and attempt outcomes (per step)."""
-    for step in _steps(conn):
-        for ddl in _V6_DDL:
-            conn.execute(_step_objects(scoped(ddl, step), step))
-
-
-#: ``MIGRATIONS[n]`` brings a version ``n`` ledger to version ``n + 1``.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    1: _v1_to_v2,
-    2: _v2_to_v3,
-    3: _v3_to_v4,
-    4: _v4_to_v5,
-    5: _v5_to_v6,
-}
-
-
-def version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    return 1 if row is None else int(row[0])
-
-
-def _check_known(found: int, path: object) -> None:
-    if found > SCHEMA_VERSION:
-        raise UserError(
-            f"ledger schema version {found} was written by a newer parsl-es "
-            f"(this one knows up to {SCHEMA_VERSION}): upgrade parsl-es to read it",
-            file=str(path),
-        )
-
-
-def prepare(conn: sqlite3.Connection, readonly: bool, path: object) -> int:
-    """Make an opened ledger readable in the current layout; return its version on disk."""
-    found = version(conn)
-    _check_known(found, path)
-    if found == SCHEMA_VERSION:
-        return found
-    if readonly:
-        _compat_views(conn)
-        return found
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        found = version(conn)  # another process may have migrated it meanwhile
-        for step in range(found, SCHEMA_VERSION):
-            MIGRATIONS[step](conn)
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (str(SCHEMA_VERSION),),
-        )
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return SCHEMA_VERSION
-
-
-def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
-    return row.fetchone() is not None
-
-
-def _compat_views(conn: sqlite3.Connection) -> None:
-    """Temporary objects that show an old ledger in the current layout, read-only.
-
-    Temporary objects live in the connection's own temp database and shadow the
-    file's tables of the same name; the ledger's file is not touched.
-    """
-    if not _has_table(conn, "tasks"):
-        conn.execute(_TASKS.format(temp="TEMP "))
-    elif "setup" not in columns(conn, "tasks"):
-        conn.execute("CREATE TEMP VIEW tasks AS SELECT *, NULL AS setup FROM main.tasks")
-    if not _has_table(conn, "transforms"):
-        conn.execute(_TRANSFORMS.format(temp="TEMP "))
-    for table in ("ranges", "attempts", "merges"):
-        have = columns(conn, table)
-        missing = [c for t, c, _ in _ADDED_COLUMNS if t == table and c not in have]
-        if missing:
-            extra = ", ".join(f"NULL AS {c}" for c in missing)
-            conn.execute(f"CREATE TEMP VIEW {table} AS SELECT *, {extra} FROM main.{table}")
-    conn.execute("DROP VIEW IF EXISTS temp.range_info")
-    conn.execute(_RANGE_INFO.format(temp="TEMP "))
