@@ -106,6 +106,7 @@ class Window:
         return {
             "t": t,
             "cpu": time.clock_gettime(self._clock),
+            "process_cpu": time.process_time(),  # all the driver process's threads
             "busy": busy,
             "finished": self.sim.ranges_finished,  # by the machine (a moment later)
             "ranges": sum(c.ranges for c in self.counters),
@@ -204,12 +205,15 @@ def run(args: argparse.Namespace) -> dict:
         "busy_share": round(busy_share, 4),
         "recorded_share": round(recorded_share, 4),
         "ranges_finished_in_window": finished,
+        "unrecorded_at_start": start["finished"] - start["ranges"],
         "unrecorded_at_end": unrecorded,
         "recorded_of_ideal": round(recorded_of_ideal, 4),
         "ranges_per_second": round(done / span, 1),
         "ideal_ranges_per_second": round(w / t, 1),
         "driver_us_per_range": round(1e6 * (end["cpu"] - start["cpu"]) / max(1, done), 2),
         "driver_cpu_share": round((end["cpu"] - start["cpu"]) / span, 3),
+        # with its sending and receiving threads (the simulated machine's pipe)
+        "driver_process_cpu_share": round((end["process_cpu"] - start["process_cpu"]) / span, 3),
         "seconds_to_all_busy": None
         if sim.all_busy_at is None
         else round(sim.all_busy_at - submitted_at, 2),
