@@ -42,6 +42,22 @@ class Clock:
         self.cpu = time.process_time() - self._c
 
 
+def quantiles_ms(seconds: list[float]) -> dict:
+    """Count, median, mean and 90th percentile of durations, in ms (None when empty)."""
+    ordered = sorted(seconds)
+    n = len(ordered)
+
+    def ms(x: float | None) -> float | None:
+        return None if x is None else round(1e3 * x, 2)
+
+    return {
+        "count": n,
+        "median": ms(ordered[n // 2] if n else None),
+        "mean": ms(sum(ordered) / n if n else None),
+        "p90": ms(ordered[min(n - 1, int(0.9 * n))] if n else None),
+    }
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

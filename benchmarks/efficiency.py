@@ -25,9 +25,10 @@ import argparse
 import itertools
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import report, scratch
+from benchmarks.common import quantiles_ms, report, scratch
 from benchmarks.handover import handovers
 from benchmarks.pyspy import Sampler, summary
 from parsl_es import api
@@ -63,16 +64,17 @@ class CpuMeter:
         return round(1.0 - idle / total, 4) if total > 0 else 0.0
 
 
-def utilisation(
-    spans: list[tuple[float, float, object]],
-    workers: int,
-    t_submit: float,
-    steps: list[tuple[float, float, object]] = (),
-) -> dict:
-    """Steady-state and end-to-end utilisation of ``(start, end, worker)`` spans.
+Span = tuple[float, float, object]  # (start, end, worker)
 
-    ``steps``: other work of the campaign on the same workers (merges,
-    validations), busy time like the ranges; the window is still the ranges'.
+
+def steady_window(
+    spans: Sequence[Span], workers: int, steps: Sequence[Span] = ()
+) -> tuple[float, float, float]:
+    """``(t_steady, t_tail, t_end)`` of ranges ``spans``.
+
+    Steady state begins once every worker has started a range; the tail once the
+    first worker has run out of work (its ranges, or ``steps``: merges and
+    validations on the same workers, cut at the ranges' end), the rest is imbalance.
     """
     first, last = {}, {}
     for start, end, who in spans:
@@ -82,23 +84,33 @@ def utilisation(
     for start, end, who in steps:  # a worker merging until the end has no tail
         if who in last and start < t_end:
             last[who] = max(last[who], min(end, t_end))
-    spans = [*spans, *steps]
-    # steady state begins once every worker has started a range (all of them, if all did)
     t_steady = max(first.values()) if len(first) >= workers else t_end
-    # the tail begins when the first worker has run its last range: the rest is imbalance
     t_tail = min(last.values()) if len(last) >= workers else t_end
+    return t_steady, t_tail, t_end
+
+
+def utilisation(
+    spans: Sequence[Span], workers: int, t_submit: float, steps: Sequence[Span] = ()
+) -> dict:
+    """Steady-state and end-to-end utilisation of ranges ``spans``.
+
+    ``steps``: other work of the campaign on the same workers (merges,
+    validations), busy time like the ranges; the window is still the ranges'.
+    """
+    t_steady, t_tail, t_end = steady_window(spans, workers, steps)
+    work = [*spans, *steps]
 
     def busy_share(t0: float, t1: float) -> float:
-        busy = sum(max(0.0, min(e, t1) - max(s, t0)) for s, e, _ in spans)
+        busy = sum(max(0.0, min(e, t1) - max(s, t0)) for s, e, _ in work)
         return busy / (workers * (t1 - t0)) if t1 > t0 else 0.0
 
-    busy_total = sum(e - s for s, e, _ in spans)
+    busy_total = sum(e - s for s, e, _ in work)
     return {
         "steady": round(busy_share(t_steady, t_end), 4),
         "before_tail": round(busy_share(t_steady, t_tail), 4),
         "tail_s": round(t_end - t_tail, 2),
         "end_to_end": round(busy_total / (workers * (t_end - t_submit)), 4),
-        "workers_seen": len(first),
+        "workers_seen": len({who for _, _, who in spans}),
         "ranges_per_s": round(len(spans) / (t_end - t_submit), 1),
     }
 
@@ -134,12 +146,9 @@ def parsl_es_run(
     ]
     ranges_only = utilisation(spans, workers, t_submit)
     figures = utilisation(spans, workers, t_submit, steps)
-    first: dict = {}
-    for start, _, who in spans:
-        first[who] = min(first.get(who, start), start)
-    t_steady, t_end = max(first.values()), max(end for _, end, _ in spans)
     # Parsl's own worker path between two tasks, before the tail (its worker logs)
-    path = handovers(session.run_dir / "workers", t_steady, t_end - figures["tail_s"])
+    t_steady, t_tail, _ = steady_window(spans, workers, steps)
+    path = handovers(session.run_dir / "workers", t_steady, t_tail)
     figures = {
         **figures,
         "steady_ranges_only": ranges_only["steady"],
@@ -148,8 +157,10 @@ def parsl_es_run(
         **waits(rows),
         "parsl_worker_path": path,
         "parsl_worker_path_share": round(
-            path["worker_seconds"] / (workers * (t_end - figures["tail_s"] - t_steady)), 4
-        ),
+            path["worker_seconds"] / (workers * (t_tail - t_steady)), 4
+        )
+        if t_tail > t_steady
+        else 0.0,
         "machine_cpu_busy": busy,
     }
     for who, sampler in samplers.items():
@@ -204,20 +215,9 @@ def waits(rows: list[tuple[float, float, str, int]]) -> dict:
         for (_, end, task), (start, _, next_task) in itertools.pairwise(ranges):
             (within if task == next_task else between).append(max(0.0, start - end))
 
-    def ms(values: list[float], q: float) -> float | None:
-        if not values:
-            return None
-        ordered = sorted(values)
-        return round(1e3 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
     return {
-        "wait_in_bundle_ms_median": ms(within, 0.5),
-        "wait_between_bundles_ms": {
-            "median": ms(between, 0.5),
-            "mean": round(1e3 * sum(between) / len(between), 2) if between else None,
-            "p90": ms(between, 0.9),
-            "count": len(between),
-        },
+        "wait_in_bundle_ms_median": quantiles_ms(within)["median"],
+        "wait_between_bundles_ms": quantiles_ms(between),
         "wait_share": round((sum(within) + sum(between)) / span, 4) if span else 0.0,
     }
 

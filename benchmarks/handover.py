@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.common import quantiles_ms
+
 _TAKEN = "Received executor task"
 _RETURNED = "Completed executor task"
 _FREE = "All processing finished"
@@ -49,20 +51,7 @@ def handovers(log_root: Path, t0: float, t1: float) -> dict:
                         taking.append(t - free)
                     free = None
     return {
-        "returning_ms": _quantiles(returning),
-        "taking_ms": _quantiles(taking),
+        "returning_ms": quantiles_ms(returning),
+        "taking_ms": quantiles_ms(taking),
         "worker_seconds": round(sum(returning) + sum(taking), 2),
-    }
-
-
-def _quantiles(values: list[float]) -> dict:
-    if not values:
-        return {"count": 0}
-    ordered = sorted(values)
-    n = len(ordered)
-    return {
-        "count": n,
-        "median": round(1e3 * ordered[n // 2], 2),
-        "mean": round(1e3 * sum(ordered) / n, 2),
-        "p90": round(1e3 * ordered[min(n - 1, int(0.9 * n))], 2),
     }
