@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import pytest
 
@@ -40,21 +41,54 @@ def slurm_session(tmp_path_factory):
     session.close()
 
 
-def wait_for_workers(session: ParslBackend, node_types: tuple[str, ...], timeout: float = 180.0):
-    """Until every node type's block has its workers connected (each a Slurm job).
+def wait_for_workers(session: ParslBackend, node_types: tuple[str, ...], timeout: float = 240.0):
+    """Until one task has run on every node type and its workers are connected.
 
     The blocks start together but connect seconds apart on a loaded CI machine; a
     campaign of 16 s of CPU work started before the second connects measures that
     start-up skew (seen once: gpu 2 ranges, cpu 158), not how the node types share.
+    A probe task per node type, not an idle wait: with no task waiting, Parsl's
+    strategy neither replaces a block that ended before its workers connected nor
+    keeps idle blocks past ``max_idletime`` (120 s) while they start.
     """
+    probes = {nt: session.app("probe", nt)(0.0) for nt in node_types}
     deadline = time.time() + timeout
-    while True:
-        counts = {nt: session.connected_workers(nt) or 0 for nt in node_types}
-        if all(counts.values()):
-            return
+    for nt, probe in probes.items():
+        try:
+            probe.result(timeout=max(1.0, deadline - time.time()))
+        except FutureTimeout:
+            raise AssertionError(
+                f"no {nt} worker ran a task within {timeout:.0f} s\n"
+                + cluster_report(session, node_types)
+            ) from None
+    while not all(session.connected_workers(nt) for nt in node_types):
         if time.time() > deadline:
-            raise AssertionError(f"workers connected after {timeout:.0f} s: {counts}")
-        time.sleep(0.5)
+            raise AssertionError(
+                f"probes ran but workers are not connected after {timeout:.0f} s\n"
+                + cluster_report(session, node_types)
+            )
+        time.sleep(0.2)
+
+
+def cluster_report(session: ParslBackend, node_types: tuple[str, ...]) -> str:
+    """What a failed start-up leaves to read: Slurm's queue, Parsl's block states,
+    and the end of each block's batch output."""
+    lines = []
+    for cmd in (["squeue", "-a", "-o", "%i %P %T %R %M"], ["sinfo", "-N", "-o", "%N %T %E"]):
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+            lines.append(f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            lines.append(f"$ {' '.join(cmd)}: {exc}")
+    for nt in node_types:
+        ex = session.executor(nt)
+        for block, status in ex.status().items():
+            lines.append(f"{nt} block {block}: {status.state.name} {status.message or ''}")
+        lines.append(f"{nt} workers connected: {session.connected_workers(nt)}")
+    for out in sorted(session.run_dir.glob("*/submit_scripts/*.std*")):
+        tail = out.read_text(errors="replace").splitlines()[-15:]
+        lines.append(f"---- {out.name}\n" + "\n".join(tail))
+    return "\n".join(lines)
 
 
 def test_cpu_and_gpu_node_types_pull_from_one_queue(slurm_session, tmp_path):
