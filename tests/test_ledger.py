@@ -55,7 +55,7 @@ def ledger(tmp_path):
 def start(ledger: Ledger, *indices: int, node_type: str = "cpu") -> list[int]:
     """As the engine starts ranges: those at or past the resume cursor are fresh."""
     cursor = ledger.resume_state().cursor
-    return ledger.start_ranges([(i, node_type) for i in indices], time.time(), cursor)
+    return ledger.start_ranges([(node_type, indices)], time.time(), cursor)[0]
 
 
 def done(idx: int, attempt: int = 1, **kw) -> RangeResult:
@@ -191,7 +191,7 @@ def test_a_refused_retry_rolls_back_the_whole_batch(ledger):
     start(ledger, 0)
     cursor = ledger.resume_state().cursor
     with pytest.raises(RuntimeError):  # range 0 is running: the whole batch is refused
-        ledger.start_ranges([(1, "cpu"), (2, "cpu"), (0, "cpu")], time.time(), cursor)
+        ledger.start_ranges([("cpu", [1, 2, 0])], time.time(), cursor)
     assert [r.index for r in ledger.ranges()] == [0]  # the fresh ranges were not inserted
     assert ledger.summary().ranges["running"] == 1
 
@@ -199,7 +199,7 @@ def test_a_refused_retry_rolls_back_the_whole_batch(ledger):
 def test_a_fresh_range_already_in_the_ledger_is_refused(ledger):
     start(ledger, 0, 1)
     with pytest.raises(RuntimeError, match="already in the ledger"):
-        ledger.start_ranges([(1, "cpu")], time.time(), fresh_from=0)
+        ledger.start_ranges([("cpu", range(1, 2))], time.time(), fresh_from=0)
 
 
 def test_fresh_and_retried_ranges_in_one_batch(ledger):
@@ -216,6 +216,25 @@ def test_fresh_and_retried_ranges_in_one_batch(ledger):
     r0 = row(ledger, 0)  # a retry forgets where the last attempt ran
     assert r0.host is None and r0.accelerator is None
     assert r0.error is None and r0.finished is None
+
+
+def test_a_span_that_reaches_below_the_cursor_starts_its_retries_as_retries(ledger):
+    """A ``range`` bundle is one fresh span only if it starts at the cursor or past it."""
+    start(ledger, 0, 1)
+    record(ledger, fail(0, 1, Outcome.LOST), done(1))
+    cursor = ledger.resume_state().cursor
+    assert ledger.start_ranges([("gpu", range(3, 5)), ("cpu", range(0, 1))], 1.0, cursor) == [
+        [1, 1],
+        [2],
+    ]
+    with pytest.raises(RuntimeError, match="not ready"):  # 1 is done: not a fresh range
+        ledger.start_ranges([("cpu", range(1, 3))], 2.0, cursor)
+    assert [(r.index, r.attempts, r.node_type) for r in ledger.ranges()] == [
+        (0, 2, "cpu"),
+        (1, 1, "cpu"),
+        (3, 1, "gpu"),
+        (4, 1, "gpu"),
+    ]
 
 
 # --- recording results ------------------------------------------------------------------------
@@ -506,7 +525,7 @@ import sys, time
 from pathlib import Path
 from parsl_es.ledger import Ledger
 with Ledger.open(Path(sys.argv[1])) as led:
-    led.start_ranges([(0, "cpu")], time.time(), 0)  # the first commit
+    led.start_ranges([("cpu", [0])], time.time(), 0)  # the first commit
     led.set_meta("second", "commit")  # killed before this commit
 """
 
@@ -775,16 +794,22 @@ def test_fresh_ranges_are_written_as_the_plan_numbers_them(
     n = plan.n_ranges
     picked = [i for i in range(n) if i % 7 != 3]  # gaps, as a top-up after retries
     node_types = {i: ("gpu" if (i // 4) % 3 == 1 else "cpu") for i in picked}
-    runs = list(consecutive_runs(picked, node_types))
-    assert [i for a, b in runs for i in range(a, b + 1)] == picked
-    assert all(len({node_types[i] for i in range(a, b + 1)}) == 1 for a, b in runs)
+    runs = list(consecutive_runs((i, node_types[i]) for i in picked))
+    assert [i for a, b, _ in runs for i in range(a, b + 1)] == picked
+    assert all(node_types[i] == nt for a, b, nt in runs for i in range(a, b + 1))
+    # bundles as a top-up makes them (a feed's fresh take is a range), as lists, in
+    # reverse order, and empty
+    shapes = (lambda a, b: range(a, b + 1), lambda a, b: list(range(a, b + 1)),
+              lambda a, b: list(range(b, a - 1, -1)))  # fmt: skip
+    bundles = [(nt, shapes[k % 3](a, b)) for k, (a, b, nt) in enumerate(runs)]
+    bundles += [("cpu", []), ("gpu", range(0))]
     with Ledger.create(tmp_path / LEDGER_NAME, {"campaign": campaign}, plan) as led:
-        attempts = led.start_ranges([(i, node_types[i]) for i in picked], 5.0, 0)
+        attempts = led.start_ranges(bundles, 5.0, 0)
         rows = led._conn.execute(
             "SELECT idx, id, first_event, last_event, merge_group, node_type, state, attempts, "
             "started, seed FROM ranges ORDER BY idx"
         ).fetchall()
-    assert attempts == [1] * len(picked)
+    assert attempts == [[1] * len(indices) for _, indices in bundles]
     expected = [(*row, node_types[row[0]], "running", 1, 5.0, None) for row in plan.rows(picked)]
     assert [tuple(r) for r in rows] == expected
     assert rows[-1]["last_event"] == min(rows[-1]["first_event"] + per_range - 1, plan.last_event)

@@ -8,7 +8,7 @@ campaign of ten million ranges costs nothing until it runs.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class RangeFeed:
@@ -17,8 +17,15 @@ class RangeFeed:
         self.cursor = cursor
         self._retry: deque[int] = deque(retry)
 
-    def take(self, n: int) -> list[int]:
-        """Indices of the next ``n`` ranges (fewer at the end): retries first."""
+    def take(self, n: int) -> Sequence[int]:
+        """Indices of the next ``n`` ranges (fewer at the end): retries first.
+
+        Fresh ranges alone come as a ``range``: the ledger starts them as one span.
+        """
+        if not self._retry:
+            take = max(0, min(n, self.n_ranges - self.cursor))
+            self.cursor += take
+            return range(self.cursor - take, self.cursor)
         out = []
         while len(out) < n and self._retry:
             out.append(self._retry.popleft())
@@ -58,8 +65,8 @@ class GatedFeed(RangeFeed):
     def release(self, indices: Iterable[int]) -> None:
         self._released.extend(indices)
 
-    def take(self, n: int) -> list[int]:
-        out = super().take(n)
+    def take(self, n: int) -> Sequence[int]:
+        out = list(super().take(n))
         while len(out) < n and self._released:
             out.append(self._released.popleft())
         return out

@@ -105,7 +105,7 @@ class SimulateStep(Step):
             return
         self.capacity.poll(now)
         fresh_from = self.feed.cursor
-        bundles: list[tuple[str, list[int]]] = []
+        bundles: list[tuple[str, Sequence[int]]] = []
         taken = 0
         fastest, means = by_speed(ctx.estimates, allowed)
         for nt in fastest:  # steps sharing a node type share its window
@@ -130,18 +130,14 @@ class SimulateStep(Step):
         # once ranges are running in the ledger they must be in flight too: a Ctrl-C in
         # between would leave them running with no task (held back until submitted)
         with shielded():
-            attempts = iter(
-                ctx.ledger.start_ranges(
-                    [(i, nt) for nt, indices in bundles for i in indices], now, fresh_from
-                )
-            )
+            attempts = ctx.ledger.start_ranges(bundles, now, fresh_from)
             ctx.counters.last_range_started = now
             name, params = ctx.payload
             output_dir, function, step = str(ctx.output_dir), self.spec.function, self.name
             allowances: dict[tuple[str, int], float] = {}  # the same for most bundles
             timeouts: dict[str, float] = {}
-            for nt, indices in bundles:
-                work = list(zip(indices, attempts, strict=False))  # (attempts: an iterator)
+            for (nt, indices), tries in zip(bundles, attempts, strict=True):
+                work = list(zip(indices, tries, strict=True))
                 allowance = allowances.get((nt, len(work)))
                 if allowance is None:
                     allowance = ctx.timeouts.bundle_allowance(nt, len(work))

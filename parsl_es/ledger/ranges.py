@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from parsl_es.ledger.core import LedgerCore
@@ -84,16 +84,33 @@ def checked_states(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("PRAGMA ignore_check_constraints=0")
 
 
-def consecutive_runs(indices: list[int], node_types: dict[int, str]) -> Iterator[tuple[int, int]]:
-    """``(first, last)`` of each run of ``indices`` that are consecutive, in order, and
-    on one node type."""
-    first = prev = indices[0]
-    for i in indices[1:]:
-        if i != prev + 1 or node_types[i] != node_types[prev]:
-            yield first, prev
-            first = i
-        prev = i
-    yield first, prev
+#: ``(node type, indices)``: the ranges of one task, as the engine starts them.
+Bundle = tuple[str, Sequence[int]]
+#: ``(first, last, node type)``: fresh ranges ``first..last`` started on one node type.
+Span = tuple[int, int, str]
+
+
+def consecutive_runs(work: Iterable[tuple[int, str]]) -> Iterator[Span]:
+    """``(first, last, node type)`` of each run of ``(index, node type)`` pairs whose
+    indices are consecutive, in order, and on one node type."""
+    run: list | None = None
+    for i, nt in work:
+        if run is not None and i == run[1] + 1 and nt == run[2]:
+            run[1] = i
+            continue
+        if run is not None:
+            yield run[0], run[1], run[2]
+        run = [i, i, nt]
+    if run is not None:
+        yield run[0], run[1], run[2]
+
+
+def add_span(spans: list[Span], first: int, last: int, node_type: str) -> None:
+    """Append ``first..last``, joined to the previous span if it goes on from it."""
+    if spans and spans[-1][2] == node_type and spans[-1][1] + 1 == first:
+        spans[-1] = (spans[-1][0], last, node_type)
+    else:
+        spans.append((first, last, node_type))
 
 
 _DONE = Outcome.DONE
@@ -105,59 +122,74 @@ class RangeWrites(LedgerCore):
     """The range transitions the engine makes."""
 
     def start_ranges(
-        self, work: Sequence[tuple[int, str]], now: float, fresh_from: int
-    ) -> list[int]:
-        """Mark ranges ``(index, node type)`` running in one transaction; return attempts.
+        self, bundles: Sequence[Bundle], now: float, fresh_from: int
+    ) -> list[list[int]]:
+        """Mark the ranges of ``bundles`` running in one transaction; return their
+        attempts, bundle by bundle.
 
         Ranges with an index of at least ``fresh_from`` were never dispatched: they
-        are inserted in one batched statement, the cheap path that keeps the ledger
-        off the critical path of fast campaigns. The others (retries) go one by
-        one: only a ready or failed range can start; anything else means the
-        caller lost track, and the whole batch is refused (``RuntimeError``).
+        are inserted as spans of consecutive indices, the cheap path that keeps the
+        ledger off the critical path of fast campaigns (a feed hands out its fresh
+        ranges as a ``range``: a whole bundle is one span, with nothing done per
+        range in Python). The others (retries) go one by one: only a ready or
+        failed range can start; anything else means the caller lost track, and
+        the whole batch is refused (``RuntimeError``).
         """
-        plan = self.plan
-        node_types = dict(work)
-        attempts = []
+        spans: list[Span] = []
+        loose: list[tuple[int, str]] = []  # fresh ranges of bundles that are not one span
+        retries: list[tuple[list[int], int, int, str]] = []  # (attempts, position, index, nt)
+        attempts: list[list[int]] = []
+        for node_type, indices in bundles:
+            tries = [1] * len(indices)
+            attempts.append(tries)
+            if isinstance(indices, range) and indices.step == 1 and indices.start >= fresh_from:
+                if indices:
+                    add_span(spans, indices.start, indices.stop - 1, node_type)
+                continue
+            for pos, index in enumerate(indices):
+                if index >= fresh_from:
+                    loose.append((index, node_type))
+                else:
+                    retries.append((tries, pos, index, node_type))
+        for first, last, node_type in consecutive_runs(loose):
+            add_span(spans, first, last, node_type)
         with self.transaction() as conn:
-            fresh = [i for i, _ in work if i >= fresh_from]
-            if fresh:
+            if spans:
                 try:
                     with checked_states(conn):
-                        self._insert_fresh(conn, fresh, node_types, now)
+                        self._insert_fresh(conn, spans, now)
                 except sqlite3.IntegrityError:
                     raise RuntimeError("a range started as new is already in the ledger") from None
-            for index, node_type in work:
-                if index >= fresh_from:
-                    attempts.append(1)
-                    continue
-                r = plan.range(index)
-                row = conn.execute(
-                    _START_RETRY,
-                    (
-                        r.index,
-                        r.id,
-                        r.first_event,
-                        r.last_event,
-                        r.merge_group,
-                        r.seed if self._stores_seed else None,
-                        node_type,
-                        now,
-                    ),
-                ).fetchone()
-                if row is None:
-                    raise RuntimeError(f"range {r.id} is not ready; cannot start it")
-                attempts.append(row[0])
+            for tries, pos, index, node_type in retries:
+                tries[pos] = self._start_retry(conn, index, node_type, now)
         return attempts
 
-    def _insert_fresh(
-        self, conn: sqlite3.Connection, fresh: list[int], node_types: dict[int, str], now: float
-    ) -> None:
+    def _start_retry(self, conn: sqlite3.Connection, index: int, node_type: str, now: float) -> int:
+        r = self.plan.range(index)
+        row = conn.execute(
+            _START_RETRY,
+            (
+                r.index,
+                r.id,
+                r.first_event,
+                r.last_event,
+                r.merge_group,
+                r.seed if self._stores_seed else None,
+                node_type,
+                now,
+            ),
+        ).fetchone()
+        if row is None:
+            raise RuntimeError(f"range {r.id} is not ready; cannot start it")
+        return int(row[0])
+
+    def _insert_fresh(self, conn: sqlite3.Connection, spans: list[Span], now: float) -> None:
         """Rows for never-dispatched ranges: for a campaign of generated events, one
-        statement per run of consecutive indices on one node type (a top-up hands out
-        ranges in index order); a dataset's ranges, or a ledger that stores seeds, one
+        statement per span; a dataset's ranges, or a ledger that stores seeds, one
         row each from the plan."""
         plan = self.plan
         if self._stores_seed or not isinstance(plan, RangePlan):
+            node_types = {i: nt for first, last, nt in spans for i in range(first, last + 1)}
             conn.executemany(
                 _INSERT_FRESH,
                 [
@@ -167,7 +199,7 @@ class RangeWrites(LedgerCore):
                         node_types[row[0]],
                         now,
                     )
-                    for row in plan.rows(fresh)
+                    for row in plan.rows(list(node_types))
                 ],
             )
             return
@@ -178,8 +210,8 @@ class RangeWrites(LedgerCore):
             plan.last_event,
             plan.ranges_per_merge,
         )
-        for first, last in consecutive_runs(fresh, node_types):
-            conn.execute(_INSERT_SPAN, (first, last, *numbers, node_types[first], now))
+        for first, last, node_type in spans:
+            conn.execute(_INSERT_SPAN, (first, last, *numbers, node_type, now))
 
     def record(
         self, batches: Sequence[TaskOutcomes], budget: RetryBudget
