@@ -44,19 +44,21 @@ class Sampler:
         return self.out.exists()
 
 
-def summary(raw: Path, seconds: float, rate: int, top: int = 12) -> dict:
+def summary(raw: Path, seconds: float, rate: int, top: int = 12, only: str | None = None) -> dict:
     """Where the sampled process ran: its busy share of a core, and by function.
 
     ``own``: samples whose innermost frame is the function; ``inclusive``: samples
     with the function anywhere on the stack (once per sample). Shares are of all
-    samples taken (``seconds x rate``), so they read as fractions of a core.
+    samples taken (``seconds x rate``), so they read as fractions of a core (of
+    the time a thread was runnable: one waiting for a core or the GIL is counted).
+    ``only``: the stacks that contain it (one thread's, by a function it runs in).
     """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     busy = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+        if not stack or not count.isdigit() or (only is not None and only not in stack):
             continue
         n = int(count)
         frames = [_short(f) for f in stack.split(";")]

@@ -31,6 +31,7 @@ import argparse
 import cProfile
 import json
 import math
+import os
 import pstats
 import resource
 import threading
@@ -38,6 +39,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import scratch
+from benchmarks.pyspy import Sampler, summary
 from parsl_es.backends.sim_process import SimulatedMachineProcess
 from parsl_es.backends.simulated import SimFaults, SimNodeType, SimulatedBackend
 from parsl_es.campaign import campaign_from_dict
@@ -46,6 +48,8 @@ from parsl_es.engine.steps import Placement
 from parsl_es.ledger import LEDGER_NAME, Ledger
 
 WORKERS_PER_POOL = 128
+#: py-spy samples a second (``--sample``): light enough not to slow the driver much.
+SAMPLE_RATE = 50
 
 
 def _rss_mb() -> tuple[float, float]:
@@ -87,12 +91,14 @@ class Window:
         seconds: float,
         latest: float,
         counters: list,
+        sampler: Sampler | None = None,
     ):
         self.sim = sim
         self.latest = latest  # the window starts by then even if not every worker is busy
         self.warmup = warmup
         self.seconds = seconds
         self.counters = counters  # the engine's (filled once the dispatcher exists)
+        self.sampler = sampler  # py-spy of this process over the window
         self.stop = threading.Event()
         self.start: dict | None = None
         self.end: dict | None = None
@@ -122,6 +128,8 @@ class Window:
                 break
             time.sleep(0.05)
         self.start = self.sample()
+        if self.sampler is not None:
+            self.sampler.start()
         time.sleep(self.seconds)
         self.end = self.sample()
         self.stop.set()
@@ -148,7 +156,12 @@ def run(args: argparse.Namespace) -> dict:
         out = tmp / "out"
         new_campaign(out, ranges, args.events_per_merge)
         counters: list = []
-        window = Window(sim, warmup, args.seconds, args.latest_start, counters)
+        sampler = (
+            Sampler(os.getpid(), args.seconds, Path(args.sample), SAMPLE_RATE)
+            if args.sample
+            else None
+        )
+        window = Window(sim, warmup, args.seconds, args.latest_start, counters, sampler)
         submitted_at = sim.now()
         cpu0 = time.thread_time()
         try:
@@ -228,6 +241,10 @@ def run(args: argparse.Namespace) -> dict:
     }
     if args.profile:
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
+    if sampler is not None and sampler.wait():
+        # the driver's thread alone: the stacks that run the dispatcher
+        where = summary(Path(args.sample), args.seconds, SAMPLE_RATE, 20, "Dispatcher.run")
+        print(json.dumps({"driver_thread_samples": where}, indent=1), flush=True)
     return figures
 
 
@@ -258,6 +275,9 @@ def main() -> None:
         help="where the simulated machine runs: a thread of the driver's process, or its own",
     )
     parser.add_argument("--profile", help="cProfile of the driver thread (whole run) to FILE")
+    parser.add_argument(
+        "--sample", help="py-spy of the driver process over the window to FILE (raw), summarised"
+    )
     args = parser.parse_args()
     figures = run(args)
     print(
