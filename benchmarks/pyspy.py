@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,13 +22,16 @@ class Sampler:
     def __init__(self, pid: int, seconds: float, out: Path, rate: int = 200) -> None:
         self.pid, self.seconds, self.out, self.rate = pid, seconds, out, rate
         self._proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("py-spy")
+        # (found when made, so that a missing py-spy stops the caller before it measures)
+        beside = Path(sys.executable).parent / "py-spy"  # a virtualenv not on PATH
+        exe = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
         if exe is None:
             raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
+        self.exe = exe
+
+    def start(self) -> None:
         cmd = [
-            exe,
+            self.exe,
             "record",
             "--pid",
             str(self.pid),
