@@ -58,21 +58,3 @@ def test_parsl_worker_path_is_read_from_its_worker_logs(tmp_path):
     assert path["taking_ms"]["count"] == 2
     assert path["taking_ms"]["mean"] == pytest.approx(52.0, abs=0.01)
     assert path["worker_seconds"] == pytest.approx(0.11, abs=0.001)
-
-
-def test_a_py_spy_summary_keeps_one_threads_stacks_when_asked(tmp_path):
-    """Shares are of every sample the rate allows; ``only`` keeps stacks through a frame."""
-    from benchmarks.pyspy import summary
-
-    raw = tmp_path / "raw.txt"
-    raw.write_text(
-        "main (a.py:1);Dispatcher.run (d.py:2);record (r.py:3) 30\n"
-        "main (a.py:1);Dispatcher.run (d.py:2);top_up (s.py:4) 10\n"
-        "Thread.run (t.py:5);recv (c.py:6) 20\n"
-    )
-    everything = summary(raw, seconds=1.0, rate=100)
-    assert everything["busy"] == pytest.approx(0.6)
-    driver = summary(raw, seconds=1.0, rate=100, only="Dispatcher.run")
-    assert driver["busy"] == pytest.approx(0.4)
-    assert dict(driver["own"]) == {"record (r.py)": 0.3, "top_up (s.py)": 0.1}
-    assert "recv (c.py)" not in dict(driver["inclusive"])
