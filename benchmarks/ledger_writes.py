@@ -32,7 +32,8 @@ from pathlib import Path
 from benchmarks.common import scratch
 from parsl_es.campaign import campaign_from_dict
 from parsl_es.ledger import LEDGER_NAME, Ledger
-from parsl_es.ledger.ranges import _MARK_DONE, checked_states
+from parsl_es.ledger.core import checked_states
+from parsl_es.ledger.ranges import _MARK_DONE
 
 _APPEND = (
     "INSERT INTO results (idx, attempt, task, started, finished, output, size, checksum, "

@@ -780,7 +780,7 @@ def test_fresh_ranges_are_written_as_the_plan_numbers_them(
 ):
     """Fresh ranges go in as runs of consecutive indices per node type, numbered by
     SQLite: each row equals ``RangePlan.rows`` (the last range cut at the last event)."""
-    from parsl_es.ledger.ranges import consecutive_runs
+    from parsl_es.ledger.starts import consecutive_runs
 
     numbers = {
         "events": events,

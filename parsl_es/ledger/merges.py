@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import time
 
-from parsl_es.ledger.core import LedgerCore
-from parsl_es.ledger.ranges import IN_GROUP, checked_states
+from parsl_es.ledger.core import LedgerCore, checked_states
+from parsl_es.ledger.ranges import IN_GROUP
 from parsl_es.records import CampaignVerdict, MergedFile, MergeVerdict, Plots, Where
 from parsl_es.states import Verdict
 
