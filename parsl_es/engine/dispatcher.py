@@ -31,12 +31,11 @@ from parsl_es.engine.context import (
     log,
 )
 from parsl_es.engine.counters import Rate, snapshot
-from parsl_es.engine.ending import RunEnd, decide
 from parsl_es.engine.result import Progress, RunResult
 from parsl_es.engine.simulate import SimulateStep
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import SIMULATION_CAMPAIGN, Placement, StepSpec, Unit
-from parsl_es.engine.totals import combined, run_result
+from parsl_es.engine.totals import combined, ended_run
 from parsl_es.engine.windows import WORKER_POLL_SECONDS
 from parsl_es.engine.wiring import Settings, Stage, build_steps, context_for
 from parsl_es.ledger import Ledger
@@ -283,40 +282,14 @@ class Dispatcher:
 
     def _result(self) -> RunResult:
         now = self.ctx.backend.now()
-        contexts = self.contexts
-        verdicts = [c.campaign_verdict for c in contexts if c.campaign_verdict is not None]
-        fatal_ids = [
-            _labelled(c, c.plan.range(i).id)
-            for c in contexts
-            for i in sorted(c.counters.fatal_ranges)
-        ]
-        failed_merges: list[int | str] = [
-            _labelled(c, str(g)) if c.step else g
-            for c in contexts
-            for g in sorted(c.counters.failed_merges)
-        ]
-        status, message = decide(
-            RunEnd(
-                campaign_passed=all(c.ledger.campaign_passed() for c in contexts),
-                no_space=self.ctx.no_space,
-                stopped=self.stop.is_set(),
-                out_of_time=any(s.held_back() for s in self.steps)
-                or any(c.cutoff.must_leave(now) for c in contexts),
-                allocation_end=self.ctx.cutoff.end,
-                events_left=sum(c.plan.events - c.counters.events_done for c in contexts),
-                fatal_ranges=fatal_ids,
-                failed_merges=len(failed_merges),
-                validation_problems=[p for v in verdicts for p in v.problems],
-            )
-        )
-        return run_result(
-            contexts,
-            status=status,
-            message=message,
-            wall_seconds=now - self._t0,
-            ended=now,
-            fatal_ids=fatal_ids,
-            failed_merges=failed_merges,
+        return ended_run(
+            self.contexts,
+            now=now,
+            started=self._t0,
+            stopped=self.stop.is_set(),
+            held_back=any(s.held_back() for s in self.steps),
+            no_space=self.ctx.no_space,
+            allocation_end=self.ctx.cutoff.end,
         )
 
 
@@ -333,7 +306,3 @@ def _deadline(step: Step, now: float) -> float:
     """
     due = step.next_deadline(now) + DEADLINE_SLACK_SECONDS
     return due if due > now else now + WATCHDOG_SECONDS
-
-
-def _labelled(ctx: EngineContext, what: str) -> str:
-    return f"{ctx.step}:{what}" if ctx.step else what

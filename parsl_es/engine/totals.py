@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from parsl_es.engine.context import EngineContext
+from parsl_es.engine.ending import RunEnd, decide
 from parsl_es.engine.result import Progress, RunResult, RunStatus
 
 _SUMMED = (
@@ -111,3 +112,56 @@ def run_result(
         wedged_pools=sum(c.wedged_pools for c in counters),
         per_step=per_step,
     )
+
+
+def ended_run(
+    contexts: Sequence[EngineContext],
+    *,
+    now: float,
+    started: float,
+    stopped: bool,
+    held_back: bool,
+    no_space: bool,
+    allocation_end: float | None,
+) -> RunResult:
+    """How the run ended (``ending.decide`` on what the steps left) and its figures.
+
+    ``held_back``: a step started no more work because none could finish before the
+    allocation's end.
+    """
+    verdicts = [c.campaign_verdict for c in contexts if c.campaign_verdict is not None]
+    fatal_ids = [
+        _labelled(c, c.plan.range(i).id) for c in contexts for i in sorted(c.counters.fatal_ranges)
+    ]
+    failed_merges: list[int | str] = [
+        _labelled(c, str(g)) if c.step else g
+        for c in contexts
+        for g in sorted(c.counters.failed_merges)
+    ]
+    status, message = decide(
+        RunEnd(
+            campaign_passed=all(c.ledger.campaign_passed() for c in contexts),
+            no_space=no_space,
+            stopped=stopped,
+            out_of_time=held_back or any(c.cutoff.must_leave(now) for c in contexts),
+            allocation_end=allocation_end,
+            events_left=sum(c.plan.events - c.counters.events_done for c in contexts),
+            fatal_ranges=fatal_ids,
+            failed_merges=len(failed_merges),
+            validation_problems=[p for v in verdicts for p in v.problems],
+        )
+    )
+    return run_result(
+        contexts,
+        status=status,
+        message=message,
+        wall_seconds=now - started,
+        ended=now,
+        fatal_ids=fatal_ids,
+        failed_merges=failed_merges,
+    )
+
+
+def _labelled(ctx: EngineContext, what: str) -> str:
+    """A chain step's range or group named with its step (``sim:range-id``)."""
+    return f"{ctx.step}:{what}" if ctx.step else what
