@@ -273,7 +273,7 @@ def test_a_full_ledger_stops_the_run_after_in_flight_work_came_back(tmp_path, mo
     assert result.status is RunStatus.NO_SPACE
     assert "ledger" in result.message
     # nothing left running when the driver left: no worker ended half-way through a file
-    assert all(not pool.running for pools in sim._pools.values() for pool in pools)
+    assert all(not pool.running for pools in sim.workers.by_type.values() for pool in pools)
     monkeypatch.setattr(LedgerClass, "record", record)
     again = drive(out, backend())
     assert again.status is RunStatus.COMPLETE

@@ -30,13 +30,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 from parsl_es import apps
 from parsl_es.backends.base import Call, Completions, DependencyFailed, WorkLost
 from parsl_es.backends.made_up import MADE_UP, Made, in_sim_time
-from parsl_es.backends.sim_realtime import BusyMeter, RealTime
+from parsl_es.backends.sim_pools import SimPool, SimPools, SimTask
+from parsl_es.backends.sim_realtime import RealTime
 from parsl_es.backends.sim_spec import EPOCH, NO_FAULTS, SimFaults, SimNodeType, range_durations
 from parsl_es.backends.sim_spec import PoolEvent as PoolEvent  # (re-exported, as the others)
 from parsl_es.records import PoolInfo, Where
@@ -44,33 +44,6 @@ from parsl_es.records import PoolInfo, Where
 #: Longest the real-time machine's thread runs due events before it lets a query in
 #: (a whole machine's bundles finishing together are tens of seconds of work).
 SLICE_SECONDS = 0.05
-
-
-@dataclass(eq=False)
-class _Pool:
-    node_type: str
-    index: int
-    block: str
-    workers: int
-    #: Insertion-ordered (a dict, not a set): a lost pool fails its tasks in the order
-    #: they started, whatever their objects' ids, so runs stay deterministic.
-    running: dict[_Task, None] = field(default_factory=dict)
-    connected: bool = False
-    wedged: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"sim-{self.node_type}-{self.block}"
-
-
-@dataclass(eq=False)
-class _Task:
-    node_type: str
-    call: Call
-    future: Future
-    pool: _Pool | None = None
-    worker: int = 0
-    durations: list[float] = field(default_factory=list)  # of its ranges, drawn at start
 
 
 class SimulatedMachineAnswers:
@@ -118,30 +91,25 @@ class SimulatedBackend(SimulatedMachineAnswers):
         self._now = self._epoch
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
-        self._blocks = itertools.count()
-        self._queues: dict[str, deque[_Task]] = {nt: deque() for nt in node_types}
-        self._pools: dict[str, list[_Pool]] = {nt: [] for nt in node_types}
-        self._free: dict[str, deque[_Pool]] = {nt: deque() for nt in node_types}
         self._merges_lost = 0
         self.submitted: Counter[str] = Counter()  # tasks submitted, by worker function
-        self.blocks_ended: list[tuple[str, str]] = []
-        workers = sum(max(s.workers, s.pools) for s in node_types.values())
-        self._busy = BusyMeter(workers, self._epoch)  # how busy the virtual workers are
+        self.workers = SimPools(node_types, self._epoch, lambda: self._now, self._at, self._start)
         self.late_seconds = 0.0  # real time: how far behind its schedule the machine ran
         self.events_run = 0
         self.ranges_run = 0  # ranges started, over all simulate tasks
         self.ranges_finished = 0  # ranges of simulate tasks whose results were handed back
         for nt, spec in node_types.items():
             for i in range(spec.pools):
-                self._start_pool(nt, i, spec.startup_seconds)
+                self.workers.start_pool(nt, i, spec.startup_seconds)
         for ev in faults.pool_losses:
             self._at(
                 self._epoch + ev.at,
-                lambda ev=ev: self._lose_pool(self._pools[ev.node_type][ev.pool]),
+                lambda ev=ev: self.workers.lose(self.workers.by_type[ev.node_type][ev.pool]),
             )
         for ev in faults.pool_wedges:
             self._at(
-                self._epoch + ev.at, lambda ev=ev: self._wedge(self._pools[ev.node_type][ev.pool])
+                self._epoch + ev.at,
+                lambda ev=ev: _wedge(self.workers.by_type[ev.node_type][ev.pool]),
             )
         if self._clock:
             self._clock.start()
@@ -155,14 +123,14 @@ class SimulatedBackend(SimulatedMachineAnswers):
 
     def submit(self, node_type: str, call: Call) -> Future:
         self.submitted[call.function] += 1
-        task = _Task(node_type, call, Future())
+        task = SimTask(node_type, call, Future())
         if self._clock:  # the machine's thread takes it from here
             self._clock.post((task, None))
             return task.future
         self._accept(task)
         return task.future
 
-    def _accept(self, task: _Task) -> None:
+    def _accept(self, task: SimTask) -> None:
         call = task.call
         deps = [a for a in (*call.args, *call.inputs) if isinstance(a, Future)]
         waiting = [d for d in deps if not d.done()]
@@ -188,21 +156,17 @@ class SimulatedBackend(SimulatedMachineAnswers):
 
     def pools(self, node_type: str) -> list[PoolInfo]:
         with self._machine():
-            return [
-                PoolInfo(pool=p.name, block=p.block, workers=p.workers, tasks=len(p.running))
-                for p in self._pools[node_type]
-                if p.connected
-            ]
+            return self.workers.connected(node_type)
 
     def end_block(self, node_type: str, block: str) -> bool:
         with self._machine():
             self._now = max(self._now, self.now())
-            for p in self._pools[node_type]:
-                if p.block == block and p.connected:
-                    self.blocks_ended.append((node_type, block))
-                    self._lose_pool(p)
-                    return True
-            return False
+            return self.workers.end_block(node_type, block)
+
+    @property
+    def blocks_ended(self) -> list[tuple[str, str]]:
+        """``(node type, block)`` of every block ended through ``end_block``."""
+        return self.workers.blocks_ended
 
     def wait(self, completions: Completions, timeout: float) -> None:
         """Run the clock to the next completion, or by ``timeout`` if none comes sooner.
@@ -229,21 +193,20 @@ class SimulatedBackend(SimulatedMachineAnswers):
     def busy_seconds(self) -> tuple[float, float, int]:
         """``(time, worker-seconds busy since the start, workers busy now)`` at one moment."""
         with self._machine():
-            return self._busy.at(self.now())
+            return self.workers.busy.at(self.now())
 
     @property
     def all_busy_at(self) -> float | None:
         """When every worker first ran a task."""
-        return self._busy.all_busy_at
-
-    def _count_busy(self, change: int) -> None:
-        self._busy.change(self._now, change)
+        return self.workers.busy.all_busy_at
 
     # --- real time: what the machine's thread runs ------------------------------------------
     def _next_event(self) -> float | None:
         return self._events[0][0] if self._events else None
 
-    def _run_due(self, real: float, inbox: deque[tuple[_Task, Callable[[], None] | None]]) -> bool:
+    def _run_due(
+        self, real: float, inbox: deque[tuple[SimTask, Callable[[], None] | None]]
+    ) -> bool:
         """Due events first, each at its own time (a worker that finishes takes the next
         queued task then), then what was submitted meanwhile, now. At most
         ``SLICE_SECONDS`` of events per call: whether some are still due (the machine's
@@ -271,45 +234,14 @@ class SimulatedBackend(SimulatedMachineAnswers):
     def _at(self, when: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._events, (when, next(self._seq), action))
 
-    def _start_pool(self, node_type: str, index: int, after: float) -> None:
-        spec = self.spec[node_type]
-        share = spec.workers // spec.pools + (1 if index < spec.workers % spec.pools else 0)
-        pool = _Pool(node_type, index, str(next(self._blocks)), max(1, share))
-        if index < len(self._pools[node_type]):
-            self._pools[node_type][index] = pool
-        else:
-            self._pools[node_type].append(pool)
-        self._at(self._now + after, lambda: self._connect(pool))
-
-    def _connect(self, pool: _Pool) -> None:
-        pool.connected = True
-        self._free[pool.node_type].append(pool)
-        self._dispatch(pool.node_type)
-
-    def _ready(self, task: _Task, deps: list[Future]) -> None:
+    def _ready(self, task: SimTask, deps: list[Future]) -> None:
         failed = [d for d in deps if d.exception() is not None]
         if failed:
             task.future.set_exception(DependencyFailed(str(failed[0].exception())))
             return
-        self._queues[task.node_type].append(task)
-        self._dispatch(task.node_type)
+        self.workers.enqueue(task)
 
-    def _dispatch(self, node_type: str) -> None:
-        queue, free = self._queues[node_type], self._free[node_type]
-        while queue and free:
-            pool = free[0]
-            if not pool.connected or len(pool.running) >= pool.workers:
-                free.popleft()
-                continue
-            task = queue.popleft()
-            task.pool, task.worker = pool, len(pool.running)
-            pool.running[task] = None
-            self._count_busy(1)
-            if len(pool.running) >= pool.workers:
-                free.popleft()
-            self._start(task)
-
-    def _start(self, task: _Task) -> None:
+    def _start(self, task: SimTask) -> None:
         duration, hangs = self._duration(task)
         if hangs:
             return  # holds its worker until the pool is ended
@@ -319,7 +251,7 @@ class SimulatedBackend(SimulatedMachineAnswers):
         started = self._now
         self._at(self._now + duration, lambda: self._finish(task, started=started))
 
-    def _duration(self, task: _Task) -> tuple[float, bool]:
+    def _duration(self, task: SimTask) -> tuple[float, bool]:
         spec = self.spec[task.node_type]
         if task.call.function != "simulate_ranges":
             return spec.step_seconds, False
@@ -328,7 +260,7 @@ class SimulatedBackend(SimulatedMachineAnswers):
         task.durations = range_durations(spec, work, self.faults, self._rng, task.call.step)
         return sum(task.durations), any(a == 1 and i in self.faults.hung_ranges for i, a in work)
 
-    def _finish(self, task: _Task, started: float = 0.0, lost: bool = False) -> None:
+    def _finish(self, task: SimTask, started: float = 0.0, lost: bool = False) -> None:
         pool = task.pool
         if pool is None or task not in pool.running or pool.wedged:
             return  # the pool was lost or wedged meanwhile
@@ -355,17 +287,10 @@ class SimulatedBackend(SimulatedMachineAnswers):
                 self.ranges_finished += len(task.durations)
             task.future.set_result(result)
 
-    def _release(self, task: _Task) -> None:
-        pool = task.pool
-        assert pool is not None
-        full = len(pool.running) >= pool.workers
-        pool.running.pop(task, None)
-        self._count_busy(-1)
-        if full and pool.connected:
-            self._free[pool.node_type].append(pool)
-        self._dispatch(pool.node_type)
+    def _release(self, task: SimTask) -> None:
+        self.workers.release(task)
 
-    def _result(self, task: _Task, where: Where, started: float) -> Any:
+    def _result(self, task: SimTask, where: Where, started: float) -> Any:
         args = [a.result() if isinstance(a, Future) else a for a in task.call.args]
         if self.run_functions:
             result = getattr(apps, task.call.function)(*args)
@@ -377,16 +302,7 @@ class SimulatedBackend(SimulatedMachineAnswers):
             args, Made(where, started, self._now, task.durations, self.faults, self._rng)
         )
 
-    def _lose_pool(self, pool: _Pool) -> None:
-        """A pool dies: its tasks come back lost, and a new one starts in its place."""
-        if not pool.connected:
-            return
-        pool.connected = False
-        running, pool.running = pool.running, {}
-        self._count_busy(-len(running))
-        for task in running:
-            task.future.set_exception(WorkLost(f"worker pool {pool.name} lost"))
-        self._start_pool(pool.node_type, pool.index, self.spec[pool.node_type].startup_seconds)
 
-    def _wedge(self, pool: _Pool) -> None:
-        pool.wedged = True
+def _wedge(pool: SimPool) -> None:
+    """The pool stops answering: its tasks never finish, it still looks connected."""
+    pool.wedged = True
