@@ -72,7 +72,7 @@ def test_a_query_gets_in_while_the_machine_works_through_a_burst(monkeypatch):
 
     def slow_finish(task, started=0.0, lost=False):  # a result that takes 10 ms to make up
         time.sleep(0.01)
-        sim._release(task)
+        sim.workers.release(task)
         task.future.set_result(None)
 
     monkeypatch.setattr(sim, "_finish", slow_finish)

@@ -56,7 +56,6 @@ class SimPools:
     def __init__(
         self,
         spec: dict[str, SimNodeType],
-        epoch: float,
         clock: Callable[[], float],
         at: Callable[[float, Callable[[], None]], None],
         start: Callable[[SimTask], None],
@@ -70,7 +69,7 @@ class SimPools:
         self.by_type: dict[str, list[SimPool]] = {nt: [] for nt in spec}
         self._free: dict[str, deque[SimPool]] = {nt: deque() for nt in spec}
         workers = sum(max(s.workers, s.pools) for s in spec.values())
-        self.busy = BusyMeter(workers, epoch)  # how busy the virtual workers are
+        self.busy = BusyMeter(workers, clock())  # how busy the virtual workers are, from now
         self.blocks_ended: list[tuple[str, str]] = []
 
     def start_pool(self, node_type: str, index: int, after: float) -> None:

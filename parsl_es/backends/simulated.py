@@ -93,7 +93,7 @@ class SimulatedBackend(SimulatedMachineAnswers):
         self._seq = itertools.count()
         self._merges_lost = 0
         self.submitted: Counter[str] = Counter()  # tasks submitted, by worker function
-        self.workers = SimPools(node_types, self._epoch, lambda: self._now, self._at, self._start)
+        self.workers = SimPools(node_types, lambda: self._now, self._at, self._start)
         self.late_seconds = 0.0  # real time: how far behind its schedule the machine ran
         self.events_run = 0
         self.ranges_run = 0  # ranges started, over all simulate tasks
@@ -264,7 +264,7 @@ class SimulatedBackend(SimulatedMachineAnswers):
         pool = task.pool
         if pool is None or task not in pool.running or pool.wedged:
             return  # the pool was lost or wedged meanwhile
-        self._release(task)
+        self.workers.release(task)
         if lost:
             task.future.set_exception(WorkLost(f"worker {pool.name}:{task.worker} died"))
             return
@@ -286,9 +286,6 @@ class SimulatedBackend(SimulatedMachineAnswers):
             if task.call.function == "simulate_ranges":
                 self.ranges_finished += len(task.durations)
             task.future.set_result(result)
-
-    def _release(self, task: SimTask) -> None:
-        self.workers.release(task)
 
     def _result(self, task: SimTask, where: Where, started: float) -> Any:
         args = [a.result() if isinstance(a, Future) else a for a in task.call.args]

@@ -22,17 +22,15 @@ class RangeFeed:
 
         Fresh ranges alone come as a ``range``: the ledger starts them as one span.
         """
-        if not self._retry:
-            take = max(0, min(n, self.n_ranges - self.cursor))
-            self.cursor += take
-            return range(self.cursor - take, self.cursor)
         out = []
         while len(out) < n and self._retry:
             out.append(self._retry.popleft())
-        take = min(n - len(out), self.n_ranges - self.cursor)
-        if take > 0:
-            out.extend(range(self.cursor, self.cursor + take))
-            self.cursor += take
+        take = max(0, min(n - len(out), self.n_ranges - self.cursor))
+        fresh = range(self.cursor, self.cursor + take)
+        self.cursor += take
+        if not out:
+            return fresh
+        out.extend(fresh)
         return out
 
     def retry_first(self, index: int) -> None:

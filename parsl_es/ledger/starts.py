@@ -35,7 +35,7 @@ _START_RETRY = (
     "WHERE state IN ('ready', 'failed') RETURNING attempts"
 )
 #: ``(node type, indices)``: the ranges of one task, as the engine starts them.
-Bundle = tuple[str, Sequence[int]]
+StartedBundle = tuple[str, Sequence[int]]
 #: ``(first, last, node type)``: fresh ranges ``first..last`` started on one node type.
 Span = tuple[int, int, str]
 
@@ -67,7 +67,7 @@ class RangeStarts(LedgerCore):
     """Ranges marked running as the engine starts them, bundle by bundle."""
 
     def start_ranges(
-        self, bundles: Sequence[Bundle], now: float, fresh_from: int
+        self, bundles: Sequence[StartedBundle], now: float, fresh_from: int
     ) -> list[list[int]]:
         """Mark the ranges of ``bundles`` running in one transaction; return their
         attempts, bundle by bundle.
