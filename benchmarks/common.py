@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -66,3 +67,34 @@ def report(figures: dict, line: str) -> None:
     """One JSON line for scripts, one line for people."""
     print(json.dumps(figures), flush=True)
     print(line, flush=True)
+
+
+class GcTime:
+    """Wall seconds this process has spent in the cyclic garbage collector since
+    ``start``, by generation (every thread's collections: whichever thread allocates
+    pays for them)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self._began = 0.0
+
+    def start(self) -> GcTime:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def stop(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        generation = info["generation"]
+        self.seconds[generation] += time.perf_counter() - self._began
+        self.collections[generation] += 1

@@ -13,13 +13,17 @@ After the warm-up (until every worker has run a task, then ``--warmup``
 seconds, default ``max(2, 2 T)``; at the latest ``--latest-start`` seconds after
 the start), ``--seconds`` are measured: utilisation of
 the virtual workers (busy worker-seconds over ``W`` times the window), ranges
-recorded per second, driver CPU per range. ``utilisation`` is the workers' busy
-share times the share of the ranges they finished in the window that the driver
-recorded as done in it (``recorded_share``, at most 1): queued bundles keep workers
-busy for a while after a driver fell behind, and only the second shows it.
-(Until 2026-12-01 the second share was the ranges recorded over ``W / T``; bundles
-that all started together finish together, so a window shorter than a few
-bundles saw too few or too many of them: ``recorded_of_ideal``, still printed.)
+recorded per second, driver CPU per range. Queued bundles keep workers busy for
+a while after a driver fell behind, so ``utilisation`` is the workers' busy share
+only if the driver kept up: after the window it goes on as before, and it must
+record every result the machine finished in the window within one bundle's
+length (``catch_up_s``; ``Window._catch_up`` says why that is the test). If it
+did not, the busy share is multiplied by the share of the window's results it
+recorded in the window (``recorded_share``, at most 1; before 2026-12-01 that
+product was the measure whatever the catch-up, and a window that ended in the
+middle of a wave of results was charged for it). Also printed: the simulated
+machine's own CPU (``machine_cpu_share``) and the driver process's time in
+Python's garbage collector (``driver_gc_share``).
 The last line printed is one JSON object.
 
     python -m benchmarks.scale --workers 100000 --range-seconds 1 --seconds 20
@@ -36,9 +40,10 @@ import pstats
 import resource
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.common import scratch
+from benchmarks.common import GcTime, scratch
 from benchmarks.pyspy import Sampler, summary
 from parsl_es.backends.sim_process import SimulatedMachineProcess
 from parsl_es.backends.simulated import SimFaults, SimNodeType, SimulatedBackend
@@ -92,8 +97,13 @@ class Window:
         latest: float,
         counters: list,
         sampler: Sampler | None = None,
+        mean_range_seconds: float = 0.0,
     ):
         self.sim = sim
+        self.mean_range_seconds = mean_range_seconds  # (a bundle's length: ranges x this)
+        self.gc_time = GcTime().start()  # the driver process's collections
+        self.catch_up: float | None = None  # see ``_catch_up``
+        self.catch_up_limit = 0.0
         self.latest = latest  # the window starts by then even if not every worker is busy
         self.warmup = warmup
         self.seconds = seconds
@@ -114,9 +124,36 @@ class Window:
             "cpu": time.clock_gettime(self._clock),
             "process_cpu": time.process_time(),  # all the driver process's threads
             "busy": busy,
+            "machine_cpu": _process_cpu(getattr(self.sim, "pid", None)),
             "finished": self.sim.ranges_finished,  # by the machine (a moment later)
             "ranges": sum(c.ranges for c in self.counters),
+            "results": self._results(),
+            "gc": self.gc_time.total,
+            "gc_full": self.gc_time.collections[2],
         }
+
+    def _results(self) -> int:
+        """Range results the driver recorded: done, or failed (the machine's ``finished``
+        counts both)."""
+        return sum(c.ranges + c.failures for c in self.counters)
+
+    def _catch_up(self) -> float | None:
+        """Seconds after the window's end until the driver had recorded every result the
+        machine finished by then, while it goes on feeding the machine; None if that
+        took longer than one bundle's length.
+
+        Bundles that started together finish together: results come in waves of up to
+        one bundle per worker, and a window may end in the middle of one. A driver
+        that keeps up records a wave before the bundles started with it are over (its
+        results come first: completions are handed over in the order they came); one
+        that falls behind carries more than a wave, and more every second.
+        """
+        assert self.end is not None
+        bundles = max(1, self.sim.submitted["simulate_ranges"])
+        self.catch_up_limit = self.sim.ranges_run / bundles * self.mean_range_seconds
+        return catch_up(
+            self._results, self.end["finished"], self.sim.now, self.end["t"], self.catch_up_limit
+        )
 
     def _watch(self) -> None:
         while True:
@@ -132,7 +169,39 @@ class Window:
             self.sampler.start()
         time.sleep(self.seconds)
         self.end = self.sample()
+        self.catch_up = self._catch_up()
+        self.gc_time.stop()
         self.stop.set()
+
+
+def catch_up(
+    recorded: Callable[[], int],
+    target: int,
+    now: Callable[[], float],
+    since: float,
+    limit: float,
+    poll: float = 0.05,
+) -> float | None:
+    """Seconds from ``since`` until ``recorded()`` reached ``target``; None if that took
+    longer than ``limit`` seconds."""
+    while True:
+        waited = now() - since
+        if recorded() >= target:
+            return max(0.0, waited)
+        if waited > limit:
+            return None
+        time.sleep(poll)
+
+
+def _process_cpu(pid: int | None) -> float | None:
+    """CPU seconds (user and system) of another process so far, from ``/proc``."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -161,7 +230,8 @@ def run(args: argparse.Namespace) -> dict:
             if args.sample
             else None
         )
-        window = Window(sim, warmup, args.seconds, args.latest_start, counters, sampler)
+        mean_range = t * math.exp(args.spread**2 / 2)  # (log-normal: T exp(sigma^2 / 2))
+        window = Window(sim, warmup, args.seconds, args.latest_start, counters, sampler, mean_range)
         submitted_at = sim.now()
         cpu0 = time.thread_time()
         try:
@@ -197,16 +267,19 @@ def run(args: argparse.Namespace) -> dict:
     span = end["t"] - start["t"]
     done = end["ranges"] - start["ranges"]
     rss, peak = _rss_mb()
-    # Workers busy with tasks queued long ago look busy while the driver falls behind:
-    # the share of what they finished that the driver recorded says whether it keeps up.
     busy_share = (end["busy"] - start["busy"]) / (w * span)
     finished = end["finished"] - start["finished"]
-    unrecorded = end["finished"] - end["ranges"]  # finished, not yet recorded, at the end
+    unrecorded = end["finished"] - end["results"]  # finished, not yet recorded, at the end
     # no bundle came back in the window (bundles longer than it): nothing to keep up
     # with, unless results from before it are still waiting
-    recorded_share = done / finished if finished else float(unrecorded <= 0)
-    # (the old measure: a range lasts T exp(sigma^2/2) on average, log-normal spread)
-    recorded_of_ideal = (done / span) * t * math.exp(args.spread**2 / 2) / w
+    recorded = end["results"] - start["results"]
+    recorded_share = recorded / finished if finished else float(unrecorded <= 0)
+    # Workers busy with tasks queued long ago look busy while the driver falls behind.
+    # A driver that caught up within a bundle's length keeps up (``Window._catch_up``);
+    # one that did not is charged the share of the window's results it left unrecorded.
+    kept_up = window.catch_up is not None
+    utilisation = busy_share * (1.0 if kept_up else min(1.0, recorded_share))
+    recorded_of_ideal = (done / span) * mean_range / w  # (the measure before 2026-12-01)
     figures = {
         "benchmark": "scale",
         "workers": w,
@@ -214,8 +287,11 @@ def run(args: argparse.Namespace) -> dict:
         "spread": args.spread,
         "fault_rate": args.fault_rate,
         "window_s": round(span, 2),
-        "utilisation": round(busy_share * min(1.0, recorded_share), 4),
+        "utilisation": round(utilisation, 4),
         "busy_share": round(busy_share, 4),
+        "kept_up": kept_up,
+        "catch_up_s": None if window.catch_up is None else round(window.catch_up, 2),
+        "catch_up_limit_s": round(window.catch_up_limit, 2),  # one bundle's length
         "recorded_share": round(recorded_share, 4),
         "ranges_finished_in_window": finished,
         "unrecorded_at_start": start["finished"] - start["ranges"],
@@ -227,6 +303,13 @@ def run(args: argparse.Namespace) -> dict:
         "driver_cpu_share": round((end["cpu"] - start["cpu"]) / span, 3),
         # with its sending and receiving threads (the simulated machine's pipe)
         "driver_process_cpu_share": round((end["process_cpu"] - start["process_cpu"]) / span, 3),
+        # the driver process's time in Python's cyclic garbage collector, any thread
+        "driver_gc_share": round((end["gc"] - start["gc"]) / span, 3),
+        "driver_full_collections": end["gc_full"] - start["gc_full"],
+        # the simulated machine's own process (None: it runs in the driver's)
+        "machine_cpu_share": None
+        if start["machine_cpu"] is None or end["machine_cpu"] is None
+        else round((end["machine_cpu"] - start["machine_cpu"]) / span, 3),
         "seconds_to_all_busy": None
         if sim.all_busy_at is None
         else round(sim.all_busy_at - submitted_at, 2),

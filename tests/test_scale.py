@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.scale import catch_up
 from parsl_es.backends.base import Completions
 from parsl_es.backends.simulated import SimFaults, SimNodeType, SimulatedBackend
 from tests.engine_helpers import drive, new_campaign, range_attempts
@@ -138,10 +139,25 @@ def test_scale_benchmark_prints_its_figures_last():
     assert figures["workers"] == 200 and figures["range_seconds"] == 0.2
     assert 0.0 <= figures["utilisation"] <= 1.0
     # a driver that falls behind shows in what it recorded, not in busy workers
-    expected = figures["busy_share"] * min(1.0, figures["recorded_share"])
+    if figures["kept_up"]:
+        assert figures["catch_up_s"] <= figures["catch_up_limit_s"]
+        expected = figures["busy_share"]
+    else:
+        expected = figures["busy_share"] * min(1.0, figures["recorded_share"])
     assert figures["utilisation"] == pytest.approx(expected, abs=2e-4)
+    assert figures["machine_cpu_share"] > 0  # (its own process)
+    assert figures["driver_gc_share"] >= 0
     assert figures["ranges_finished_in_window"] > 0
     assert 0.8 < figures["recorded_share"] < 1.2  # it keeps up: what finished is recorded
     assert figures["utilisation"] > 0.8  # 1,000 ranges/s: a small fraction of the driver
     assert figures["ranges_per_second"] > 0
     assert figures["driver_us_per_range"] > 0
+
+
+def test_catch_up_is_the_wait_until_the_driver_recorded_the_window():
+    clock = iter(range(100))  # one second a look
+    recorded = iter([5, 8, 10, 10])
+    assert catch_up(lambda: next(recorded), 10, lambda: next(clock), 0, 30, poll=0) == 2
+    clock = iter(range(100))
+    assert catch_up(lambda: 0, 1, lambda: next(clock), 0, 3, poll=0) is None  # never
+    assert catch_up(lambda: 7, 7, lambda: 5.0, 9.0, 1) == 0.0  # (already there)

@@ -159,6 +159,11 @@ class SimulatedMachineProcess(SimulatedMachineAnswers):
         return self._figure("ranges_finished")
 
     @property
+    def pid(self) -> int | None:
+        """The child's process id (``benchmarks.scale`` reads its CPU time)."""
+        return self._proc.pid
+
+    @property
     def alive(self) -> bool:
         """Whether the child process is running."""
         return self._proc.is_alive()

@@ -24,6 +24,7 @@ from typing import Any
 
 from parsl_es import apps, fileio
 from parsl_es.backends.base import Backend, WakingEvent
+from parsl_es.engine.collector import driver_collector
 from parsl_es.engine.context import (
     DEADLINE_SLACK_SECONDS,
     WATCHDOG_SECONDS,
@@ -125,6 +126,10 @@ class Dispatcher:
         return self.stop_event
 
     def run(self) -> RunResult:
+        with driver_collector():  # (full collections walk every in-flight task)
+            return self._run()
+
+    def _run(self) -> RunResult:
         self._t0 = self.ctx.backend.now()
         self._load()
         while True:
