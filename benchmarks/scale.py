@@ -48,6 +48,7 @@ from benchmarks.pyspy import Sampler, summary
 from parsl_es.backends.sim_process import SimulatedMachineProcess
 from parsl_es.backends.simulated import SimFaults, SimNodeType, SimulatedBackend
 from parsl_es.campaign import campaign_from_dict
+from parsl_es.engine.collector import DRIVER_THRESHOLDS
 from parsl_es.engine.dispatcher import Dispatcher, Settings
 from parsl_es.engine.steps import Placement
 from parsl_es.ledger import LEDGER_NAME, Ledger
@@ -244,7 +245,10 @@ def run(args: argparse.Namespace) -> dict:
                     payload=(spec.pop("name"), spec),
                     placement=Placement(simulate=["cpu"], merge="cpu", validate="cpu"),
                     settings=Settings(
-                        attempts=3, stop_grace_seconds=0.0, bundle_size=args.bundle_size
+                        attempts=3,
+                        stop_grace_seconds=0.0,
+                        bundle_size=args.bundle_size,
+                        collector=None if args.python_gc else DRIVER_THRESHOLDS,
                     ),
                     stop=window.stop,
                 )
@@ -319,6 +323,7 @@ def run(args: argparse.Namespace) -> dict:
         "peak_rss_mb": round(peak, 1),
         "tasks_submitted": sum(sim.submitted.values()),
         "bundle_size": args.bundle_size or "adaptive",
+        "collector": "python" if args.python_gc else "engine",
         "profiled": bool(args.profile),  # (cProfile slows the driver: CPU figures grow)
         "ranges_per_task": round(sim.ranges_run / max(1, sim.submitted["simulate_ranges"]), 1),
     }
@@ -356,6 +361,11 @@ def main() -> None:
         choices=("thread", "process"),
         default="process",
         help="where the simulated machine runs: a thread of the driver's process, or its own",
+    )
+    parser.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="the driver with CPython's collector thresholds, not the engine's (a baseline)",
     )
     parser.add_argument("--profile", help="cProfile of the driver thread (whole run) to FILE")
     parser.add_argument(

@@ -55,3 +55,14 @@ def test_thresholds_are_checked():
     with pytest.raises(ValueError, match="at least 1"):
         CollectorThresholds(young=0)
     assert DRIVER_THRESHOLDS.allocations_per_full_collection() == 100_000_000
+
+
+def test_a_run_can_keep_the_process_thresholds(tmp_path, own_thresholds):
+    seen = []
+    drive(
+        new_campaign(tmp_path),
+        backend(),
+        collector=None,
+        on_progress=lambda progress: seen.append(gc.get_threshold()),
+    )
+    assert seen and set(seen) == {own_thresholds}

@@ -48,10 +48,15 @@ _before: tuple[int, ...] = ()
 
 
 @contextmanager
-def driver_collector(thresholds: CollectorThresholds = DRIVER_THRESHOLDS) -> Iterator[None]:
+def driver_collector(
+    thresholds: CollectorThresholds | None = DRIVER_THRESHOLDS,
+) -> Iterator[None]:
     """Run the block with ``thresholds``; the process's own come back after the last
-    overlapping block ends."""
+    overlapping block ends. None: the process's thresholds as they are."""
     global _runs, _before
+    if thresholds is None:
+        yield
+        return
     with _lock:
         if _runs == 0:
             _before = gc.get_threshold()

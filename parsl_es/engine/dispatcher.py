@@ -126,7 +126,7 @@ class Dispatcher:
         return self.stop_event
 
     def run(self) -> RunResult:
-        with driver_collector():  # (full collections walk every in-flight task)
+        with driver_collector(self.settings.collector):  # (full collections are rare)
             return self._run()
 
     def _run(self) -> RunResult:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from parsl_es.backends.base import Backend
+from parsl_es.engine.collector import DRIVER_THRESHOLDS, CollectorThresholds
 from parsl_es.engine.context import EngineContext
 from parsl_es.engine.cutoff import Cutoff
 from parsl_es.engine.estimates import Estimates
@@ -55,6 +56,8 @@ class Settings:
     allocation_end: float | None = None
     margin_seconds: float = 0.0
     stop_grace_seconds: float = 30.0
+    #: Python's garbage collector while the driver runs (None: the process's as it is).
+    collector: CollectorThresholds | None = DRIVER_THRESHOLDS
 
 
 def context_for(
