@@ -43,6 +43,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from benchmarks.common import GcTime, scratch
 from benchmarks.pyspy import Sampler, summary
 from parsl_es.backends.sim_process import SimulatedMachineProcess
@@ -97,8 +99,9 @@ class Window:
         seconds: float,
         latest: float,
         counters: list,
-        sampler: Sampler | None = None,
-        mean_range_seconds: float = 0.0,
+        sampler: Sampler | None,
+        *,
+        mean_range_seconds: float,
     ):
         self.sim = sim
         self.mean_range_seconds = mean_range_seconds  # (a bundle's length: ranges x this)
@@ -195,14 +198,14 @@ def catch_up(
 
 
 def _process_cpu(pid: int | None) -> float | None:
-    """CPU seconds (user and system) of another process so far, from ``/proc``."""
+    """CPU seconds (user and system) of another process so far."""
     if pid is None:
         return None
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        c = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return c.user + c.system
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -232,7 +235,15 @@ def run(args: argparse.Namespace) -> dict:
             else None
         )
         mean_range = t * math.exp(args.spread**2 / 2)  # (log-normal: T exp(sigma^2 / 2))
-        window = Window(sim, warmup, args.seconds, args.latest_start, counters, sampler, mean_range)
+        window = Window(
+            sim,
+            warmup,
+            args.seconds,
+            args.latest_start,
+            counters,
+            sampler,
+            mean_range_seconds=mean_range,
+        )
         submitted_at = sim.now()
         cpu0 = time.thread_time()
         try:
@@ -298,7 +309,7 @@ def run(args: argparse.Namespace) -> dict:
         "catch_up_limit_s": round(window.catch_up_limit, 2),  # one bundle's length
         "recorded_share": round(recorded_share, 4),
         "ranges_finished_in_window": finished,
-        "unrecorded_at_start": start["finished"] - start["ranges"],
+        "unrecorded_at_start": start["finished"] - start["results"],
         "unrecorded_at_end": unrecorded,
         "recorded_of_ideal": round(recorded_of_ideal, 4),
         "ranges_per_second": round(done / span, 1),

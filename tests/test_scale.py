@@ -146,7 +146,9 @@ def test_scale_benchmark_prints_its_figures_last():
         expected = figures["busy_share"] * min(1.0, figures["recorded_share"])
     assert figures["utilisation"] == pytest.approx(expected, abs=2e-4)
     assert figures["machine_cpu_share"] > 0  # (its own process)
-    assert figures["driver_gc_share"] >= 0
+    # the engine's collector thresholds: no full collection in a window this short
+    assert figures["collector"] == "engine" and figures["driver_full_collections"] == 0
+    assert 0 <= figures["driver_gc_share"] < 0.5
     assert figures["ranges_finished_in_window"] > 0
     assert 0.8 < figures["recorded_share"] < 1.2  # it keeps up: what finished is recorded
     assert figures["utilisation"] > 0.8  # 1,000 ranges/s: a small fraction of the driver
