@@ -10,9 +10,11 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import pytest
+from parsl.executors.high_throughput.errors import ManagerLost
 
 from parsl_es import api
 from parsl_es.backends.parsl import ParslBackend
@@ -50,17 +52,30 @@ def wait_for_workers(session: ParslBackend, node_types: tuple[str, ...], timeout
     A probe task per node type, not an idle wait: with no task waiting, Parsl's
     strategy neither replaces a block that ended before its workers connected nor
     keeps idle blocks past ``max_idletime`` (120 s) while they start.
+
+    A probe whose pool is dropped as lost (seen once in CI: ``ManagerLost`` on the
+    first probe) is sent again, with a warning carrying the cluster report: the
+    campaigns below treat a lost pool as lost work, and so does this wait.
     """
-    probes = {nt: session.app("probe", nt)(0.0) for nt in node_types}
     deadline = time.time() + timeout
+    probes = {nt: session.app("probe", nt)(0.0) for nt in node_types}
     for nt, probe in probes.items():
-        try:
-            probe.result(timeout=max(1.0, deadline - time.time()))
-        except FutureTimeout:
-            raise AssertionError(
-                f"no {nt} worker ran a task within {timeout:.0f} s\n"
-                + cluster_report(session, node_types)
-            ) from None
+        while True:
+            try:
+                probe.result(timeout=max(1.0, deadline - time.time()))
+                break
+            except FutureTimeout:
+                raise AssertionError(
+                    f"no {nt} worker ran a task within {timeout:.0f} s\n"
+                    + cluster_report(session, node_types)
+                ) from None
+            except ManagerLost as lost:
+                warnings.warn(
+                    f"{nt} probe lost with its pool ({lost}); sent again\n"
+                    + cluster_report(session, node_types),
+                    stacklevel=2,
+                )
+                probe = session.app("probe", nt)(0.0)
     while not all(session.connected_workers(nt) for nt in node_types):
         if time.time() > deadline:
             raise AssertionError(
@@ -72,7 +87,7 @@ def wait_for_workers(session: ParslBackend, node_types: tuple[str, ...], timeout
 
 def cluster_report(session: ParslBackend, node_types: tuple[str, ...]) -> str:
     """What a failed start-up leaves to read: Slurm's queue, Parsl's block states,
-    and the end of each block's batch output."""
+    and the end of each block's batch output, interchange log and pool log."""
     lines = []
     for cmd in (["squeue", "-a", "-o", "%i %P %T %R %M"], ["sinfo", "-N", "-o", "%N %T %E"]):
         try:
@@ -85,9 +100,14 @@ def cluster_report(session: ParslBackend, node_types: tuple[str, ...]) -> str:
         for block, status in ex.status().items():
             lines.append(f"{nt} block {block}: {status.state.name} {status.message or ''}")
         lines.append(f"{nt} workers connected: {session.connected_workers(nt)}")
-    for out in sorted(session.run_dir.glob("*/submit_scripts/*.std*")):
-        tail = out.read_text(errors="replace").splitlines()[-15:]
-        lines.append(f"---- {out.name}\n" + "\n".join(tail))
+    logs = (
+        sorted(session.run_dir.glob("*/submit_scripts/*.std*"))
+        + sorted(session.run_dir.glob("*/*/interchange.log"))
+        + sorted(session.run_dir.glob("workers/*/block-*/*/manager.log"))
+    )
+    for log in logs:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        lines.append(f"---- {log.relative_to(session.run_dir)}\n" + "\n".join(tail))
     return "\n".join(lines)
 
 
