@@ -125,8 +125,12 @@ def unpack(data: bytes) -> Any:
     return pickle.loads(data)
 
 
-def probe(seconds: float = 0.0) -> tuple[float, float, int]:
-    """Sleep, and say when and in which worker process: for checks and benchmarks."""
+def probe(
+    seconds: float = 0.0, parsl_resource_specification: dict | None = None
+) -> tuple[float, float, int]:
+    """Sleep, and say when and in which worker process: for checks and benchmarks.
+
+    ``parsl_resource_specification`` is Parsl's (the task's place in HTEX's queue)."""
     started = time.time()
     time.sleep(seconds)
     return started, time.time(), os.getpid()
@@ -232,6 +236,7 @@ def merge_group(
     output_dir: str,
     known: bytes,
     attempt: int,
+    parsl_resource_specification: dict | None = None,
 ) -> MergedFile:
     """Merge a complete group's range files into one file, in event order.
 
@@ -240,6 +245,7 @@ def merge_group(
     checksum is verified before merging, so a damaged range file cannot slip
     into a merged output. The file is written under the attempt's own name
     (``merge_attempt_path``); the driver renames it into ``merged/``.
+    ``parsl_resource_specification`` is Parsl's (the task's place in HTEX's queue).
     """
     started = time.time()
     records = {
@@ -292,11 +298,13 @@ def validate_merge(
     output_dir: str,
     merged: MergedFile,
     plan: Any = None,
+    parsl_resource_specification: dict | None = None,
 ) -> MergeVerdict:
     """Check one merged file and fill its physics histograms.
 
     ``plan`` (a chain over a dataset) says which of the dataset's event numbers the
     group holds; otherwise they are the group's contiguous numbers.
+    ``parsl_resource_specification`` is Parsl's (the task's place in HTEX's queue).
     """
     from parsl_es import validation
 

@@ -47,7 +47,8 @@ SMALL = {"events": 2000, "cpu_workers": 32, "gpu_workers": 16}
 def test_each_step_on_its_preferred_node_type_beats_every_step_everywhere(tmp_path):
     naive = run_simulated(tmp_path / "naive", PLACEMENTS["naive"], **SMALL)
     preferred = run_simulated(tmp_path / "preferred", PLACEMENTS["preferred"], **SMALL)
-    assert preferred["wall_s"] < 0.8 * naive["wall_s"], (preferred, naive)
+    # (0.8 until merges went ahead of queued ranges, which sped the naive placement up 7 %)
+    assert preferred["wall_s"] < 0.85 * naive["wall_s"], (preferred, naive)
     assert preferred["steps"]["simul"]["share"] == {GPU: 1.0}
     assert preferred["steps"]["gen"]["share"] == preferred["steps"]["reco"]["share"] == {CPU: 1.0}
     # naive: simul runs on both (mostly on the gpu, where it is faster), gen too

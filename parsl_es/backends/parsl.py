@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from parsl_es import apps
-from parsl_es.backends.base import Call, Completions, DependencyFailed, WorkLost
+from parsl_es.backends.base import Call, Completions, DependencyFailed, Priority, WorkLost
 from parsl_es.crashpoints import crash_point
 from parsl_es.interrupts import shielded
 from parsl_es.records import PoolInfo
@@ -194,9 +194,13 @@ class ParslBackend:
 
     def submit(self, node_type: str, call: Call) -> Future:
         app = self.app(call.function, node_type)
+        kwargs: dict[str, Any] = {}
         if call.inputs:
-            return app(*call.args, inputs=list(call.inputs))
-        return app(*call.args)
+            kwargs["inputs"] = list(call.inputs)
+        if call.priority is not Priority.IN_TURN and self.sees_pools(node_type):
+            # HTEX's interchange sends the lowest first; a task without one after them all
+            kwargs["parsl_resource_specification"] = {"priority": int(call.priority)}
+        return app(*call.args, **kwargs)
 
     def pools(self, node_type: str) -> list[PoolInfo] | None:
         """The worker pools connected to the node type's executor; None if it cannot say.

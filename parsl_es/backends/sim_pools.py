@@ -1,11 +1,11 @@
 """The worker pools of a simulated machine: which are connected, who is free, who waits.
 
 Workers are counts per pool (no object per worker). Tasks wait in one queue per
-node type, as at HTEX's interchange, and go to the first pool with a free
-worker. A lost pool fails its tasks and a new one starts in its place, as a
-provider would replace a block. What a task does once it has a worker (how long
-it takes, its result) is the machine's (``simulated.SimulatedBackend``); the
-pools only hand it over through ``start``.
+node type, as at HTEX's interchange (by priority, in turn within one), and go to
+the first pool with a free worker. A lost pool fails its tasks and a new one
+starts in its place, as a provider would replace a block. What a task does once
+it has a worker (how long it takes, its result) is the machine's
+(``simulated.SimulatedBackend``); the pools only hand it over through ``start``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from parsl_es.backends.base import Call, WorkLost
+from parsl_es.backends.base import Call, Priority, WorkLost
 from parsl_es.backends.sim_realtime import BusyMeter
 from parsl_es.backends.sim_spec import SimNodeType
 from parsl_es.records import PoolInfo
@@ -49,6 +49,25 @@ class SimTask:
     durations: list[float] = field(default_factory=list)  # of its ranges, drawn at start
 
 
+class TaskQueue:
+    """A node type's waiting tasks: the lowest priority first, in turn within one."""
+
+    def __init__(self) -> None:
+        self._lanes: tuple[deque[SimTask], ...] = tuple(deque() for _ in Priority)
+
+    def append(self, task: SimTask) -> None:
+        self._lanes[task.call.priority].append(task)
+
+    def popleft(self) -> SimTask:
+        for lane in self._lanes:
+            if lane:
+                return lane.popleft()
+        raise IndexError("pop from an empty task queue")
+
+    def __len__(self) -> int:
+        return sum(len(lane) for lane in self._lanes)
+
+
 class SimPools:
     """Every node type's pools and queue. ``clock()`` is the machine's time now,
     ``at(when, action)`` schedules on it, ``start(task)`` runs a task that got a worker."""
@@ -65,7 +84,7 @@ class SimPools:
         self._at = at
         self._start = start
         self._blocks = itertools.count()
-        self.queues: dict[str, deque[SimTask]] = {nt: deque() for nt in spec}
+        self.queues: dict[str, TaskQueue] = {nt: TaskQueue() for nt in spec}
         self.by_type: dict[str, list[SimPool]] = {nt: [] for nt in spec}
         self._free: dict[str, deque[SimPool]] = {nt: deque() for nt in spec}
         workers = sum(max(s.workers, s.pools) for s in spec.values())

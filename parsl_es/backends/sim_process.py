@@ -204,7 +204,7 @@ class SimulatedMachineProcess(SimulatedMachineAnswers):
                 future.set_exception(DependencyFailed(str(failed[0].exception())))
                 return
             args = tuple(a.result() if isinstance(a, Future) else a for a in call.args)
-            ready = Call(function=call.function, args=args, step=call.step)
+            ready = Call(function=call.function, args=args, step=call.step, priority=call.priority)
             self._post("task", future, (node_type, ready))
 
         for d in deps:
@@ -223,7 +223,7 @@ class SimulatedMachineProcess(SimulatedMachineAnswers):
                 if item[0] == "task":
                     _, key, node_type, call = item
                     args = tuple(self._plan_ref(a, wire) for a in call.args)
-                    item = ("task", key, node_type, call.function, args, call.step)
+                    item = ("task", key, node_type, call.function, args, call.step, call.priority)
                 wire.append(item)
             try:
                 self._conn.send(wire)
@@ -320,9 +320,10 @@ def _serve(conn: Any, node_types: dict, faults: SimFaults, seed: int, offset: fl
                 if kind == "plan":
                     plans[key] = item[2]
                 elif kind == "task":
-                    node_type, function, args, step = item[2:]
+                    node_type, function, args, step, priority = item[2:]
                     args = tuple(plans[a.key] if isinstance(a, _PlanRef) else a for a in args)
-                    future = sim.submit(node_type, Call(function=function, args=args, step=step))
+                    call = Call(function=function, args=args, step=step, priority=priority)
+                    future = sim.submit(node_type, call)
                     future.add_done_callback(lambda f, key=key: done(key, f))
                 elif kind == "query":
                     name, args = item[2:]

@@ -80,7 +80,7 @@ class MergeStep(Step):
             # The group's range files, as recorded: every one is done (and durable) by now.
             known = pack(ctx.ledger.group_range_outputs(group))
             args = (*ctx.payload, group, str(ctx.output_dir), known, attempt)
-            call = Call(function=self.spec.function, args=args)
+            call = Call(function=self.spec.function, args=args, priority=self.spec.priority)
             ctx.submit(self.name, (g, attempt), self.node_type, call)
             self._running[g] = (attempt, now)
         crash_point("merge-submitted")

@@ -134,6 +134,7 @@ class SimulateStep(Step):
             ctx.counters.last_range_started = now
             name, params = ctx.payload
             output_dir, function, step = str(ctx.output_dir), self.spec.function, self.name
+            priority = self.spec.priority
             allowances: dict[tuple[str, int], float] = {}  # the same for most bundles
             timeouts: dict[str, float] = {}
             for (nt, indices), tries in zip(bundles, attempts, strict=True):
@@ -145,7 +146,7 @@ class SimulateStep(Step):
                     timeouts[nt] = ctx.timeouts.current(nt)
                 bid = self.in_flight.add(nt, work, allowance, now)
                 args = (name, params, ctx.plan, pack(work), output_dir, timeouts[nt])
-                ctx.submit(step, bid, nt, Call(function=function, args=args))
+                ctx.submit(step, bid, nt, Call(function=function, args=args, priority=priority))
                 crash_point("submitted")
 
     # --- results -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from parsl_es.backends.base import Priority
 from parsl_es.records import MergedFile
 
 
@@ -38,6 +39,7 @@ class StepSpec:
     placement: str  # "simulate", "merge" or "validate": which node types run it
     after: str | None = None  # the step whose results start this one
     required: bool = True  # without it the campaign is not complete
+    priority: Priority = Priority.IN_TURN  # where its tasks wait in a node type's queue
 
 
 #: Today's campaign: simulate ranges, merge each complete group on the fly,
@@ -50,6 +52,7 @@ SIMULATION_CAMPAIGN: tuple[StepSpec, ...] = (
         unit=Unit.MERGE_GROUP,
         placement="merge",
         after="simulate",
+        priority=Priority.FIRST,
     ),
     StepSpec(
         name="validate",
@@ -57,6 +60,7 @@ SIMULATION_CAMPAIGN: tuple[StepSpec, ...] = (
         unit=Unit.MERGED_FILE,
         placement="validate",
         after="merge",
+        priority=Priority.FIRST,
     ),
     StepSpec(
         name="validate_campaign",

@@ -55,7 +55,7 @@ class ValidateStep(Step):
         group = ctx.plan.group(merged.group)
         numbered_by = ctx.plan if ctx.plan.dataset else None  # a dataset's own numbers
         args = (*ctx.payload, group, str(ctx.output_dir), merged, numbered_by)
-        call = Call(function=self.spec.function, args=args)
+        call = Call(function=self.spec.function, args=args, priority=self.spec.priority)
         ctx.submit(self.name, merged.group, self.node_type, call)
         self._running[merged.group] = (merged, now)
 
@@ -136,7 +136,12 @@ class CampaignStep(Step):
             return
         merges = ctx.ledger.merge_records()
         args = (*ctx.payload, ctx.plan, str(ctx.output_dir), merges)
-        call = Call(function=self.spec.function, args=args, inputs=tuple(self._validated))
+        call = Call(
+            function=self.spec.function,
+            args=args,
+            inputs=tuple(self._validated),
+            priority=self.spec.priority,
+        )
         self._running = ctx.submit(self.name, None, self.node_type, call)
 
     def handle(self, done: list[tuple[Any, Future]], now: float) -> None:

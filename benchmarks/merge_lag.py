@@ -1,0 +1,124 @@
+"""Merge lag: how long a complete merge group waits for its merge, merges first or in turn.
+
+The driver keeps bundles of ranges queued ahead of the workers so that none waits
+for work. A merge queued behind them waits for them; queued first (HTEX's task
+priority, the engine's default since 2026-12-01) it takes the next free worker.
+Both runs use the same campaign on the simulated machine (a virtual clock: the
+figures are the queueing policy's, whatever this machine's load), through the real
+engine and a real ledger on disk. A merge's lag: from its group's last range
+finishing to the merge finishing (a merge itself takes 0.05 s here).
+
+    python -m benchmarks.merge_lag --workers 2000 --range-seconds 0.1 --ranges 200000
+    python -m benchmarks.merge_lag --workers 1000 --range-seconds 15 --ranges 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sqlite3
+import statistics
+from pathlib import Path
+
+from benchmarks.common import report, scratch
+from parsl_es.backends.base import Priority
+from parsl_es.backends.sim_spec import SimNodeType
+from parsl_es.backends.simulated import SimulatedBackend
+from parsl_es.campaign import campaign_from_dict
+from parsl_es.engine.dispatcher import Dispatcher, Settings
+from parsl_es.engine.steps import SIMULATION_CAMPAIGN, Placement, StepSpec
+from parsl_es.ledger import LEDGER_NAME, Ledger
+
+MERGES_IN_TURN = tuple(
+    dataclasses.replace(s, priority=Priority.IN_TURN) for s in SIMULATION_CAMPAIGN
+)
+
+
+def lags(directory: Path, steps: tuple[StepSpec, ...], args: argparse.Namespace) -> dict:
+    """One campaign: its merges' lags (s) behind their groups' last ranges."""
+    spec = campaign_from_dict(
+        {
+            "name": "merge-lag",
+            "events": args.ranges,
+            "events_per_range": 1,
+            "events_per_merge": args.ranges_per_merge,
+            "seed": args.seed,
+            "payload": {"name": "emulate", "output_format": "npy"},
+        }
+    )
+    out = directory / "out"
+    for sub in ("ranges", "merged", "validation", "logs"):
+        (out / sub).mkdir(parents=True)
+    Ledger.create(out / LEDGER_NAME, {"campaign": spec.to_json()}, spec.plan).close()
+    node = SimNodeType(
+        workers=args.workers,
+        pools=max(1, args.workers // 128),
+        range_seconds=args.range_seconds,
+        spread=args.spread,
+    )
+    sim = SimulatedBackend({"cpu": node}, seed=args.seed)
+    with Ledger.open(out / LEDGER_NAME) as ledger:
+        payload = ledger.campaign_json()["payload"]
+        result = Dispatcher(
+            ledger=ledger,
+            backend=sim,
+            output_dir=out,
+            payload=(payload.pop("name"), payload),
+            placement=Placement(simulate=["cpu"], merge="cpu", validate="cpu"),
+            settings=Settings(attempts=3),
+            steps=steps,
+        ).run()
+    if result.status != "complete":
+        raise SystemExit(f"the campaign did not complete: {result.message}")
+    # read back with SQLite alone: when each group's last range and its merge finished
+    db = sqlite3.connect(f"file:{out / LEDGER_NAME}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT m.group_idx, m.finished, MAX(r.finished) FROM merges m "
+            "JOIN ranges r ON r.idx BETWEEN m.first_range AND m.last_range "
+            "GROUP BY m.group_idx"
+        ).fetchall()
+    finally:
+        db.close()
+    lag = sorted(merged - last for _, merged, last in rows)
+    return {
+        "merges": len(lag),
+        "lag_median_s": round(statistics.median(lag), 3),
+        "lag_p90_s": round(lag[int(0.9 * (len(lag) - 1))], 3),
+        "lag_max_s": round(lag[-1], 3),
+        "campaign_s": round(result.wall_seconds, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2000)
+    parser.add_argument("--range-seconds", type=float, default=0.1)
+    parser.add_argument("--spread", type=float, default=0.1, help="log-normal sigma")
+    parser.add_argument("--ranges", type=int, default=200_000)
+    parser.add_argument("--ranges-per-merge", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with scratch("es-merge-lag-") as tmp:
+        in_turn = lags(tmp / "in_turn", MERGES_IN_TURN, args)
+        first = lags(tmp / "first", SIMULATION_CAMPAIGN, args)
+    figures = {
+        "benchmark": "merge_lag",
+        "workers": args.workers,
+        "range_seconds": args.range_seconds,
+        "spread": args.spread,
+        "ranges": args.ranges,
+        "ranges_per_merge": args.ranges_per_merge,
+        "merges_first": first,
+        "merges_in_turn": in_turn,
+    }
+    report(
+        figures,
+        f"merge lag, {args.workers:,} workers x {args.range_seconds} s: median "
+        f"{first['lag_median_s']} s merges first, {in_turn['lag_median_s']} s in turn "
+        f"(max {first['lag_max_s']} s against {in_turn['lag_max_s']} s)",
+    )
+
+
+if __name__ == "__main__":
+    main()
