@@ -8,8 +8,10 @@ figures are the queueing policy's, whatever this machine's load), through the re
 engine and a real ledger on disk. A merge's lag: from its group's last range
 finishing to the merge finishing (a merge itself takes 0.05 s here).
 
-    python -m benchmarks.merge_lag --workers 2000 --range-seconds 0.1 --ranges 200000
-    python -m benchmarks.merge_lag --workers 1000 --range-seconds 15 --ranges 20000
+    python -m benchmarks.merge_lag                  # 2,000 workers x 0.1 s, 10^6 ranges
+    python -m benchmarks.merge_lag --workers 1000 --range-seconds 15 --ranges 20000 \
+        --ranges-per-merge 100                      # physics-length ranges
+    python -m benchmarks.merge_lag --quick          # 200 workers, 20,000 ranges
 """
 
 from __future__ import annotations
@@ -95,10 +97,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2000)
     parser.add_argument("--range-seconds", type=float, default=0.1)
     parser.add_argument("--spread", type=float, default=0.1, help="log-normal sigma")
-    parser.add_argument("--ranges", type=int, default=200_000)
+    parser.add_argument("--ranges", type=int, default=1_000_000)
     parser.add_argument("--ranges-per-merge", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="200 workers, 20,000 ranges")
     args = parser.parse_args()
+    if args.quick:
+        args.workers, args.ranges, args.ranges_per_merge = 200, 20_000, 200
     with scratch("es-merge-lag-") as tmp:
         in_turn = lags(tmp / "in_turn", MERGES_IN_TURN, args)
         first = lags(tmp / "first", SIMULATION_CAMPAIGN, args)

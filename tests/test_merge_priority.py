@@ -109,3 +109,18 @@ def test_htex_runs_a_first_task_ahead_of_the_tasks_queued_before_it(local_sessio
     started_after = sum(f.result(timeout=120)[0] > first_started for f in queued)
     # in turn it would start after all 24; the worker pool holds a few it took before
     assert started_after >= 12, started_after
+
+
+def test_the_merge_lag_benchmark_compares_both_orders_on_one_campaign(tmp_path):
+    import argparse
+
+    from benchmarks.merge_lag import MERGES_IN_TURN, lags
+
+    args = argparse.Namespace(
+        workers=50, range_seconds=0.1, spread=0.1, ranges=2000, ranges_per_merge=50, seed=1
+    )
+    first = lags(tmp_path / "first", SIMULATION_CAMPAIGN, args)
+    in_turn = lags(tmp_path / "in_turn", MERGES_IN_TURN, args)
+    assert first["merges"] == in_turn["merges"] == 40
+    assert first["lag_median_s"] < in_turn["lag_median_s"]
+    assert first["lag_median_s"] <= first["lag_p90_s"] <= first["lag_max_s"]
