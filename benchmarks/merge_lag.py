@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.common import report, scratch
-from parsl_es.backends.base import Priority
+from parsl_es.backends.base import Backend, Priority
 from parsl_es.backends.sim_spec import SimNodeType
 from parsl_es.backends.simulated import SimulatedBackend
 from parsl_es.campaign import campaign_from_dict
@@ -36,8 +36,29 @@ MERGES_IN_TURN = tuple(
 )
 
 
-def lags(directory: Path, steps: tuple[StepSpec, ...], args: argparse.Namespace) -> dict:
-    """One campaign: its merges' lags (s) behind their groups' last ranges."""
+def simulated(args: argparse.Namespace) -> tuple[Backend, str]:
+    """The simulated machine's one node type: ``args.workers`` in pools of 128."""
+    node = SimNodeType(
+        workers=args.workers,
+        pools=max(1, args.workers // 128),
+        range_seconds=args.range_seconds,
+        spread=args.spread,
+    )
+    return SimulatedBackend({"cpu": node}, seed=args.seed), "cpu"
+
+
+def lags(
+    directory: Path,
+    steps: tuple[StepSpec, ...],
+    args: argparse.Namespace,
+    backend: tuple[Backend, str] | None = None,
+) -> dict:
+    """One campaign on ``backend`` (the simulated machine if None): its merges' lags (s)
+    behind their groups' last ranges. On a real backend, ranges sleep ``range_seconds``."""
+    sim, node_type = backend or simulated(args)
+    payload = {"name": "emulate", "output_format": "npy"}
+    if backend is not None:
+        payload["seconds_per_event"] = args.range_seconds
     spec = campaign_from_dict(
         {
             "name": "merge-lag",
@@ -45,28 +66,21 @@ def lags(directory: Path, steps: tuple[StepSpec, ...], args: argparse.Namespace)
             "events_per_range": 1,
             "events_per_merge": args.ranges_per_merge,
             "seed": args.seed,
-            "payload": {"name": "emulate", "output_format": "npy"},
+            "payload": payload,
         }
     )
     out = directory / "out"
     for sub in ("ranges", "merged", "validation", "logs"):
         (out / sub).mkdir(parents=True)
     Ledger.create(out / LEDGER_NAME, {"campaign": spec.to_json()}, spec.plan).close()
-    node = SimNodeType(
-        workers=args.workers,
-        pools=max(1, args.workers // 128),
-        range_seconds=args.range_seconds,
-        spread=args.spread,
-    )
-    sim = SimulatedBackend({"cpu": node}, seed=args.seed)
     with Ledger.open(out / LEDGER_NAME) as ledger:
-        payload = ledger.campaign_json()["payload"]
+        params = ledger.campaign_json()["payload"]
         result = Dispatcher(
             ledger=ledger,
             backend=sim,
             output_dir=out,
-            payload=(payload.pop("name"), payload),
-            placement=Placement(simulate=["cpu"], merge="cpu", validate="cpu"),
+            payload=(params.pop("name"), params),
+            placement=Placement(simulate=[node_type], merge=node_type, validate=node_type),
             settings=Settings(attempts=3),
             steps=steps,
         ).run()
@@ -92,6 +106,21 @@ def lags(directory: Path, steps: tuple[StepSpec, ...], args: argparse.Namespace)
     }
 
 
+def real(tmp: Path, args: argparse.Namespace) -> tuple[dict, dict]:
+    """Both orders on the real local site (HTEX on loopback), in one Parsl session."""
+    from parsl_es.backends.parsl import ParslBackend
+    from parsl_es.sites import load_site
+
+    site = load_site("local")
+    node_type = next(iter(site.node_types))
+    with ParslBackend(site, tmp / "parsl") as session:
+        args.workers = session.expected_workers(node_type)
+        lags(tmp / "warm-up", SIMULATION_CAMPAIGN, args, (session, node_type))
+        in_turn = lags(tmp / "in_turn", MERGES_IN_TURN, args, (session, node_type))
+        first = lags(tmp / "first", SIMULATION_CAMPAIGN, args, (session, node_type))
+    return in_turn, first
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2000)
@@ -101,14 +130,25 @@ def main() -> None:
     parser.add_argument("--ranges-per-merge", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="200 workers, 20,000 ranges")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="on the local site's HTEX instead: 600 ranges of 0.05 s, 20 per merge",
+    )
     args = parser.parse_args()
     if args.quick:
         args.workers, args.ranges, args.ranges_per_merge = 200, 20_000, 200
+    if args.real:
+        args.range_seconds, args.ranges, args.ranges_per_merge = 0.05, 600, 20
     with scratch("es-merge-lag-") as tmp:
-        in_turn = lags(tmp / "in_turn", MERGES_IN_TURN, args)
-        first = lags(tmp / "first", SIMULATION_CAMPAIGN, args)
+        if args.real:
+            in_turn, first = real(tmp, args)
+        else:
+            in_turn = lags(tmp / "in_turn", MERGES_IN_TURN, args)
+            first = lags(tmp / "first", SIMULATION_CAMPAIGN, args)
     figures = {
         "benchmark": "merge_lag",
+        "backend": "local site (HTEX)" if args.real else "simulated",
         "workers": args.workers,
         "range_seconds": args.range_seconds,
         "spread": args.spread,
