@@ -36,9 +36,10 @@ class Priority(IntEnum):
     """Where a task waits in its node type's queue: lower goes first, in turn within one.
 
     The driver keeps bundles of ranges queued ahead of the workers so none waits for
-    work; a merge queued behind them waited about a bundle's length (2.5 s at
-    2,000 workers x 0.1 s; a whole range with long physics ranges). Merges and their
-    validations go first, so a complete group is merged while work goes on.
+    work; a merge queued behind them waits about a bundle (``benchmarks.merge_lag``,
+    simulated: median 2.7 s at 2,000 workers x 0.1 s, 15 s with 15 s ranges). Merges
+    and their validations go first. On HTEX that skips the interchange's queue, not
+    the tasks a worker pool has already prefetched (``docs/performance.md``).
     """
 
     FIRST = 0  # merges and their validations
