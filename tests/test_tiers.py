@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 UNMARKED = """
 import subprocess
 import sys
@@ -90,3 +92,13 @@ def test_under_ci_every_skip_is_a_failure(pytester, monkeypatch):
 
 def test_ci_demands_every_test_run():
     assert "export PARSL_ES_NO_SKIPS=1" in (Path(__file__).parent.parent / ".ci/run").read_text()
+
+
+@pytest.mark.xdist_group("grouping-check")
+def test_xdist_groups_hold(request):
+    """Tests that share a cluster or a session run on one worker (``--dist loadgroup``
+    in pyproject.toml): xdist puts the group in each such test's id. Where it does not
+    (pytest 9.2 with pytest-xdist 3.8), the marks are silently ignored."""
+    if not getattr(request.config.option, "loadgroup", False):
+        return  # not run by xdist's loadgroup (e.g. -n 0): nothing is grouped
+    assert request.node.nodeid.endswith("@grouping-check"), request.node.nodeid
