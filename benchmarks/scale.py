@@ -46,13 +46,14 @@ from pathlib import Path
 import psutil
 
 from benchmarks.common import GcTime, scratch
+from benchmarks.merge_lag import MERGES_IN_TURN
 from benchmarks.pyspy import Sampler, summary
 from parsl_es.backends.sim_process import SimulatedMachineProcess
 from parsl_es.backends.simulated import SimFaults, SimNodeType, SimulatedBackend
 from parsl_es.campaign import campaign_from_dict
 from parsl_es.engine.collector import DRIVER_THRESHOLDS
 from parsl_es.engine.dispatcher import Dispatcher, Settings
-from parsl_es.engine.steps import Placement
+from parsl_es.engine.steps import SIMULATION_CAMPAIGN, Placement
 from parsl_es.ledger import LEDGER_NAME, Ledger
 
 WORKERS_PER_POOL = 128
@@ -262,6 +263,7 @@ def run(args: argparse.Namespace) -> dict:
                         collector=None if args.python_gc else DRIVER_THRESHOLDS,
                     ),
                     stop=window.stop,
+                    steps=MERGES_IN_TURN if args.merges_in_turn else SIMULATION_CAMPAIGN,
                 )
                 counters.extend(c.counters for c in dispatcher.contexts)
                 # the profile covers the driver thread's whole run (start-up included):
@@ -335,6 +337,7 @@ def run(args: argparse.Namespace) -> dict:
         "tasks_submitted": sum(sim.submitted.values()),
         "bundle_size": args.bundle_size or "adaptive",
         "collector": "python" if args.python_gc else "engine",
+        "merges": "in turn" if args.merges_in_turn else "first",
         "profiled": bool(args.profile),  # (cProfile slows the driver: CPU figures grow)
         "ranges_per_task": round(sim.ranges_run / max(1, sim.submitted["simulate_ranges"]), 1),
     }
@@ -377,6 +380,9 @@ def main() -> None:
         "--python-gc",
         action="store_true",
         help="the driver with CPython's collector thresholds, not the engine's (a baseline)",
+    )
+    parser.add_argument(
+        "--merges-in-turn", action="store_true", help="merges queued behind ranges (a baseline)"
     )
     parser.add_argument("--profile", help="cProfile of the driver thread (whole run) to FILE")
     parser.add_argument(
