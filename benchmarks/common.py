@@ -98,3 +98,37 @@ class GcTime:
         generation = info["generation"]
         self.seconds[generation] += time.perf_counter() - self._began
         self.collections[generation] += 1
+
+
+def one_event_campaign(
+    out: Path, name: str, ranges: int, events_per_merge: int, seed: int = 1, **payload: float
+) -> None:
+    """A fresh output directory and ledger: ``ranges`` one-event ranges of the emulate
+    payload (npy output; ``payload`` adds its parameters, e.g. ``seconds_per_event``)."""
+    from parsl_es.campaign import campaign_from_dict
+    from parsl_es.ledger import LEDGER_NAME, Ledger
+
+    spec = campaign_from_dict(
+        {
+            "name": name,
+            "events": ranges,
+            "events_per_range": 1,
+            "events_per_merge": events_per_merge,
+            "seed": seed,
+            "payload": {"name": "emulate", "output_format": "npy", **payload},
+        }
+    )
+    for sub in ("ranges", "merged", "validation", "logs"):
+        (out / sub).mkdir(parents=True)
+    Ledger.create(out / LEDGER_NAME, {"campaign": spec.to_json()}, spec.plan).close()
+
+
+def merges_in_turn() -> tuple:
+    """The campaign's steps with merges and validations queued behind the ranges, as
+    before 2026-12-01: the baseline for merges first."""
+    import dataclasses
+
+    from parsl_es.backends.base import Priority
+    from parsl_es.engine.steps import SIMULATION_CAMPAIGN
+
+    return tuple(dataclasses.replace(s, priority=Priority.IN_TURN) for s in SIMULATION_CAMPAIGN)

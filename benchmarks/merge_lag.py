@@ -17,23 +17,17 @@ finishing to the merge finishing (a merge itself takes 0.05 s here).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sqlite3
 import statistics
 from pathlib import Path
 
-from benchmarks.common import report, scratch
-from parsl_es.backends.base import Backend, Priority
+from benchmarks.common import merges_in_turn, one_event_campaign, report, scratch
+from parsl_es.backends.base import Backend
 from parsl_es.backends.sim_spec import SimNodeType
 from parsl_es.backends.simulated import SimulatedBackend
-from parsl_es.campaign import campaign_from_dict
 from parsl_es.engine.dispatcher import Dispatcher, Settings
 from parsl_es.engine.steps import SIMULATION_CAMPAIGN, Placement, StepSpec
 from parsl_es.ledger import LEDGER_NAME, Ledger
-
-MERGES_IN_TURN = tuple(
-    dataclasses.replace(s, priority=Priority.IN_TURN) for s in SIMULATION_CAMPAIGN
-)
 
 
 def simulated(args: argparse.Namespace) -> tuple[Backend, str]:
@@ -56,23 +50,9 @@ def lags(
     """One campaign on ``backend`` (the simulated machine if None): its merges' lags (s)
     behind their groups' last ranges. On a real backend, ranges sleep ``range_seconds``."""
     sim, node_type = backend or simulated(args)
-    payload = {"name": "emulate", "output_format": "npy"}
-    if backend is not None:
-        payload["seconds_per_event"] = args.range_seconds
-    spec = campaign_from_dict(
-        {
-            "name": "merge-lag",
-            "events": args.ranges,
-            "events_per_range": 1,
-            "events_per_merge": args.ranges_per_merge,
-            "seed": args.seed,
-            "payload": payload,
-        }
-    )
     out = directory / "out"
-    for sub in ("ranges", "merged", "validation", "logs"):
-        (out / sub).mkdir(parents=True)
-    Ledger.create(out / LEDGER_NAME, {"campaign": spec.to_json()}, spec.plan).close()
+    slept = {"seconds_per_event": args.range_seconds} if backend is not None else {}
+    one_event_campaign(out, "merge-lag", args.ranges, args.ranges_per_merge, args.seed, **slept)
     with Ledger.open(out / LEDGER_NAME) as ledger:
         params = ledger.campaign_json()["payload"]
         result = Dispatcher(
@@ -116,7 +96,7 @@ def real(tmp: Path, args: argparse.Namespace) -> tuple[dict, dict]:
     with ParslBackend(site, tmp / "parsl") as session:
         args.workers = session.expected_workers(node_type)
         lags(tmp / "warm-up", SIMULATION_CAMPAIGN, args, (session, node_type))
-        in_turn = lags(tmp / "in_turn", MERGES_IN_TURN, args, (session, node_type))
+        in_turn = lags(tmp / "in_turn", merges_in_turn(), args, (session, node_type))
         first = lags(tmp / "first", SIMULATION_CAMPAIGN, args, (session, node_type))
     return in_turn, first
 
@@ -144,7 +124,7 @@ def main() -> None:
         if args.real:
             in_turn, first = real(tmp, args)
         else:
-            in_turn = lags(tmp / "in_turn", MERGES_IN_TURN, args)
+            in_turn = lags(tmp / "in_turn", merges_in_turn(), args)
             first = lags(tmp / "first", SIMULATION_CAMPAIGN, args)
     figures = {
         "benchmark": "merge_lag",

@@ -45,12 +45,10 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.common import GcTime, scratch
-from benchmarks.merge_lag import MERGES_IN_TURN
+from benchmarks.common import GcTime, merges_in_turn, one_event_campaign, scratch
 from benchmarks.pyspy import Sampler, summary
 from parsl_es.backends.sim_process import SimulatedMachineProcess
 from parsl_es.backends.simulated import SimFaults, SimNodeType, SimulatedBackend
-from parsl_es.campaign import campaign_from_dict
 from parsl_es.engine.collector import DRIVER_THRESHOLDS
 from parsl_es.engine.dispatcher import Dispatcher, Settings
 from parsl_es.engine.steps import SIMULATION_CAMPAIGN, Placement
@@ -67,22 +65,6 @@ def _rss_mb() -> tuple[float, float]:
         pages = int(f.read().split()[1])
     now = pages * resource.getpagesize() / 2**20
     return now, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def new_campaign(out: Path, ranges: int, events_per_merge: int) -> None:
-    spec = campaign_from_dict(
-        {
-            "name": "scale",
-            "events": ranges,
-            "events_per_range": 1,
-            "events_per_merge": events_per_merge,
-            "seed": 1,
-            "payload": {"name": "emulate", "output_format": "npy"},
-        }
-    )
-    for sub in ("ranges", "merged", "validation", "logs"):
-        (out / sub).mkdir(parents=True)
-    Ledger.create(out / LEDGER_NAME, {"campaign": spec.to_json()}, spec.plan).close()
 
 
 class Window:
@@ -228,7 +210,7 @@ def run(args: argparse.Namespace) -> dict:
         sim = SimulatedBackend({"cpu": node}, faults, seed=args.seed, clock="real")
     with scratch("es-scale-") as tmp:
         out = tmp / "out"
-        new_campaign(out, ranges, args.events_per_merge)
+        one_event_campaign(out, "scale", ranges, args.events_per_merge)
         counters: list = []
         sampler = (
             Sampler(os.getpid(), args.seconds, Path(args.sample), SAMPLE_RATE)
@@ -263,7 +245,7 @@ def run(args: argparse.Namespace) -> dict:
                         collector=None if args.python_gc else DRIVER_THRESHOLDS,
                     ),
                     stop=window.stop,
-                    steps=MERGES_IN_TURN if args.merges_in_turn else SIMULATION_CAMPAIGN,
+                    steps=merges_in_turn() if args.merges_in_turn else SIMULATION_CAMPAIGN,
                 )
                 counters.extend(c.counters for c in dispatcher.contexts)
                 # the profile covers the driver thread's whole run (start-up included):

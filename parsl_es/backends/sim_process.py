@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from parsl_es.backends.base import Call, Completions, DependencyFailed, WorkLost
@@ -204,7 +204,7 @@ class SimulatedMachineProcess(SimulatedMachineAnswers):
                 future.set_exception(DependencyFailed(str(failed[0].exception())))
                 return
             args = tuple(a.result() if isinstance(a, Future) else a for a in call.args)
-            ready = Call(function=call.function, args=args, step=call.step, priority=call.priority)
+            ready = replace(call, args=args, inputs=())
             self._post("task", future, (node_type, ready))
 
         for d in deps:
@@ -223,7 +223,7 @@ class SimulatedMachineProcess(SimulatedMachineAnswers):
                 if item[0] == "task":
                     _, key, node_type, call = item
                     args = tuple(self._plan_ref(a, wire) for a in call.args)
-                    item = ("task", key, node_type, call.function, args, call.step, call.priority)
+                    item = ("task", key, node_type, replace(call, args=args, inputs=()))
                 wire.append(item)
             try:
                 self._conn.send(wire)
@@ -320,10 +320,9 @@ def _serve(conn: Any, node_types: dict, faults: SimFaults, seed: int, offset: fl
                 if kind == "plan":
                     plans[key] = item[2]
                 elif kind == "task":
-                    node_type, function, args, step, priority = item[2:]
-                    args = tuple(plans[a.key] if isinstance(a, _PlanRef) else a for a in args)
-                    call = Call(function=function, args=args, step=step, priority=priority)
-                    future = sim.submit(node_type, call)
+                    node_type, call = item[2:]
+                    args = tuple(plans[a.key] if isinstance(a, _PlanRef) else a for a in call.args)
+                    future = sim.submit(node_type, replace(call, args=args))
                     future.add_done_callback(lambda f, key=key: done(key, f))
                 elif kind == "query":
                     name, args = item[2:]
