@@ -100,7 +100,7 @@ def test_new_ledger_has_all_ranges_ready_and_merges_waiting(ledger):
     state = ledger.resume_state()
     assert state.cursor == 0 and state.retry == () and state.done_per_group == {}
     assert [m.state for m in state.merges] == [MergeState.WAITING] * 2
-    assert ledger.schema_version == SCHEMA_VERSION == 6
+    assert ledger.schema_version == SCHEMA_VERSION == 7
 
 
 def test_create_refuses_an_existing_ledger(ledger):

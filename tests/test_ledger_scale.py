@@ -121,11 +121,30 @@ def test_reset_for_resume_checks_done_ranges_and_merged_files_only(tmp_path, led
     assert ledger.summary().ranges["ready"] == 10 - 1
 
 
-def write_v5(path: Path, version: str = "5") -> list[str | None]:
-    """Take a current ledger back to version 5's layout (no covering indexes); its steps."""
+#: Version 5's and 6's partial index of unmerged ranges (version 7 dropped it).
+_UNMERGED = "CREATE INDEX {p}ranges_unmerged ON {p}ranges (state, merge_group) " + (
+    "WHERE state != 'merged'"
+)
+
+
+def write_v6(path: Path, version: str = "6") -> list[str | None]:
+    """Take a current ledger back to version 6's layout (the partial index of unmerged
+    ranges); its steps."""
     conn = sqlite3.connect(path)
     raw = conn.execute("SELECT value FROM meta WHERE key='chain_steps'").fetchone()
     steps = json.loads(raw[0]) if raw else [None]
+    with conn:
+        for step in steps:
+            conn.execute(_UNMERGED.format(p=f"{step}_" if step else ""))
+        conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (version,))
+    conn.close()
+    return steps
+
+
+def write_v5(path: Path, version: str = "5") -> list[str | None]:
+    """Take a current ledger back to version 5's layout (no covering indexes); its steps."""
+    steps = write_v6(path, version)
+    conn = sqlite3.connect(path)
     with conn:
         for step in steps:
             p = f"{step}_" if step else ""
@@ -163,7 +182,7 @@ def test_a_v4_ledger_reads_read_only_and_migrates_with_its_counts(tmp_path, monk
         assert led.schema_version == 4 and not led._tallied
         assert (led.summary(), led.resume_state()) == fresh
     with Ledger.open(path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 6 and led._tallied
+        assert led.schema_version == SCHEMA_VERSION == 7 and led._tallied
         assert (led.summary(), led.resume_state()) == fresh
         same_as_scan(led, monkeypatch)
         start(led, 7, 8, 9)
@@ -194,8 +213,8 @@ def test_a_chain_ledger_has_the_index_counts_and_triggers_per_step(tmp_path, mon
             same_as_scan(part, monkeypatch)
     names = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
     for step in plans:
+        assert f"{step}_ranges_unmerged" not in names  # (version 7)
         assert {
-            f"{step}_ranges_unmerged",
             f"{step}_merged_tally",
             f"{step}_merged_where",
             f"{step}_merges_done",
@@ -231,7 +250,7 @@ def test_reads_match_the_scans_after_an_engine_run_with_faults_and_a_resume(tmp_
 
 def test_the_step_objects_of_schema_5_are_named_per_step():
     ddl = schema.step_ddl("gen")
-    for name in ("attempts_range", "ranges_unmerged", "merged_tally_group", "merges_done"):
+    for name in ("attempts_range", "merged_tally_group", "merges_done"):
         assert f"gen_{name}" in ddl
     conn = sqlite3.connect(":memory:")
     conn.executescript(schema.SHARED_DDL)
@@ -295,13 +314,54 @@ def test_status_counts_merges_and_attempts_from_covering_indexes(tmp_path):
         assert any("SCAN merges" in p and "COVERING" not in p for p in plans)
         assert led.summary() == fresh
     with Ledger.open(path) as led:
-        assert led.schema_version == SCHEMA_VERSION == 6
+        assert led.schema_version == SCHEMA_VERSION == 7
         plans = _plans_of_summary(led)
         assert led.summary() == fresh
     merges = [p for p in plans if "merges" in p and "tally" not in p]
     attempts = [p for p in plans if "attempts" in p]
-    assert merges and all("COVERING INDEX merges_states" in p for p in merges)
+    assert merges and all(
+        "COVERING INDEX merges_states" in p or _reads_open_groups(p) for p in merges
+    )
     assert attempts and all("COVERING INDEX attempts_outcome" in p for p in attempts)
+
+
+def _reads_open_groups(plan: str) -> bool:
+    """``schema.OPEN_RANGES``'s plan: the open merge groups found through their states'
+    index, their ranges by primary key (no scan of either table)."""
+    steps = plan.split(" | ")
+    return (
+        "SEARCH m USING INDEX merges_states (state=?)" in steps
+        and "SEARCH r USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)" in steps
+        and not any(s.split(" ")[:2] in (["SCAN", "m"], ["SCAN", "r"]) for s in steps)
+    )
+
+
+def test_unmerged_ranges_are_read_through_the_open_merge_groups_not_an_index(
+    tmp_path, monkeypatch
+):
+    """Version 7: no index on ranges to keep up on each range's result; status reads the
+    ranges not merged through the open groups, and a version 6 ledger loses its index
+    when opened read-write, reading the same before and after."""
+    path = tmp_path / LEDGER_NAME
+    with Ledger.create(path, {"campaign": CAMPAIGN}, PLAN) as led:
+        start(led, *range(9))
+        record(led, *(done(i) for i in range(7)), fail(7, 1, Outcome.LOST))
+        merge(led, 0, "merged/m0")
+        fresh, resumed = led.summary(), led.resume_state()
+    write_v6(path)
+    indexes = "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='ranges'"
+    with Ledger.open(path, readonly=True) as led:
+        assert led.schema_version == 6
+        assert (led.summary(), led.resume_state()) == (fresh, resumed)
+    with Ledger.open(path) as led:
+        assert led.schema_version == 7
+        assert not led._conn.execute(indexes).fetchall()
+        assert (led.summary(), led.resume_state()) == (fresh, resumed)
+        same_as_scan(led, monkeypatch)
+        plans = _plans_of_summary(led)
+    assert not any("SCAN ranges" in p or "SCAN range_info" in p for p in plans)
+    band = [p for p in plans if "SEARCH r " in p]
+    assert len(band) == 2 and all(_reads_open_groups(p) for p in band), plans
 
 
 def test_a_resume_sweeps_partial_files_only_where_a_writer_can_have_died(tmp_path, monkeypatch):

@@ -92,7 +92,8 @@ def _steps(conn: sqlite3.Connection) -> list[str | None]:
 
 
 def _v4_to_v5(conn: sqlite3.Connection) -> None:
-    """The partial index of unmerged ranges, and the counts of merged ones (per step)."""
+    """The counts of merged ranges (per step); version 5's partial index of unmerged
+    ranges is not made, as version 7 drops it."""
     for step in _steps(conn):
         for ddl in V5_DDL:
             conn.execute(step_objects(scoped(ddl, step), step))
@@ -107,6 +108,13 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
             conn.execute(step_objects(scoped(ddl, step), step))
 
 
+def _v6_to_v7(conn: sqlite3.Connection) -> None:
+    """No partial index of unmerged ranges (per step): ``schema.OPEN_RANGES`` reads them."""
+    for step in _steps(conn):
+        name = f"{step}_ranges_unmerged" if step else "ranges_unmerged"
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+
 #: ``MIGRATIONS[n]`` brings a version ``n`` ledger to version ``n + 1``.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_to_v2,
@@ -114,6 +122,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7,
 }
 
 

@@ -25,6 +25,7 @@ from parsl_es.ledger.models import (
     merge_row,
     range_row,
 )
+from parsl_es.ledger.schema import OPEN_RANGES
 from parsl_es.ranges import MergeGroup
 from parsl_es.records import MergeRecord
 from parsl_es.states import MergeState, Outcome, RangeState, Verdict
@@ -111,19 +112,18 @@ class LedgerReads(LedgerCore):
         """Where a resumed driver carries on, without a Python object per range.
 
         The retry list and the counts of done ranges come from the ranges not merged
-        (the partial index ``ranges_unmerged``); merged ranges are counted per merge
-        group by ``merged_tally``.
+        (those of the open merge groups, ``schema.OPEN_RANGES``); merged ranges are
+        counted per merge group by ``merged_tally``.
         """
         if not self._tallied:
             return self._resume_state_scan()
         top = self._conn.execute("SELECT MAX(idx) FROM ranges").fetchone()[0]
         retry = self._tuples(
-            "SELECT idx FROM ranges WHERE state != 'merged' AND state IN ('ready','failed') "
-            "ORDER BY idx"
+            f"SELECT r.idx {OPEN_RANGES} AND r.state IN ('ready','failed') ORDER BY r.idx"
         )
         per_group = self._tuples(
-            "SELECT merge_group, COUNT(*), COALESCE(SUM(n_events), 0) FROM ranges "
-            "WHERE state != 'merged' AND state = 'done' GROUP BY merge_group"
+            "SELECT r.merge_group, COUNT(*), COALESCE(SUM(r.n_events), 0) "
+            f"{OPEN_RANGES} AND r.state = 'done' GROUP BY r.merge_group"
         ).fetchall()
         merged = self._conn.execute(
             "SELECT COALESCE(SUM(ranges), 0), COALESCE(SUM(events), 0) FROM merged_tally"

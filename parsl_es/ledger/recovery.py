@@ -7,6 +7,7 @@ from pathlib import Path
 
 from parsl_es.ledger.core import LedgerCore
 from parsl_es.ledger.ranges import IN_GROUP
+from parsl_es.ledger.schema import OPEN_RANGES
 from parsl_es.states import Outcome
 
 
@@ -54,9 +55,8 @@ class Recovery(LedgerCore):
         back to waiting and its ranges back to done, and then their range files
         are checked like every other done range's, below. A done range whose file
         is missing or the wrong size is simulated again before its group merges.
-        The ranges not merged are found through the partial index
-        ``ranges_unmerged`` (``state != 'merged'`` in each WHERE), not by visiting
-        every range.
+        The ranges not merged are found through the open merge groups
+        (``schema.OPEN_RANGES``), not by visiting every range.
         """
         counts = dict.fromkeys(
             (
@@ -71,11 +71,12 @@ class Recovery(LedgerCore):
         out = os.fspath(output_dir)
         with self.transaction() as conn:
             counts["ranges_running"] = conn.execute(
-                "UPDATE ranges SET state='ready' WHERE state != 'merged' AND state='running'"
+                "UPDATE ranges SET state='ready' WHERE state='running' AND idx IN "
+                f"(SELECT r.idx {OPEN_RANGES} AND r.state='running')"
             ).rowcount
             counts["fatal_retried"] = conn.execute(
-                "UPDATE ranges SET state='ready', failures=0 "
-                "WHERE state != 'merged' AND state='fatal'"
+                "UPDATE ranges SET state='ready', failures=0 WHERE state='fatal' AND idx IN "
+                f"(SELECT r.idx {OPEN_RANGES} AND r.state='fatal')"
             ).rowcount
             counts["merges_running"] = conn.execute(
                 "UPDATE merges SET state='waiting' WHERE state IN ('running','failed')"
@@ -103,7 +104,7 @@ class Recovery(LedgerCore):
             missing_ranges = [
                 (r["idx"],)
                 for r in conn.execute(
-                    "SELECT idx, output, size FROM ranges WHERE state != 'merged' AND state='done'"
+                    f"SELECT r.idx, r.output, r.size {OPEN_RANGES} AND r.state='done'"
                 )
                 if not _file_ok(out, r["output"], r["size"])
             ]

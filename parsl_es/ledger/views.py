@@ -24,14 +24,15 @@ from parsl_es.ledger.models import (
     range_row,
 )
 from parsl_es.ledger.reads import LedgerReads
+from parsl_es.ledger.schema import OPEN_RANGES
 
 #: Per node type, the done and merged ranges: count, events, distinct hosts and batch
 #: jobs, mean duration. Merged ranges come from the merge groups' counts (version 5),
-#: the done ones from the partial index of unmerged ranges.
-_BY_NODE_TYPE = """
+#: the done ones from the open merge groups (``schema.OPEN_RANGES``, through the view).
+_BY_NODE_TYPE = f"""
 WITH done AS (
-    SELECT node_type, n_events, host, slurm_job, duration FROM range_info
-    WHERE state != 'merged' AND state = 'done'
+    SELECT r.node_type, r.n_events, r.host, r.slurm_job, r.duration
+    {OPEN_RANGES.replace("JOIN ranges r", "JOIN range_info r")} AND r.state = 'done'
 ),
 counts(node_type, n, events, timed, seconds) AS (
     SELECT node_type, COUNT(*), COALESCE(SUM(n_events), 0), COUNT(duration),
@@ -68,22 +69,18 @@ class CampaignViews(LedgerReads):
         """Counts for progress and ``es-run status``.
 
         From version 5 on, no query visits every range: the ranges not merged are
-        counted through ``ranges_unmerged``, the merged ones from ``merged_tally``
+        counted through the open merge groups, the merged ones from ``merged_tally``
         (see ``schema``), the merge groups (at most 100,000 rows) in one pass.
         """
         plan = self.plan
         ranges = dict.fromkeys(RANGE_STATES, 0)
         merged_sql = "SELECT 'merged', COALESCE(SUM(ranges), 0) FROM merged_tally"
         if self._tallied:
-            ranges.update(
-                self._tuples(
-                    "SELECT state, COUNT(*) FROM ranges WHERE state != 'merged' GROUP BY state"
-                )
-            )
+            ranges.update(self._tuples(f"SELECT r.state, COUNT(*) {OPEN_RANGES} GROUP BY r.state"))
             ranges.update(self._tuples(merged_sql))
             done = self._conn.execute(
-                "SELECT (SELECT COALESCE(SUM(n_events), 0) FROM ranges "
-                "WHERE state != 'merged' AND state = 'done') "
+                f"SELECT (SELECT COALESCE(SUM(r.n_events), 0) {OPEN_RANGES} "
+                "AND r.state = 'done') "
                 "+ (SELECT COALESCE(SUM(events), 0) FROM merged_tally)"
             ).fetchone()[0]
         else:
