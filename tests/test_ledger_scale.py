@@ -336,9 +336,7 @@ def _reads_open_groups(plan: str) -> bool:
     )
 
 
-def test_unmerged_ranges_are_read_through_the_open_merge_groups_not_an_index(
-    tmp_path, monkeypatch
-):
+def test_unmerged_ranges_are_read_through_the_open_merge_groups_not_an_index(tmp_path, monkeypatch):
     """Version 7: no index on ranges to keep up on each range's result; status reads the
     ranges not merged through the open groups, and a version 6 ledger loses its index
     when opened read-write, reading the same before and after."""
