@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.scale import catch_up
+from benchmarks.scale_window import catch_up, timeline
 from parsl_es.backends.base import Completions
 from parsl_es.backends.simulated import SimFaults, SimNodeType, SimulatedBackend
 from tests.engine_helpers import drive, new_campaign, range_attempts
@@ -154,6 +154,31 @@ def test_scale_benchmark_prints_its_figures_last():
     assert figures["utilisation"] > 0.8  # 1,000 ranges/s: a small fraction of the driver
     assert figures["ranges_per_second"] > 0
     assert figures["driver_us_per_range"] > 0
+    (only,) = figures["timeline"]  # a window shorter than a slice: one slice, the window
+    assert only["busy_share"] == pytest.approx(figures["busy_share"], abs=2e-4)
+
+
+def test_the_timeline_shows_where_in_the_window_workers_idled_and_results_waited():
+    def at(t, busy, results, finished, cpu):
+        return {"t": t, "busy": busy, "results": results, "finished": finished, "cpu": cpu}
+
+    samples = [at(100, 0, 0, 0, 0.0), at(110, 1000, 900, 1000, 5.0), at(120, 1500, 2000, 2000, 14)]
+    assert timeline(samples, workers=100) == [
+        {
+            "t": 10.0,
+            "busy_share": 1.0,
+            "recorded_per_s": 90,
+            "unrecorded": 100,
+            "driver_cpu_share": 0.5,
+        },
+        {
+            "t": 20.0,
+            "busy_share": 0.5,
+            "recorded_per_s": 110,
+            "unrecorded": 0,
+            "driver_cpu_share": 0.9,
+        },
+    ]
 
 
 def test_catch_up_is_the_wait_until_the_driver_recorded_the_window():
