@@ -15,7 +15,13 @@ from parsl_es.engine.estimates import DurationEstimate, Estimates
 from parsl_es.engine.feed import RangeFeed
 from parsl_es.engine.inflight import InFlight
 from parsl_es.engine.result import RunStatus
-from parsl_es.engine.sizing import MAX_BUNDLE, bundle_size, bundle_sizer, window_size
+from parsl_es.engine.sizing import (
+    MAX_BUNDLE,
+    bundle_size,
+    bundle_sizer,
+    top_up_limit,
+    window_size,
+)
 from parsl_es.engine.timeouts import MIN_SAMPLES, RangeTimeouts, TimeoutPolicy
 from parsl_es.engine.watchdog import PoolWatch
 from parsl_es.records import PoolInfo
@@ -329,3 +335,11 @@ def test_a_top_ups_bundles_shrink_with_what_is_left_and_fit_the_allocation():
     assert sizes() == 3  # the tail's share: 12 / (2 workers x 2)
     fitted = bundle_sizer(0.01, 2, 1, 2.0, lambda: 100_000, fit=4)
     assert fitted() == 4  # no more than still fits before the allocation ends
+
+
+def test_a_top_up_starts_its_bound_or_as_many_ranges_as_came_back():
+    """A wave of results is answered with as much new work: what waits for the workers
+    stays level while the driver records (a fixed bound starved them)."""
+    assert top_up_limit(0, least=20_000) == 20_000
+    assert top_up_limit(19_999, least=20_000) == 20_000
+    assert top_up_limit(194_000, least=20_000) == 194_000

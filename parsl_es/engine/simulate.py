@@ -21,7 +21,7 @@ from parsl_es.engine.context import WATCHDOG_SECONDS, EngineContext, error_text,
 from parsl_es.engine.estimates import Estimates
 from parsl_es.engine.feed import GatedFeed, RangeFeed
 from parsl_es.engine.inflight import Bundle, InFlight
-from parsl_es.engine.sizing import fastest_first, worth_a_slower_node_type
+from parsl_es.engine.sizing import fastest_first, top_up_limit, worth_a_slower_node_type
 from parsl_es.engine.step import Step
 from parsl_es.engine.steps import MergeValidated, RangesDone, StepSpec
 from parsl_es.engine.windows import NodeTypeWindows
@@ -30,9 +30,10 @@ from parsl_es.ledger import ResumeState
 from parsl_es.records import NOWHERE, BundleResult, RangeResult, TaskOutcomes
 from parsl_es.states import FailureKind, Outcome, RangeState
 
-#: Most ranges one top-up starts: a whole machine's window (100,000 workers) started
-#: in one go kept results waiting for tens of seconds; the loop comes back for the
-#: rest at once, after handing out what completed meanwhile.
+#: Most ranges one top-up starts, unless more came back since the last one
+#: (``sizing.top_up_limit``): a whole machine's window (100,000 workers) started in
+#: one go kept results waiting for tens of seconds; the loop comes back for the rest
+#: at once, after handing out what completed meanwhile.
 TOP_UP_RANGES = 20_000
 
 
@@ -44,7 +45,8 @@ class SimulateStep(Step):
         ctx.shared.range_windows.append(self.in_flight)
         ctx.shared.ranks[id(self)] = {nt: rank for rank, nt in enumerate(node_types)}
         self.cut = False  # no range can finish before the allocation ends any more
-        self.unfilled = False  # the last top-up stopped at TOP_UP_RANGES
+        self.unfilled = False  # the last top-up stopped at its limit
+        self.answered = 0  # ranges of the tasks handed in since the last top-up
         self.capacity = NodeTypeWindows(ctx, node_types)
         # node types whose bundles timed out: (quiet-for allowance, watch until)
         self._suspects: dict[str, tuple[float, float]] = {}
@@ -107,6 +109,7 @@ class SimulateStep(Step):
         fresh_from = self.feed.cursor
         bundles: list[tuple[str, Sequence[int]]] = []
         taken = 0
+        limit, self.answered = top_up_limit(self.answered, TOP_UP_RANGES), 0
         fastest, means = by_speed(ctx.estimates, allowed)
         for nt in fastest:  # steps sharing a node type share its window
             free = ctx.shared.free_on(nt, id(self), self.capacity.window[nt])
@@ -120,7 +123,7 @@ class SimulateStep(Step):
                     continue
                 free = min(free, self.capacity.workers.get(nt, 0) - self.in_flight.tasks(nt))
             sizes = self.capacity.sizer(nt, now, self.feed.left)
-            while free > 0 and self.feed and taken < TOP_UP_RANGES:
+            while free > 0 and self.feed and taken < limit:
                 bundles.append((nt, self.feed.take(sizes())))
                 taken += len(bundles[-1][1])
                 free -= 1
@@ -156,6 +159,8 @@ class SimulateStep(Step):
         batches: list[TaskOutcomes] = []
         for bid, future in done:
             bundle = self.in_flight.pop(bid)
+            if bundle is not None:
+                self.answered += len(bundle.work)
             exc = future.exception()
             if exc is not None:
                 if bundle is not None:  # (an abandoned task's loss is old news)

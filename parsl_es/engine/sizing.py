@@ -97,6 +97,20 @@ def bundle_sizer(
     return size_now
 
 
+def top_up_limit(answered: int, least: int) -> int:
+    """Most ranges one top-up starts: ``least``, or as many as came back since the last
+    top-up if more.
+
+    A top-up of a whole machine's window in one go keeps results waiting (hence a
+    limit), but a fixed one starves the workers during a wave of results: bundles
+    that started together finish together, the driver hands in thousands of tasks
+    per loop, and a top-up of ``least`` replaced a tenth of them (100,000 workers x
+    1 s: idle workers while results were recorded). Starting as many as came back
+    keeps what is queued for the workers level.
+    """
+    return max(least, answered)
+
+
 def window_size(workers: int | None, expected: int, durations_known: bool, prefetch: float) -> int:
     """Tasks a node type may hold in flight.
 
