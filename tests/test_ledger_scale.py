@@ -11,6 +11,7 @@ path. No wall times here: ``benchmarks/ledger_scale.py`` measures them.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -127,15 +128,28 @@ _UNMERGED = "CREATE INDEX {p}ranges_unmerged ON {p}ranges (state, merge_group) "
 )
 
 
+#: Version 6's view of ranges: the state as the row has it.
+_V6_RANGE_INFO = re.sub(r"CASE WHEN .*? END AS state", "r.state", schema.RANGE_INFO, flags=re.S)
+
+
 def write_v6(path: Path, version: str = "6") -> list[str | None]:
-    """Take a current ledger back to version 6's layout (the partial index of unmerged
-    ranges); its steps."""
+    """Take a current ledger back to version 6's layout and contents (the partial index
+    of unmerged ranges; ``merged`` written into the rows of done merges' ranges, and the
+    view that shows rows as they are); its steps."""
+    assert "r.state," in _V6_RANGE_INFO and "CASE" not in _V6_RANGE_INFO
     conn = sqlite3.connect(path)
     raw = conn.execute("SELECT value FROM meta WHERE key='chain_steps'").fetchone()
     steps = json.loads(raw[0]) if raw else [None]
     with conn:
         for step in steps:
-            conn.execute(_UNMERGED.format(p=f"{step}_" if step else ""))
+            p = f"{step}_" if step else ""
+            conn.execute(_UNMERGED.format(p=p))
+            conn.execute(
+                f"UPDATE {p}ranges SET state='merged' WHERE state='done' AND merge_group IN "
+                f"(SELECT group_idx FROM {p}merges WHERE state='done')"
+            )
+            conn.execute(f"DROP VIEW {p}range_info")
+            conn.execute(schema.scoped(_V6_RANGE_INFO.format(temp=""), step))
         conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (version,))
     conn.close()
     return steps
@@ -337,16 +351,21 @@ def _reads_open_groups(plan: str) -> bool:
 
 
 def test_unmerged_ranges_are_read_through_the_open_merge_groups_not_an_index(tmp_path, monkeypatch):
-    """Version 7: no index on ranges to keep up on each range's result; status reads the
-    ranges not merged through the open groups, and a version 6 ledger loses its index
-    when opened read-write, reading the same before and after."""
+    """Version 7: no index on ranges to keep up on each range's result, and no write to
+    a range's row when its group merges (the view shows it merged); status reads the
+    ranges not merged through the open groups. A version 6 ledger (rows that say
+    merged) loses its index when opened read-write, reading the same before and after,
+    and merges go on from there."""
     path = tmp_path / LEDGER_NAME
     with Ledger.create(path, {"campaign": CAMPAIGN}, PLAN) as led:
         start(led, *range(9))
         record(led, *(done(i) for i in range(7)), fail(7, 1, Outcome.LOST))
         merge(led, 0, "merged/m0")
         fresh, resumed = led.summary(), led.resume_state()
+    stored = "SELECT state, COUNT(*) FROM ranges GROUP BY state"
+    assert dict(sqlite3.connect(path).execute(stored).fetchall())["done"] == 7  # 5 merged
     write_v6(path)
+    assert dict(sqlite3.connect(path).execute(stored).fetchall())["merged"] == 5
     indexes = "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='ranges'"
     with Ledger.open(path, readonly=True) as led:
         assert led.schema_version == 6
@@ -360,6 +379,13 @@ def test_unmerged_ranges_are_read_through_the_open_merge_groups_not_an_index(tmp
     assert not any("SCAN ranges" in p or "SCAN range_info" in p for p in plans)
     band = [p for p in plans if "SEARCH r " in p]
     assert len(band) == 2 and all(_reads_open_groups(p) for p in band), plans
+    with Ledger.open(path) as led:
+        start(led, 7, 9)  # a retry and a fresh one
+        record(led, done(7, attempt=2), done(8), done(9))
+        merge(led, 1, "merged/m1")
+        states = [r.state for r in led.ranges()]
+        assert states == [RangeState.MERGED] * 10 and led.summary().ranges["merged"] == 10
+        same_as_scan(led, monkeypatch)
 
 
 def test_a_resume_sweeps_partial_files_only_where_a_writer_can_have_died(tmp_path, monkeypatch):

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from parsl_es.ledger.core import LedgerCore, checked_states
-from parsl_es.ledger.ranges import IN_GROUP
+from parsl_es.ledger.core import LedgerCore
 from parsl_es.records import CampaignVerdict, MergedFile, MergeVerdict, Plots, Where
 from parsl_es.states import Verdict
 
@@ -40,10 +39,11 @@ class MergeWrites(LedgerCore):
         return row.fetchone() is not None
 
     def finish_merge(self, merged: MergedFile) -> bool:
-        """Record a merged file (already on disk) and mark its ranges merged.
+        """Record a merged file (already on disk): its ranges are merged from now on.
 
         Only for the merge's current attempt; otherwise nothing changes and the
-        answer is False.
+        answer is False. The ranges' rows are not written: a done range of a done
+        merge is merged (``schema.RANGE_INFO``), which saves a write per range.
         """
         with self.transaction() as conn:
             cursor = conn.execute(
@@ -64,14 +64,7 @@ class MergeWrites(LedgerCore):
                     merged.attempt,
                 ),
             )
-            if cursor.rowcount == 0:
-                return False
-            with checked_states(conn):  # (a group's every range: the CHECK per row)
-                conn.execute(
-                    f"UPDATE ranges SET state='merged' WHERE {IN_GROUP} AND state='done'",
-                    (merged.group, merged.group),
-                )
-        return True
+            return cursor.rowcount > 0
 
     def fail_merge(self, group: int, attempt: int, error: str, now: float) -> bool:
         """Record a merge attempt's failure; False (nothing changed) if it is not current."""

@@ -109,10 +109,14 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
 
 
 def _v6_to_v7(conn: sqlite3.Connection) -> None:
-    """No partial index of unmerged ranges (per step): ``schema.OPEN_RANGES`` reads them."""
+    """No partial index of unmerged ranges (``schema.OPEN_RANGES`` reads them), and the
+    view that shows a done range of a done merge as merged (per step). Rows that say
+    ``merged`` stay as they are: the view shows them so too."""
     for step in _steps(conn):
-        name = f"{step}_ranges_unmerged" if step else "ranges_unmerged"
-        conn.execute(f"DROP INDEX IF EXISTS {name}")
+        prefix = f"{step}_" if step else ""
+        conn.execute(f"DROP INDEX IF EXISTS {prefix}ranges_unmerged")
+        conn.execute(f"DROP VIEW IF EXISTS {prefix}range_info")
+        conn.execute(scoped(RANGE_INFO.format(temp=""), step))
 
 
 #: ``MIGRATIONS[n]`` brings a version ``n`` ledger to version ``n + 1``.

@@ -84,7 +84,7 @@ class CampaignViews(LedgerReads):
                 "+ (SELECT COALESCE(SUM(events), 0) FROM merged_tally)"
             ).fetchone()[0]
         else:
-            ranges.update(self._tuples("SELECT state, COUNT(*) FROM ranges GROUP BY state"))
+            ranges.update(self._tuples("SELECT state, COUNT(*) FROM range_info GROUP BY state"))
             done = self._conn.execute(
                 "SELECT COALESCE(SUM(n_events), 0) FROM ranges WHERE state IN ('done','merged')"
             ).fetchone()[0]
