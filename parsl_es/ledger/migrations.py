@@ -109,14 +109,17 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
 
 
 def _v6_to_v7(conn: sqlite3.Connection) -> None:
-    """No partial index of unmerged ranges (``schema.OPEN_RANGES`` reads them), and the
-    view that shows a done range of a done merge as merged (per step). Rows that say
-    ``merged`` stay as they are: the view shows them so too."""
+    """No partial index of unmerged ranges (``schema.OPEN_RANGES`` reads them), the
+    view that shows a done range of a done merge as merged, and the trigger that tallies
+    a merge from its group's tasks (per step). Rows that say ``merged`` stay as they
+    are: the view shows them so too."""
     for step in _steps(conn):
         prefix = f"{step}_" if step else ""
         conn.execute(f"DROP INDEX IF EXISTS {prefix}ranges_unmerged")
         conn.execute(f"DROP VIEW IF EXISTS {prefix}range_info")
         conn.execute(scoped(RANGE_INFO.format(temp=""), step))
+        conn.execute(f"DROP TRIGGER IF EXISTS {prefix}merges_done")
+        conn.execute(step_objects(scoped(V5_DDL[-2], step), step))
 
 
 #: ``MIGRATIONS[n]`` brings a version ``n`` ledger to version ``n + 1``.

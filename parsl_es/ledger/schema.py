@@ -113,8 +113,9 @@ SHARED_DDL = ";\n".join(
 #: events and range seconds; ``merged_where``: per node type, the hosts and batch
 #: jobs that simulated ranges of done merges, with how many such groups each served.
 #: Both are kept by triggers on the merge's state (once per merge group, never per
-#: range: the range write path is untouched), from the group's ranges as they are
-#: when the merge is recorded done (done or merged: at that moment all of them).
+#: range: the range write path is untouched; the hosts and jobs from the group's
+#: distinct tasks, not from each range's row joined to its task), from the group's
+#: ranges as they are when the merge is recorded done (all of them done by then).
 #: A merge is done only when every range of its group is done, and only
 #: ``reset_for_resume`` moves a done merge back: so the merged ranges (done ranges of
 #: a done merge; ``range_info`` shows them as ``merged``) are exactly those that
@@ -155,13 +156,17 @@ BEGIN
     GROUP BY node_type;
     INSERT INTO merged_where (node_type, kind, name, groups)
     SELECT nt, kind, name, 1 FROM (
-        SELECT COALESCE(node_type, '') AS nt, 'host' AS kind, host AS name FROM range_info
-        WHERE idx BETWEEN new.first_range AND new.last_range AND state IN ('done','merged')
-            AND host IS NOT NULL
-        UNION
-        SELECT COALESCE(node_type, ''), 'job', slurm_job FROM range_info
-        WHERE idx BETWEEN new.first_range AND new.last_range AND state IN ('done','merged')
-            AND slurm_job IS NOT NULL
+    SELECT COALESCE(d.node_type, '') AS nt, 'host' AS kind, COALESCE(t.host, d.host) AS name
+    FROM (SELECT DISTINCT node_type, task, host FROM ranges
+        WHERE idx BETWEEN new.first_range AND new.last_range AND state IN ('done','merged')) d
+    LEFT JOIN tasks t ON t.task = d.task
+    WHERE COALESCE(t.host, d.host) IS NOT NULL
+    UNION
+    SELECT COALESCE(d.node_type, ''), 'job', COALESCE(t.slurm_job, d.slurm_job)
+    FROM (SELECT DISTINCT node_type, task, slurm_job FROM ranges
+        WHERE idx BETWEEN new.first_range AND new.last_range AND state IN ('done','merged')) d
+    LEFT JOIN tasks t ON t.task = d.task
+    WHERE COALESCE(t.slurm_job, d.slurm_job) IS NOT NULL
     ) WHERE true
     ON CONFLICT (node_type, kind, name) DO UPDATE SET groups = groups + 1;
 END""",
