@@ -213,7 +213,8 @@ def build(out: Path, n_ranges: int) -> dict[str, float]:
     )
     conn.execute("COMMIT")
     t_rows = time.perf_counter() - t0
-    # The files resume looks at: merged files of done groups, range files of done ranges.
+    # The files resume looks at: merged files of done groups, range files of done ranges
+    # not merged (a merged range's row says done too: its group's merge is done).
     made = 0
     missing_merged = {0, s["busy_from"] // 2, s["busy_from"] - 1}
     for group, rel, size in conn.execute(
@@ -222,7 +223,10 @@ def build(out: Path, n_ranges: int) -> dict[str, float]:
         if group not in missing_merged:
             _write(out / rel, size)
             made += 1
-    done = conn.execute("SELECT idx, output, size FROM ranges WHERE state = 'done'").fetchall()
+    done = conn.execute(
+        "SELECT idx, output, size FROM ranges WHERE state = 'done' AND merge_group >= ?",
+        (s["busy_from"],),
+    ).fetchall()
     missing_ranges = {idx for idx, _, _ in done[:: max(1, len(done) // 10)][:10]}
     dirs: set[Path] = set()
     for idx, rel, size in done:

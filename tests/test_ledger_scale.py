@@ -442,3 +442,20 @@ def test_the_benchmark_reports_its_childs_own_peak_memory_not_its_own():
     measured = ledger_scale._run([sys.executable, "-c", child], parse=True)
     assert len(ballast) and ledger_scale.peak_rss_mb() > 300
     assert measured["peak_rss_mb"] < 100
+
+
+def test_the_benchmarks_ledger_has_files_where_resume_looks_and_nowhere_else(tmp_path):
+    """``benchmarks/ledger_scale.py`` writes a done merge's file, and a done range's only if
+    the range is not merged (3 and 10 left out on purpose): what ``reset_for_resume``
+    reads. Merged ranges' rows say done from version 7 on; a build that took them for
+    unmerged wrote a file per range and filled the scratch disk at 10^7 ranges."""
+    from benchmarks import ledger_scale
+
+    out = tmp_path / "campaign"
+    built = ledger_scale.build(out, 20_000)
+    with Ledger.open(out / LEDGER_NAME, readonly=True) as led:
+        s = led.summary()
+    assert s.ranges["merged"] > 0 and s.ranges["done"] > 0
+    assert built["files"] == s.merges["done"] - 3 + s.ranges["done"] - 10
+    written = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(LEDGER_NAME)]
+    assert len(written) == built["files"]
