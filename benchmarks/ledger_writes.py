@@ -34,6 +34,7 @@ from parsl_es.campaign import campaign_from_dict
 from parsl_es.ledger import LEDGER_NAME, Ledger
 from parsl_es.ledger.core import checked_states
 from parsl_es.ledger.ranges import _MARK_DONE
+from parsl_es.ledger.schema import UNMERGED_INDEX_V5
 
 _APPEND = (
     "INSERT INTO results (idx, attempt, task, started, finished, output, size, checksum, "
@@ -47,11 +48,7 @@ _RESULTS = (
 Row = tuple  # (task, started, finished, output, size, checksum, n_events, idx, attempt)
 LAYOUTS: dict[str, tuple[str | None, str, Callable[[Row], tuple]]] = {
     "update": (None, _MARK_DONE, lambda r: r),
-    "update_with_unmerged_index": (
-        "CREATE INDEX ranges_unmerged ON ranges (state, merge_group) WHERE state != 'merged'",
-        _MARK_DONE,
-        lambda r: r,
-    ),
+    "update_with_unmerged_index": (UNMERGED_INDEX_V5, _MARK_DONE, lambda r: r),
     "append_results": (_RESULTS, _APPEND, lambda r: (r[7], r[8], *r[:7])),
 }
 

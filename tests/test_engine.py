@@ -313,6 +313,7 @@ def test_a_loop_pass_starts_and_records_a_bounded_slice(tmp_path, monkeypatch):
     A top-up starts at most its bound, or as many ranges as came back since the last."""
     import parsl_es.engine.dispatcher as dispatcher
     import parsl_es.engine.simulate as simulate
+    from parsl_es.engine.sizing import top_up_limit
 
     monkeypatch.setattr(simulate, "TOP_UP_RANGES", 5)
     monkeypatch.setattr(dispatcher, "DRAIN_TASKS", 3)
@@ -322,7 +323,7 @@ def test_a_loop_pass_starts_and_records_a_bounded_slice(tmp_path, monkeypatch):
     def top_up(self, now):
         before, answered = self.feed.cursor, self.answered
         original(self, now)
-        started.append(self.feed.cursor - before - max(5, answered))
+        started.append(self.feed.cursor - before - top_up_limit(answered, simulate.TOP_UP_RANGES))
 
     monkeypatch.setattr(simulate.SimulateStep, "top_up", top_up)
     out = new_campaign(tmp_path)

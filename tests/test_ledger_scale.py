@@ -122,12 +122,6 @@ def test_reset_for_resume_checks_done_ranges_and_merged_files_only(tmp_path, led
     assert ledger.summary().ranges["ready"] == 10 - 1
 
 
-#: Version 5's and 6's partial index of unmerged ranges (version 7 dropped it).
-_UNMERGED = "CREATE INDEX {p}ranges_unmerged ON {p}ranges (state, merge_group) " + (
-    "WHERE state != 'merged'"
-)
-
-
 #: Version 6's view of ranges: the state as the row has it.
 _V6_RANGE_INFO = re.sub(r"CASE WHEN .*? END AS state", "r.state", schema.RANGE_INFO, flags=re.S)
 
@@ -143,7 +137,7 @@ def write_v6(path: Path, version: str = "6") -> list[str | None]:
     with conn:
         for step in steps:
             p = f"{step}_" if step else ""
-            conn.execute(_UNMERGED.format(p=p))
+            conn.execute(schema.step_ddl(step, schema.UNMERGED_INDEX_V5))
             conn.execute(
                 f"UPDATE {p}ranges SET state='merged' WHERE state='done' AND merge_group IN "
                 f"(SELECT group_idx FROM {p}merges WHERE state='done')"

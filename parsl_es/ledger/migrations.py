@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from parsl_es.errors import UserError
 from parsl_es.ledger.schema import (
+    MERGES_DONE,
+    MERGES_UNDONE,
     RANGE_INFO,
     SCHEMA_VERSION,
     TASKS,
@@ -22,7 +24,7 @@ from parsl_es.ledger.schema import (
     V5_DDL,
     V6_DDL,
     scoped,
-    step_objects,
+    step_ddl,
 )
 
 #: Columns added to version 1 ledgers as they were developed: ``(table, column, type)``.
@@ -96,7 +98,7 @@ def _v4_to_v5(conn: sqlite3.Connection) -> None:
     ranges is not made, as version 7 drops it."""
     for step in _steps(conn):
         for ddl in V5_DDL:
-            conn.execute(step_objects(scoped(ddl, step), step))
+            conn.execute(step_ddl(step, ddl))
         for sql in _V5_BACKFILL:
             conn.execute(scoped(sql, step))
 
@@ -105,21 +107,25 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
     """The covering indexes of merge states and attempt outcomes (per step)."""
     for step in _steps(conn):
         for ddl in V6_DDL:
-            conn.execute(step_objects(scoped(ddl, step), step))
+            conn.execute(step_ddl(step, ddl))
 
 
 def _v6_to_v7(conn: sqlite3.Connection) -> None:
     """No partial index of unmerged ranges (``schema.OPEN_RANGES`` reads them), the
-    view that shows a done range of a done merge as merged, and the trigger that tallies
+    view that shows a done range of a done merge as merged, and the triggers that tally
     a merge from its group's tasks (per step). Rows that say ``merged`` stay as they
     are: the view shows them so too."""
     for step in _steps(conn):
-        prefix = f"{step}_" if step else ""
-        conn.execute(f"DROP INDEX IF EXISTS {prefix}ranges_unmerged")
-        conn.execute(f"DROP VIEW IF EXISTS {prefix}range_info")
-        conn.execute(scoped(RANGE_INFO.format(temp=""), step))
-        conn.execute(f"DROP TRIGGER IF EXISTS {prefix}merges_done")
-        conn.execute(step_objects(scoped(V5_DDL[-2], step), step))
+        for sql in (
+            "DROP INDEX IF EXISTS ranges_unmerged",
+            "DROP VIEW IF EXISTS range_info",
+            RANGE_INFO.format(temp=""),
+            "DROP TRIGGER IF EXISTS merges_done",
+            "DROP TRIGGER IF EXISTS merges_undone",
+            MERGES_DONE,
+            MERGES_UNDONE,
+        ):
+            conn.execute(step_ddl(step, sql))
 
 
 #: ``MIGRATIONS[n]`` brings a version ``n`` ledger to version ``n + 1``.

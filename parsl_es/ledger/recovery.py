@@ -71,11 +71,11 @@ class Recovery(LedgerCore):
         out = os.fspath(output_dir)
         with self.transaction() as conn:
             counts["ranges_running"] = conn.execute(
-                "UPDATE ranges SET state='ready' WHERE state='running' AND idx IN "
+                "UPDATE ranges SET state='ready' WHERE idx IN "
                 f"(SELECT r.idx {OPEN_RANGES} AND r.state='running')"
             ).rowcount
             counts["fatal_retried"] = conn.execute(
-                "UPDATE ranges SET state='ready', failures=0 WHERE state='fatal' AND idx IN "
+                "UPDATE ranges SET state='ready', failures=0 WHERE idx IN "
                 f"(SELECT r.idx {OPEN_RANGES} AND r.state='fatal')"
             ).rowcount
             counts["merges_running"] = conn.execute(

@@ -15,7 +15,9 @@ SCHEMA_VERSION = 7
 #: (``<step>_ranges``, ...); a single-step campaign has them unprefixed, as always.
 STEP_TABLES = ("ranges", "merges", "attempts", "range_info", "merged_tally", "merged_where")
 _STEP_TABLE = re.compile(
-    r"\b(FROM|INTO|UPDATE|JOIN|TABLE|VIEW|ON)(\s+)(" + "|".join(STEP_TABLES) + r")\b"
+    r"\b(FROM|INTO|UPDATE|JOIN|TABLE|VIEW|ON)(\s+(?:IF\s+EXISTS\s+)?)("
+    + "|".join(STEP_TABLES)
+    + r")\b"
 )
 
 _RANGES = """
@@ -127,6 +129,50 @@ SHARED_DDL = ";\n".join(
 #: version 7 drops it (``OPEN_RANGES`` finds the same rows through the merge groups),
 #: because keeping it up to date cost each range's result about 2 us of the driver's
 #: time, three index writes per range (started, done, merged).
+#: The hosts and batch jobs, per node type, of merge group ``{g}``'s done ranges (``new``
+#: or ``old`` in a trigger): from the group's distinct tasks, so not from each range's
+#: row joined to its task. One fragment for both triggers: what ``merges_undone`` takes
+#: away is exactly what ``merges_done`` added.
+_GROUP_PLACES = """
+    SELECT COALESCE(d.node_type, '') AS nt, 'host' AS kind, COALESCE(t.host, d.host) AS name
+    FROM (SELECT DISTINCT node_type, task, host FROM ranges
+        WHERE idx BETWEEN {g}.first_range AND {g}.last_range AND state IN ('done','merged')) d
+    LEFT JOIN tasks t ON t.task = d.task
+    WHERE COALESCE(t.host, d.host) IS NOT NULL
+    UNION
+    SELECT COALESCE(d.node_type, ''), 'job', COALESCE(t.slurm_job, d.slurm_job)
+    FROM (SELECT DISTINCT node_type, task, slurm_job FROM ranges
+        WHERE idx BETWEEN {g}.first_range AND {g}.last_range AND state IN ('done','merged')) d
+    LEFT JOIN tasks t ON t.task = d.task
+    WHERE COALESCE(t.slurm_job, d.slurm_job) IS NOT NULL
+"""
+MERGES_DONE = f"""CREATE TRIGGER merges_done AFTER UPDATE OF state ON merges
+WHEN new.state = 'done' AND old.state != 'done'
+BEGIN
+    DELETE FROM merged_tally WHERE group_idx = new.group_idx;
+    INSERT INTO merged_tally (group_idx, node_type, ranges, events, timed, seconds)
+    SELECT new.group_idx, node_type, COUNT(*), COALESCE(SUM(n_events), 0),
+        COUNT(finished - started), COALESCE(SUM(finished - started), 0)
+    FROM ranges WHERE idx BETWEEN new.first_range AND new.last_range
+        AND state IN ('done','merged')
+    GROUP BY node_type;
+    INSERT INTO merged_where (node_type, kind, name, groups)
+    SELECT nt, kind, name, 1 FROM ({_GROUP_PLACES.format(g="new")}) WHERE true
+    ON CONFLICT (node_type, kind, name) DO UPDATE SET groups = groups + 1;
+END"""
+MERGES_UNDONE = f"""CREATE TRIGGER merges_undone AFTER UPDATE OF state ON merges
+WHEN old.state = 'done' AND new.state != 'done'
+BEGIN
+    DELETE FROM merged_tally WHERE group_idx = old.group_idx;
+    UPDATE merged_where SET groups = groups - 1 WHERE (node_type, kind, name) IN (
+        SELECT nt, kind, name FROM ({_GROUP_PLACES.format(g="old")}));
+    DELETE FROM merged_where WHERE groups <= 0;
+END"""
+#: Versions 5 and 6's partial index (above), which version 7 drops: kept to rebuild
+#: such a ledger (tests, benchmarks).
+UNMERGED_INDEX_V5 = (
+    "CREATE INDEX ranges_unmerged ON ranges (state, merge_group) WHERE state != 'merged'"
+)
 V5_DDL = (
     """CREATE TABLE merged_tally (
     group_idx INTEGER NOT NULL,
@@ -144,47 +190,8 @@ V5_DDL = (
     groups INTEGER NOT NULL,
     PRIMARY KEY (node_type, kind, name)
 ) WITHOUT ROWID""",
-    """CREATE TRIGGER merges_done AFTER UPDATE OF state ON merges
-WHEN new.state = 'done' AND old.state != 'done'
-BEGIN
-    DELETE FROM merged_tally WHERE group_idx = new.group_idx;
-    INSERT INTO merged_tally (group_idx, node_type, ranges, events, timed, seconds)
-    SELECT new.group_idx, node_type, COUNT(*), COALESCE(SUM(n_events), 0),
-        COUNT(finished - started), COALESCE(SUM(finished - started), 0)
-    FROM ranges WHERE idx BETWEEN new.first_range AND new.last_range
-        AND state IN ('done','merged')
-    GROUP BY node_type;
-    INSERT INTO merged_where (node_type, kind, name, groups)
-    SELECT nt, kind, name, 1 FROM (
-    SELECT COALESCE(d.node_type, '') AS nt, 'host' AS kind, COALESCE(t.host, d.host) AS name
-    FROM (SELECT DISTINCT node_type, task, host FROM ranges
-        WHERE idx BETWEEN new.first_range AND new.last_range AND state IN ('done','merged')) d
-    LEFT JOIN tasks t ON t.task = d.task
-    WHERE COALESCE(t.host, d.host) IS NOT NULL
-    UNION
-    SELECT COALESCE(d.node_type, ''), 'job', COALESCE(t.slurm_job, d.slurm_job)
-    FROM (SELECT DISTINCT node_type, task, slurm_job FROM ranges
-        WHERE idx BETWEEN new.first_range AND new.last_range AND state IN ('done','merged')) d
-    LEFT JOIN tasks t ON t.task = d.task
-    WHERE COALESCE(t.slurm_job, d.slurm_job) IS NOT NULL
-    ) WHERE true
-    ON CONFLICT (node_type, kind, name) DO UPDATE SET groups = groups + 1;
-END""",
-    """CREATE TRIGGER merges_undone AFTER UPDATE OF state ON merges
-WHEN old.state = 'done' AND new.state != 'done'
-BEGIN
-    DELETE FROM merged_tally WHERE group_idx = old.group_idx;
-    UPDATE merged_where SET groups = groups - 1 WHERE (node_type, kind, name) IN (
-        SELECT COALESCE(node_type, ''), 'host', host FROM range_info
-        WHERE idx BETWEEN old.first_range AND old.last_range AND state IN ('done','merged')
-            AND host IS NOT NULL
-        UNION
-        SELECT COALESCE(node_type, ''), 'job', slurm_job FROM range_info
-        WHERE idx BETWEEN old.first_range AND old.last_range AND state IN ('done','merged')
-            AND slurm_job IS NOT NULL
-    );
-    DELETE FROM merged_where WHERE groups <= 0;
-END""",
+    MERGES_DONE,
+    MERGES_UNDONE,
 )
 #: Version 6: ``es-run status`` counts merge groups by state and failed attempts by
 #: outcome from indexes that hold every column it reads, not by scanning the tables'
@@ -195,29 +202,38 @@ V6_DDL = (
     "CREATE INDEX attempts_outcome ON attempts (outcome, node_type)",
 )
 
+
+def open_ranges(source: str = "ranges") -> str:
+    """``OPEN_RANGES`` with the ranges read from ``source`` (``range_info``: with where
+    they ran)."""
+    return (
+        f"FROM merges m JOIN {source} r ON r.idx BETWEEN m.first_range AND m.last_range "
+        "WHERE m.state IN ('waiting','running','failed')"
+    )
+
+
 #: The rows of the ranges not merged, ``r``, with their merge group's row ``m``: the
 #: groups whose merge is not done (through ``merges_states``), each group's ranges by
 #: primary key. A query adds ``AND r.<condition>``. Its cost follows the open merge
 #: groups and their ranges: a few thousand rows in a large campaign's in-flight band,
 #: not the merged ranges that are nearly all of it. (A range is merged exactly when its
 #: group's merge is done: see ``V5_DDL``.)
-OPEN_RANGES = (
-    "FROM merges m JOIN ranges r ON r.idx BETWEEN m.first_range AND m.last_range "
-    "WHERE m.state IN ('waiting','running','failed')"
-)
+OPEN_RANGES = open_ranges()
 
 #: Object names of ``V5_DDL`` and ``V6_DDL`` that carry a chain step's name (tables are
 #: scoped anyway).
 _STEP_OBJECTS = (
     "attempts_range",
-    "ranges_unmerged",  # (versions 5 and 6)
+    "ranges_unmerged",  # (``UNMERGED_INDEX_V5``)
     "merged_tally_group",
     "merges_done",
     "merges_undone",
     "merges_states",
     "attempts_outcome",
 )
-_STEP_OBJECT = re.compile(r"\b(INDEX|TRIGGER)(\s+)(" + "|".join(_STEP_OBJECTS) + r")\b")
+_STEP_OBJECT = re.compile(
+    r"\b(INDEX|TRIGGER)(\s+(?:IF\s+EXISTS\s+)?)(" + "|".join(_STEP_OBJECTS) + r")\b"
+)
 
 #: What a step has of its own (a single-step campaign: unprefixed).
 STEP_DDL = ";\n".join(
@@ -247,9 +263,9 @@ def scoped(sql: str, step: str | None) -> str:
     return _STEP_TABLE.sub(lambda m: f"{m[1]}{m[2]}{step}_{m[3]}", sql)
 
 
-def step_ddl(step: str | None) -> str:
-    """A step's tables, view and index, under its name."""
-    return step_objects(scoped(STEP_DDL, step), step)
+def step_ddl(step: str | None, ddl: str = STEP_DDL) -> str:
+    """A step's tables, view and indexes (or the statement ``ddl``), under its name."""
+    return step_objects(scoped(ddl, step), step)
 
 
 def step_objects(ddl: str, step: str | None) -> str:

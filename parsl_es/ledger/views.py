@@ -24,7 +24,7 @@ from parsl_es.ledger.models import (
     range_row,
 )
 from parsl_es.ledger.reads import LedgerReads
-from parsl_es.ledger.schema import OPEN_RANGES
+from parsl_es.ledger.schema import OPEN_RANGES, open_ranges
 
 #: Per node type, the done and merged ranges: count, events, distinct hosts and batch
 #: jobs, mean duration. Merged ranges come from the merge groups' counts (version 5),
@@ -32,7 +32,7 @@ from parsl_es.ledger.schema import OPEN_RANGES
 _BY_NODE_TYPE = f"""
 WITH done AS (
     SELECT r.node_type, r.n_events, r.host, r.slurm_job, r.duration
-    {OPEN_RANGES.replace("JOIN ranges r", "JOIN range_info r")} AND r.state = 'done'
+    {open_ranges("range_info")} AND r.state = 'done'
 ),
 counts(node_type, n, events, timed, seconds) AS (
     SELECT node_type, COUNT(*), COALESCE(SUM(n_events), 0), COUNT(duration),
